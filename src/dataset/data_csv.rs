@@ -1,0 +1,174 @@
+//! Reading `data.csv`: columns by header name, every value checked.
+//!
+//! Real files come in more than one shape — `,uuid,latitude,longitude` (a pandas index
+//! column first) and `,Unnamed: 0,sample_longitude,sample_latitude,row_idx,status,radius,
+//! latitude,longitude,panorama_id,uuid` — so columns are found by their exact (trimmed,
+//! case-insensitive) names and everything else is ignored.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::error::DatasetError;
+
+/// One row of `data.csv`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CsvRow {
+    /// 1-based line in the file.
+    pub line: u64,
+    /// Location id; also its image folder name.
+    pub uuid: String,
+    /// Degrees north.
+    pub latitude: f64,
+    /// Degrees east.
+    pub longitude: f64,
+}
+
+/// Reads and checks every row of a `data.csv`.
+///
+/// # Errors
+/// A missing column, an unparsable or out-of-range coordinate, an unusable uuid, or a uuid
+/// listed twice — each naming the file and line.
+pub fn read_data_csv(path: &Path) -> Result<Vec<CsvRow>, DatasetError> {
+    let file = path.to_path_buf();
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(false)
+        .trim(csv::Trim::All)
+        .from_path(path)
+        .map_err(|e| csv_error(&file, &e))?;
+    let headers: Vec<String> = reader
+        .headers()
+        .map_err(|e| csv_error(&file, &e))?
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    let column = |name: &'static str| {
+        headers
+            .iter()
+            .position(|h| h.trim().eq_ignore_ascii_case(name))
+            .ok_or_else(|| DatasetError::MissingColumn {
+                file: file.clone(),
+                column: name,
+                found: headers.clone(),
+            })
+    };
+    let (uuid_col, lat_col, lon_col) = (column("uuid")?, column("latitude")?, column("longitude")?);
+    let mut rows = Vec::new();
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| csv_error(&file, &e))?;
+        let line = record.position().map_or(0, |p| p.line());
+        let uuid = record.get(uuid_col).unwrap_or("").to_owned();
+        let bad = |column: &'static str, value: &str, problem: &'static str| DatasetError::BadValue {
+            file: file.clone(),
+            line,
+            uuid: uuid.clone(),
+            column,
+            value: value.to_owned(),
+            problem,
+        };
+        if uuid.is_empty() || uuid.contains(['/', '\\']) || uuid == "." || uuid == ".." {
+            return Err(bad("uuid", &uuid, "is not usable as an image folder name"));
+        }
+        let coordinate = |col: usize, name: &'static str, limit: f64| {
+            let raw = record.get(col).unwrap_or("");
+            let value: f64 = raw.parse().map_err(|_| bad(name, raw, "is not a number"))?;
+            if !value.is_finite() || value.abs() > limit {
+                return Err(bad(
+                    name,
+                    raw,
+                    if limit == 90.0 {
+                        "is outside [-90, 90]"
+                    } else {
+                        "is outside [-180, 180]"
+                    },
+                ));
+            }
+            Ok(value)
+        };
+        let latitude = coordinate(lat_col, "latitude", 90.0)?;
+        let longitude = coordinate(lon_col, "longitude", 180.0)?;
+        if let Some(first) = seen.insert(uuid.clone(), line) {
+            return Err(DatasetError::DuplicateUuid {
+                uuid,
+                first: (file.clone(), first),
+                second: (file.clone(), line),
+            });
+        }
+        rows.push(CsvRow {
+            line,
+            uuid,
+            latitude,
+            longitude,
+        });
+    }
+    Ok(rows)
+}
+
+fn csv_error(file: &PathBuf, e: &csv::Error) -> DatasetError {
+    match e.kind() {
+        csv::ErrorKind::Io(io) => DatasetError::Io {
+            action: "reading",
+            path: file.clone(),
+            source: std::io::Error::new(io.kind(), io.to_string()),
+        },
+        _ => DatasetError::Csv {
+            file: file.clone(),
+            line: e.position().map_or(0, |p| p.line()),
+            message: e.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(text: &str) -> Result<Vec<CsvRow>, DatasetError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data.csv");
+        std::fs::write(&path, text).unwrap();
+        read_data_csv(&path)
+    }
+
+    #[test]
+    fn both_real_header_shapes_load() {
+        let a = read(",uuid,latitude,longitude\n0,u1,45.5,18.5\n1,u2,45.1,14.8\n").unwrap();
+        assert_eq!(a.len(), 2);
+        assert_eq!((a[1].uuid.as_str(), a[1].latitude, a[1].longitude), ("u2", 45.1, 14.8));
+        let b = read(concat!(
+            ",Unnamed: 0,sample_longitude,sample_latitude,row_idx,status,radius,latitude,longitude,panorama_id,uuid\n",
+            "0,0,18.0,45.0,3,OK,50,45.55,18.54,pano,u9\n"
+        ))
+        .unwrap();
+        assert_eq!((b[0].uuid.as_str(), b[0].latitude, b[0].longitude), ("u9", 45.55, 18.54));
+        assert_eq!(b[0].line, 2);
+    }
+
+    #[test]
+    fn bad_rows_name_the_line_and_uuid() {
+        let e = read("uuid,latitude,longitude\nu1,45,18\nu2,north,18\n").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains(":3:") && msg.contains("\"u2\"") && msg.contains("not a number"), "{msg}");
+        let e = read("uuid,latitude,longitude\nu1,95,18\n").unwrap_err();
+        assert!(e.to_string().contains("outside [-90, 90]"), "{e}");
+        let e = read("uuid,latitude,longitude\nu1,45,181\n").unwrap_err();
+        assert!(e.to_string().contains("outside [-180, 180]"), "{e}");
+        let e = read("uuid,latitude,longitude\n../x,45,18\n").unwrap_err();
+        assert!(e.to_string().contains("folder name"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_column_lists_the_columns_found() {
+        let e = read("uuid,lat,longitude\nu1,45,18\n").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("no `latitude` column") && msg.contains("lat, longitude"), "{msg}");
+    }
+
+    #[test]
+    fn a_uuid_listed_twice_names_both_lines() {
+        let e = read("uuid,latitude,longitude\nu1,45,18\nu2,45,18\nu1,44,17\n").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("\"u1\"") && msg.contains(":2") && msg.contains(":4"), "{msg}");
+    }
+}

@@ -1,0 +1,146 @@
+//! The on-disk layout of a real dataset directory (seed 000):
+//!
+//! ```text
+//! dataset_original_subset/
+//! ├── data.csv                    uuid, latitude, longitude (+ any other columns)
+//! └── images/  (or data/)
+//!     └── <uuid>/{0,90,180,270}.jpg
+//! ```
+//!
+//! Directories are read in place and never modified. Listing is parallel because a real
+//! dataset has tens of thousands of folders.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use super::error::DatasetError;
+
+/// The four view headings, in the order the model sees them.
+pub const VIEWS: [u16; 4] = [0, 90, 180, 270];
+/// The CSV every dataset directory holds.
+pub const CSV_NAME: &str = "data.csv";
+const IMAGE_ROOTS: [&str; 2] = ["images", "data"];
+const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
+
+/// A scanned dataset directory.
+#[derive(Clone, Debug)]
+pub struct DirLayout {
+    /// The dataset directory.
+    pub dir: PathBuf,
+    /// Name of its image root (`images` or `data`).
+    pub image_root: &'static str,
+    /// Every image folder: uuid → file names in it (sorted).
+    pub folders: BTreeMap<String, Vec<String>>,
+}
+
+impl DirLayout {
+    /// Scans `dir`: checks for `data.csv` and an image root, and lists every image folder.
+    ///
+    /// # Errors
+    /// When `data.csv` or the image root is missing, or a folder cannot be listed.
+    pub fn scan(dir: &Path) -> Result<DirLayout, DatasetError> {
+        if !dir.join(CSV_NAME).is_file() {
+            return Err(DatasetError::MissingCsv {
+                dir: dir.to_path_buf(),
+            });
+        }
+        let image_root = IMAGE_ROOTS
+            .into_iter()
+            .find(|r| dir.join(r).is_dir())
+            .ok_or_else(|| DatasetError::MissingImageRoot {
+                dir: dir.to_path_buf(),
+            })?;
+        let root = dir.join(image_root);
+        let names: Vec<String> = fs::read_dir(&root)
+            .map_err(DatasetError::io("listing", &root))?
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        let folders = names
+            .into_par_iter()
+            .map(|uuid| {
+                let folder = root.join(&uuid);
+                let mut files: Vec<String> = fs::read_dir(&folder)
+                    .map_err(DatasetError::io("listing", &folder))?
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with('.'))
+                    .collect();
+                files.sort();
+                Ok((uuid, files))
+            })
+            .collect::<Result<BTreeMap<_, _>, DatasetError>>()?;
+        Ok(DirLayout {
+            dir: dir.to_path_buf(),
+            image_root,
+            folders,
+        })
+    }
+
+    /// Every file a dataset stage reads, relative to the directory: the CSV and all images.
+    pub fn input_files(&self) -> Vec<PathBuf> {
+        let mut files = vec![PathBuf::from(CSV_NAME)];
+        for (uuid, names) in &self.folders {
+            for name in names {
+                files.push(Path::new(self.image_root).join(uuid).join(name));
+            }
+        }
+        files
+    }
+
+    /// The four view paths of `uuid` (relative to the directory), or the headings missing.
+    pub fn views(&self, uuid: &str) -> Result<[String; 4], Vec<u16>> {
+        let files = self.folders.get(uuid).map(Vec::as_slice).unwrap_or(&[]);
+        let mut found: [Option<String>; 4] = Default::default();
+        for (slot, heading) in found.iter_mut().zip(VIEWS) {
+            *slot = view_file(files, heading)
+                .map(|name| format!("{}/{uuid}/{name}", self.image_root));
+        }
+        let missing: Vec<u16> = VIEWS
+            .iter()
+            .zip(&found)
+            .filter(|(_, f)| f.is_none())
+            .map(|(h, _)| *h)
+            .collect();
+        match found {
+            [Some(a), Some(b), Some(c), Some(d)] => Ok([a, b, c, d]),
+            _ => Err(missing),
+        }
+    }
+}
+
+/// The file of one heading: `0.jpg` first, then the other accepted extensions, any case.
+fn view_file(files: &[String], heading: u16) -> Option<&String> {
+    let stem = heading.to_string();
+    IMAGE_EXTENSIONS.iter().find_map(|ext| {
+        files.iter().find(|f| {
+            f.rsplit_once('.')
+                .is_some_and(|(s, e)| s == stem && e.eq_ignore_ascii_case(ext))
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn views_accept_jpeg_and_png_in_any_case_and_report_what_is_missing() {
+        let files: Vec<String> = ["0.JPG", "180.png", "90.jpeg", "notes.txt"]
+            .map(String::from)
+            .to_vec();
+        let layout = DirLayout {
+            dir: PathBuf::from("d"),
+            image_root: "images",
+            folders: [("u".to_owned(), files)].into(),
+        };
+        assert_eq!(layout.views("u"), Err(vec![270]));
+        assert_eq!(layout.views("nope"), Err(vec![0, 90, 180, 270]));
+    }
+}

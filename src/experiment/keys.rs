@@ -1,0 +1,214 @@
+//! Every key an experiment file may set: one table that drives unknown-key errors, "did you
+//! mean" suggestions, provenance, and the README's reference (a test keeps them in sync).
+//!
+//! Defaults are not repeated here: they come from `Experiment::default()`.
+
+use serde_json::Value;
+
+use super::schema::{Experiment, SyntheticConfig};
+
+/// One settable key.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyDoc {
+    /// Dotted key path.
+    pub path: &'static str,
+    /// Type, as shown to users.
+    pub ty: &'static str,
+    /// One-line meaning.
+    pub doc: &'static str,
+}
+
+macro_rules! keys {
+    ($($path:literal : $ty:literal => $doc:literal),* $(,)?) => {
+        /// All settable keys, in reference order.
+        pub const KEYS: &[KeyDoc] = &[$(KeyDoc { path: $path, ty: $ty, doc: $doc }),*];
+    };
+}
+
+keys! {
+    "name": "string" => "Experiment name; runs go to `runs/<name>/<run-id>/`. Letters, digits, `-`, `_`, `.`.",
+    "seed": "integer" => "Seed for every random choice (split order, initialisation, shuffling).",
+    "extends": "path" => "Base experiment file (relative to this file) whose values this file overrides; chains allowed.",
+    "dataset.dirs": "list of paths" => "Dataset directories in the real layout (`data.csv` + `images/<uuid>/{0,90,180,270}.jpg`), relative to the file that sets them; merged in order.",
+    "dataset.synthetic.locations": "integer" => "Generate a synthetic dataset of this many locations instead of reading `dirs`.",
+    "dataset.synthetic.image_size": "integer" => "Side of each synthetic view in pixels.",
+    "dataset.synthetic.seed": "integer" => "Seed of the synthetic generator.",
+    "dataset.split.train": "float" => "Fraction of locations for training.",
+    "dataset.split.val": "float" => "Fraction for validation (model selection).",
+    "dataset.split.test": "float" => "Fraction for the final test; the three must sum to 1.",
+    "dataset.fraction": "float" => "Fraction of all locations to use, in (0, 1]; subsampled before splitting.",
+    "classes.boundary": "string" => "ISO 3166 alpha-2 code of an embedded Natural Earth country (`HR`), or a GeoJSON file path.",
+    "classes.spacing": "float" => "Grid cell side in degrees (0.7 → 36 cells on Croatia, 0.5 → 58, 0.3 → 131).",
+    "classes.centroid": "geometric | clipped | weighted" => "Point that stands for a class: square centre, centre moved onto land, or mean of the cell's train locations.",
+    "classes.crs": "string" => "Projected CRS (`EPSG:NNNN` or a `+proj` string) for regression targets and planar maths.",
+    "model.task": "classification | regression" => "Predict a grid class, or min-max scaled projected coordinates.",
+    "model.backbone": "string" => "tiny-cnn, resnet18/34/50/101/152, resnext50_32x4d, resnext101_32x8d.",
+    "model.weights": "path" => "Pretrained backbone weights (safetensors, torchvision names), relative to the file that sets it.",
+    "model.fusion": "concat | mean" => "How the four views' features are combined.",
+    "train.image_size": "integer" => "Side of the square network input in pixels.",
+    "train.batch_size": "integer" => "Locations per batch (each has four views).",
+    "train.epochs": "integer" => "Number of epochs.",
+    "train.optimizer": "adam | adamw | sgd" => "Optimiser.",
+    "train.lr": "float" => "Peak learning rate.",
+    "train.weight_decay": "float" => "Weight decay.",
+    "train.scheduler.kind": "constant | step | cosine | onecycle | plateau" => "Learning-rate schedule.",
+    "train.scheduler.factor": "float" => "Decay multiplier (`step`, `plateau`).",
+    "train.scheduler.patience": "integer" => "Epochs without improvement before decaying (`plateau`).",
+    "train.scheduler.step_size": "integer" => "Epochs between decays (`step`).",
+    "train.scheduler.min_lr": "float" => "Learning-rate floor (`cosine`, `plateau`).",
+    "train.scheduler.pct_start": "float" => "Fraction of training spent warming up (`onecycle`).",
+    "train.unfreeze_epoch": "integer" => "First epoch in which the backbone trains; before it only the head does.",
+    "train.device": "string" => "`cpu`, `cuda`, `cuda:N` or `auto`.",
+    "train.monitor": "string" => "Metric (`val/<name>` or `train/<name>`) that picks the best checkpoint and drives `plateau`.",
+    "sweep": "table" => "Grid for `geoexp sweep`: `\"key.path\" = [values...]`.",
+}
+
+/// The documented key at `path`, if any.
+pub fn find(path: &str) -> Option<&'static KeyDoc> {
+    KEYS.iter().find(|k| k.path == path)
+}
+
+/// Whether `path` names a table that contains keys (`train`, `train.scheduler`).
+pub fn is_table(path: &str) -> bool {
+    KEYS.iter()
+        .any(|k| k.path.len() > path.len() && k.path.starts_with(path) && k.path.as_bytes()[path.len()] == b'.')
+}
+
+/// Whether `path` is a settable value (not a table); `sweep` counts as one.
+pub fn is_leaf(path: &str) -> bool {
+    find(path).is_some() && !is_table(path)
+}
+
+/// The closest known key to a mistyped `path`: first among its siblings, then any key
+/// with the same last segment (a key set in the wrong section).
+pub fn suggest(path: &str) -> Option<&'static str> {
+    let (parent, last) = path.rsplit_once('.').unwrap_or(("", path));
+    let prefix_len = if parent.is_empty() { 0 } else { parent.len() + 1 };
+    let siblings = KEYS.iter().filter_map(|k| {
+        let p = k.path;
+        let under_parent = parent.is_empty()
+            || (p.starts_with(parent) && p.as_bytes().get(parent.len()) == Some(&b'.'));
+        if !under_parent {
+            return None;
+        }
+        let rest = &p[prefix_len..];
+        Some(&p[..prefix_len + rest.find('.').unwrap_or(rest.len())])
+    });
+    siblings
+        .map(|s| (strsim::jaro_winkler(&s[prefix_len..], last), s))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, s)| s)
+        .or_else(|| {
+            KEYS.iter()
+                .map(|k| k.path)
+                .find(|p| p.rsplit('.').next() == Some(last) && *p != path)
+        })
+}
+
+/// The default value of a key as shown in the reference: from `Experiment::default()`,
+/// or, for keys inside an optional table, the value used once that table is set.
+pub fn default_text(path: &str) -> String {
+    let mut filled = Experiment::default();
+    let value = serde_json::to_value(&filled).unwrap_or(Value::Null);
+    if let Some(v) = lookup(&value, path).filter(|v| !v.is_null()) {
+        return render(v);
+    }
+    filled.dataset.synthetic = Some(SyntheticConfig::default());
+    let value = serde_json::to_value(&filled).unwrap_or(Value::Null);
+    match lookup(&value, path).filter(|v| !v.is_null()) {
+        Some(v) if !path.starts_with("dataset.synthetic.") => render(v),
+        Some(v) => format!("{} (when `synthetic` is set)", render(v)),
+        None => "(unset)".to_owned(),
+    }
+}
+
+fn render(v: &Value) -> String {
+    match v {
+        Value::Object(m) if m.is_empty() => "{}".into(),
+        Value::Array(a) if a.is_empty() => "[]".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The value at a dotted `path` inside a JSON object.
+pub fn lookup<'v>(value: &'v Value, path: &str) -> Option<&'v Value> {
+    path.split('.')
+        .try_fold(value, |v, segment| v.as_object()?.get(segment))
+}
+
+/// The experiment-file reference as a Markdown table (embedded in README.md).
+pub fn reference_markdown() -> String {
+    let mut out = String::from("| key | type | default | meaning |\n|---|---|---|---|\n");
+    for k in KEYS {
+        out.push_str(&format!(
+            "| `{}` | {} | `{}` | {} |\n",
+            k.path,
+            k.ty,
+            default_text(k.path).replace('|', "\\|"),
+            k.doc.replace('|', "\\|")
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_of_a_filled_experiment_is_documented_and_vice_versa() {
+        let mut e = Experiment::default();
+        e.dataset.synthetic = Some(SyntheticConfig::default());
+        e.model.weights = Some("w.safetensors".into());
+        e.extends = Some("base.toml".into());
+        let mut leaves = Vec::new();
+        fn walk(prefix: &str, v: &Value, out: &mut Vec<String>) {
+            match v.as_object() {
+                Some(map) if prefix != "sweep" => {
+                    for (k, v) in map {
+                        let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                        walk(&p, v, out);
+                    }
+                }
+                _ => out.push(prefix.to_owned()),
+            }
+        }
+        walk("", &serde_json::to_value(&e).unwrap(), &mut leaves);
+        leaves.push("extends".into()); // never serialized: resolved while loading
+        leaves.sort();
+        let mut documented: Vec<String> = KEYS.iter().map(|k| k.path.to_owned()).collect();
+        documented.sort();
+        assert_eq!(leaves, documented);
+    }
+
+    #[test]
+    fn a_typo_suggests_the_sibling_key() {
+        assert_eq!(suggest("classes.spcing"), Some("classes.spacing"));
+        assert_eq!(suggest("train.lrr"), Some("train.lr"));
+        assert_eq!(suggest("trian"), Some("train"));
+    }
+
+    #[test]
+    fn a_key_in_the_wrong_section_suggests_the_right_one() {
+        assert_eq!(suggest("train.spacing"), Some("classes.spacing"));
+    }
+
+    #[test]
+    fn tables_and_leaves_are_told_apart() {
+        assert!(is_table("train"));
+        assert!(is_table("train.scheduler"));
+        assert!(!is_table("train.lr"));
+        assert!(is_leaf("train.lr"));
+        assert!(is_leaf("sweep"));
+        assert!(!is_leaf("train"));
+    }
+
+    #[test]
+    fn defaults_come_from_the_schema() {
+        assert_eq!(default_text("classes.spacing"), "0.5");
+        assert_eq!(default_text("classes.boundary"), "\"HR\"");
+        assert!(default_text("dataset.synthetic.locations").starts_with("1500"));
+        assert_eq!(default_text("model.weights"), "(unset)");
+    }
+}

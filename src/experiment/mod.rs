@@ -1,0 +1,25 @@
+//! Experiment files: schema, layered loading, validation.
+//!
+//! - [`schema`]: the serde structs and their defaults (the only source of defaults).
+//! - [`keys`]: the documented key table behind unknown-key errors and the README reference.
+//! - [`load`]: defaults < `extends` chain < file < `GEOEXP_*` < `--set`, with provenance.
+//! - [`validate`]: ranges and consistency, before any stage runs.
+//! - [`error`]: errors that name the file and line, variable, or flag at fault.
+//!
+//! This module reads configuration only; it knows nothing of stages or geography.
+
+pub mod error;
+pub mod keys;
+pub mod load;
+pub mod schema;
+pub mod validate;
+
+pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, Origin};
+pub use load::{LoadOptions, Loaded, load};
+pub use schema::{
+    Centroid, ClassesConfig, DatasetConfig, Experiment, Fusion, ModelConfig, Optimizer,
+    SchedulerConfig, SchedulerKind, SplitConfig, SyntheticConfig, Task, TrainConfig,
+};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,280 @@
+//! Loading and validation, layer by layer, with the errors a tired user would meet.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+const SYNTH: &str = "[dataset]\nsynthetic = { locations = 50 }\n";
+
+struct Files {
+    dir: tempfile::TempDir,
+}
+
+impl Files {
+    fn new() -> Files {
+        Files {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).unwrap();
+        }
+        fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+fn load_with(file: &Path, sets: &[&str], env: &[(&str, &str)]) -> Result<Loaded, ConfigErrors> {
+    load(&LoadOptions {
+        file: file.to_path_buf(),
+        sets: sets.iter().map(|s| (*s).to_owned()).collect(),
+        env: Some(
+            env.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        ),
+    })
+}
+
+fn error_text(file: &Path, sets: &[&str], env: &[(&str, &str)]) -> String {
+    match load_with(file, sets, env) {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn a_minimal_file_gets_the_defaults_and_its_file_name() {
+    let f = Files::new();
+    let path = f.write("golf.toml", SYNTH);
+    let loaded = load_with(&path, &[], &[]).unwrap();
+    let e = &loaded.experiment;
+    assert_eq!(e.name, "golf");
+    assert_eq!(e.classes.spacing, 0.5);
+    assert_eq!(e.dataset.synthetic.as_ref().unwrap().locations, 50);
+    assert_eq!(e.dataset.synthetic.as_ref().unwrap().image_size, 64);
+    assert_eq!(loaded.provenance()["classes.spacing"], "default");
+}
+
+#[test]
+fn layers_apply_in_order_defaults_base_file_env_set() {
+    let f = Files::new();
+    f.write(
+        "base/base.toml",
+        &format!("{SYNTH}[classes]\nspacing = 0.3\n[train]\nlr = 1e-3\nepochs = 3\n"),
+    );
+    let path = f.write(
+        "exp.toml",
+        "extends = \"base/base.toml\"\nname = \"x\"\n[train]\nlr = 5e-4\nbatch_size = 8\n",
+    );
+    let loaded = load_with(
+        &path,
+        &["train.batch_size=4"],
+        &[("GEOEXP_TRAIN__BATCH_SIZE", "2"), ("GEOEXP_TRAIN__EPOCHS", "5")],
+    )
+    .unwrap();
+    let t = &loaded.experiment.train;
+    assert_eq!(loaded.experiment.classes.spacing, 0.3);
+    assert_eq!(t.lr, 5e-4);
+    assert_eq!(t.epochs, 5);
+    assert_eq!(t.batch_size, 4);
+    let p = loaded.provenance();
+    assert!(p["classes.spacing"].ends_with("base.toml"), "{p:?}");
+    assert!(p["train.lr"].ends_with("exp.toml"));
+    assert_eq!(p["train.epochs"], "env GEOEXP_TRAIN__EPOCHS");
+    assert_eq!(p["train.batch_size"], "--set train.batch_size=4");
+}
+
+#[test]
+fn tool_settings_in_the_environment_are_not_experiment_keys() {
+    let f = Files::new();
+    let path = f.write("e.toml", SYNTH);
+    let loaded = load_with(
+        &path,
+        &[],
+        &[("GEOEXP_SERVE_PORT", "8098"), ("GEOEXP_SEED", "9")],
+    )
+    .unwrap();
+    assert_eq!(loaded.experiment.seed, 9);
+}
+
+#[test]
+fn an_extends_cycle_is_an_error_naming_the_chain() {
+    let f = Files::new();
+    f.write("a.toml", "extends = \"b.toml\"\n");
+    let b = f.write("b.toml", "extends = \"a.toml\"\n");
+    let msg = error_text(&b, &[], &[]);
+    assert!(msg.contains("cycle"), "{msg}");
+    assert!(msg.contains("a.toml") && msg.contains("b.toml"), "{msg}");
+}
+
+#[test]
+fn a_missing_base_file_names_the_file_and_line_that_extends_it() {
+    let f = Files::new();
+    let path = f.write("e.toml", "name = \"e\"\nextends = \"nope.toml\"\n");
+    let msg = error_text(&path, &[], &[]);
+    assert!(msg.contains("e.toml:2:"), "{msg}");
+    assert!(msg.contains("nope.toml"), "{msg}");
+}
+
+#[test]
+fn an_unknown_key_names_file_line_and_a_suggestion() {
+    let f = Files::new();
+    let path = f.write("e.toml", &format!("{SYNTH}[classes]\nspcing = 0.3\n"));
+    let msg = error_text(&path, &[], &[]);
+    assert!(msg.contains("e.toml:4:1"), "{msg}");
+    assert!(msg.contains("unknown key `classes.spcing`"), "{msg}");
+    assert!(msg.contains("did you mean `classes.spacing`?"), "{msg}");
+}
+
+#[test]
+fn a_key_in_the_wrong_section_points_to_the_right_one() {
+    let f = Files::new();
+    let path = f.write("e.toml", &format!("{SYNTH}[train]\nspacing = 0.3\n"));
+    let msg = error_text(&path, &[], &[]);
+    assert!(msg.contains("did you mean `classes.spacing`?"), "{msg}");
+}
+
+#[test]
+fn a_wrong_type_names_file_line_key_and_expected_type() {
+    let f = Files::new();
+    let path = f.write("e.toml", &format!("{SYNTH}[train]\nepochs = 3\nlr = \"fast\"\n"));
+    let msg = error_text(&path, &[], &[]);
+    assert!(msg.contains("e.toml:5:"), "{msg}");
+    assert!(msg.contains("train.lr"), "{msg}");
+    assert!(msg.contains("expected f64"), "{msg}");
+}
+
+#[test]
+fn a_toml_syntax_error_names_the_line() {
+    let f = Files::new();
+    let path = f.write("e.toml", "name = \"x\"\n[train\n");
+    let msg = error_text(&path, &[], &[]);
+    assert!(msg.contains("e.toml:2:"), "{msg}");
+    assert!(msg.contains("invalid TOML"), "{msg}");
+}
+
+#[test]
+fn overrides_with_unknown_keys_or_bad_values_name_the_flag_or_variable() {
+    let f = Files::new();
+    let path = f.write("e.toml", SYNTH);
+    let msg = error_text(&path, &["train.lrr=1"], &[]);
+    assert!(msg.contains("--set train.lrr=1"), "{msg}");
+    assert!(msg.contains("did you mean `train.lr`?"), "{msg}");
+    let msg = error_text(&path, &[], &[("GEOEXP_CLASES__SPACING", "1")]);
+    assert!(msg.contains("GEOEXP_CLASES__SPACING"), "{msg}");
+    assert!(msg.contains("did you mean `classes"), "{msg}");
+    let msg = error_text(&path, &["train.epochs=many"], &[]);
+    assert!(msg.contains("--set train.epochs=many"), "{msg}");
+    assert!(msg.contains("train.epochs"), "{msg}");
+    let msg = error_text(&path, &["train.lr"], &[]);
+    assert!(msg.contains("key.path=value"), "{msg}");
+}
+
+#[test]
+fn out_of_range_values_are_rejected_with_their_origin() {
+    let f = Files::new();
+    let path = f.write("e.toml", &format!("{SYNTH}[classes]\nspacing = -0.5\n"));
+    let msg = error_text(&path, &[], &[]);
+    assert!(msg.contains("e.toml:4:1"), "{msg}");
+    assert!(msg.contains("classes.spacing") && msg.contains("> 0"), "{msg}");
+
+    let path = f.write("e2.toml", SYNTH);
+    for (set, needle) in [
+        ("classes.spacing=0", "classes.spacing"),
+        ("dataset.fraction=0", "dataset.fraction"),
+        ("dataset.fraction=1.5", "dataset.fraction"),
+        ("dataset.split.val=-0.1", "dataset.split.val"),
+        ("dataset.split.val=0.2", "sum to 1"),
+        ("train.device=gpu", "train.device"),
+        ("model.backbone=resnet19", "did you mean `resnet18`?"),
+        ("train.unfreeze_epoch=99", "train.unfreeze_epoch"),
+    ] {
+        let msg = error_text(&path, &[set], &[]);
+        assert!(msg.contains(needle), "{set}: {msg}");
+    }
+}
+
+#[test]
+fn split_fractions_may_differ_from_one_by_floating_point_noise_only() {
+    let f = Files::new();
+    let path = f.write(
+        "e.toml",
+        &format!("{SYNTH}[dataset.split]\ntrain = 0.7\nval = 0.2\ntest = 0.1\n"),
+    );
+    assert!(load_with(&path, &[], &[]).is_ok());
+    let msg = error_text(&path, &["dataset.split.test=0.1000001"], &[]);
+    assert!(msg.contains("sum to 1"), "{msg}");
+}
+
+#[test]
+fn dataset_dirs_resolve_against_the_file_that_names_them() {
+    let f = Files::new();
+    fs::create_dir_all(f.dir.path().join("base/data/set1")).unwrap();
+    f.write("base/base.toml", "[dataset]\ndirs = [\"data/set1\"]\n");
+    let path = f.write("exp/e.toml", "extends = \"../base/base.toml\"\n");
+    let loaded = load_with(&path, &[], &[]).unwrap();
+    let dir = loaded.resolve_path("dataset.dirs", &loaded.experiment.dataset.dirs[0]);
+    assert!(dir.is_dir(), "{}", dir.display());
+
+    let path = f.write("exp/missing.toml", "[dataset]\ndirs = [\"nowhere\"]\n");
+    let msg = error_text(&path, &[], &[]);
+    assert!(msg.contains("missing.toml:2:1"), "{msg}");
+    assert!(msg.contains("nowhere") && msg.contains("does not exist"), "{msg}");
+}
+
+#[test]
+fn no_dataset_or_two_datasets_is_an_error() {
+    let f = Files::new();
+    let path = f.write("e.toml", "name = \"x\"\n");
+    assert!(error_text(&path, &[], &[]).contains("dataset.synthetic"));
+    fs::create_dir_all(f.dir.path().join("d")).unwrap();
+    let path = f.write("e2.toml", &format!("{SYNTH}dirs = [\"d\"]\n"));
+    assert!(error_text(&path, &[], &[]).contains("both"));
+}
+
+#[test]
+fn scheduler_fields_that_the_kind_does_not_read_are_rejected() {
+    let f = Files::new();
+    let path = f.write(
+        "e.toml",
+        &format!("{SYNTH}[train]\nscheduler = {{ kind = \"cosine\", patience = 3 }}\n"),
+    );
+    let msg = error_text(&path, &[], &[]);
+    assert!(msg.contains("train.scheduler.patience"), "{msg}");
+    assert!(msg.contains("cosine"), "{msg}");
+}
+
+#[test]
+fn sweep_axes_must_be_known_keys_with_values_of_the_right_type() {
+    let f = Files::new();
+    let path = f.write(
+        "e.toml",
+        &format!("{SYNTH}[sweep]\n\"train.lr\" = [1e-3, 3e-4]\n\"classes.spacing\" = [0.5, 0.3]\n"),
+    );
+    let loaded = load_with(&path, &[], &[]).unwrap();
+    assert_eq!(loaded.experiment.sweep.len(), 2);
+
+    let path = f.write("e2.toml", &format!("{SYNTH}[sweep]\n\"train.lrr\" = [1e-3]\n"));
+    let msg = error_text(&path, &[], &[]);
+    assert!(msg.contains("did you mean `train.lr`?"), "{msg}");
+
+    let path = f.write("e3.toml", &format!("{SYNTH}[sweep]\n\"train.lr\" = [\"fast\"]\n"));
+    let msg = error_text(&path, &[], &[]);
+    assert!(msg.contains("\"fast\""), "{msg}");
+
+    let path = f.write("e4.toml", &format!("{SYNTH}[sweep]\n\"train.lr\" = []\n"));
+    assert!(error_text(&path, &[], &[]).contains("non-empty"));
+}
+
+#[test]
+fn several_problems_are_reported_together() {
+    let f = Files::new();
+    let path = f.write("e.toml", SYNTH);
+    let msg = error_text(&path, &["classes.spacing=0", "dataset.fraction=2"], &[]);
+    assert!(msg.contains("2 problems"), "{msg}");
+}

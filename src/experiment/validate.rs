@@ -1,0 +1,267 @@
+//! Semantic checks of a merged experiment, run before any stage: ranges, consistency
+//! between keys, and paths that must exist. Each error names the key and where it was set.
+
+use std::collections::BTreeSet;
+
+use super::error::ConfigError;
+use super::load::Loaded;
+use super::schema::BACKBONES;
+
+const SPLIT_TOLERANCE: f64 = 1e-9;
+
+/// Every semantic problem of `loaded`.
+pub fn validate(loaded: &Loaded) -> Vec<ConfigError> {
+    let mut v = Checker {
+        loaded,
+        errors: Vec::new(),
+    };
+    v.name();
+    v.dataset();
+    v.classes();
+    v.model();
+    v.train();
+    v.errors
+}
+
+struct Checker<'a> {
+    loaded: &'a Loaded,
+    errors: Vec<ConfigError>,
+}
+
+impl Checker<'_> {
+    fn fail(&mut self, key: &str, message: impl Into<String>) {
+        self.errors
+            .push(ConfigError::invalid(self.loaded.origin(key), key, message));
+    }
+
+    fn check(&mut self, ok: bool, key: &str, message: impl FnOnce() -> String) {
+        if !ok {
+            self.fail(key, message());
+        }
+    }
+
+    fn name(&mut self) {
+        let name = &self.loaded.experiment.name;
+        let ok = !name.is_empty()
+            && !name.starts_with('.')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        self.check(ok, "name", || {
+            format!("{name:?} is not usable as a folder name; use letters, digits, `-`, `_` and `.` (not first)")
+        });
+    }
+
+    fn dataset(&mut self) {
+        let d = &self.loaded.experiment.dataset;
+        match (d.dirs.is_empty(), &d.synthetic) {
+            (true, None) => self.fail(
+                "dataset.dirs",
+                "no data: set `dataset.dirs` (real layout) or `dataset.synthetic` (generated)",
+            ),
+            (false, Some(_)) => self.fail(
+                "dataset.synthetic",
+                format!(
+                    "both `dataset.synthetic` and `dataset.dirs` (set at {}) are set; keep one",
+                    self.loaded.origin("dataset.dirs")
+                ),
+            ),
+            _ => {}
+        }
+        let mut seen = BTreeSet::new();
+        for dir in &d.dirs {
+            let path = self.loaded.resolve_path("dataset.dirs", dir);
+            if !path.is_dir() {
+                self.fail(
+                    "dataset.dirs",
+                    format!("dataset directory {} does not exist", path.display()),
+                );
+            } else if !seen.insert(path.canonicalize().unwrap_or(path.clone())) {
+                self.fail(
+                    "dataset.dirs",
+                    format!("dataset directory {} is listed twice", path.display()),
+                );
+            }
+        }
+        if let Some(s) = &d.synthetic {
+            self.check(
+                (1..=10_000_000).contains(&s.locations),
+                "dataset.synthetic.locations",
+                || format!("must be between 1 and 10000000, got {}", s.locations),
+            );
+            self.check(
+                (8..=4096).contains(&s.image_size),
+                "dataset.synthetic.image_size",
+                || format!("must be between 8 and 4096 pixels, got {}", s.image_size),
+            );
+        }
+        let split = [
+            ("dataset.split.train", d.split.train),
+            ("dataset.split.val", d.split.val),
+            ("dataset.split.test", d.split.test),
+        ];
+        let mut split_ok = true;
+        for (key, f) in split {
+            if !f.is_finite() || f < 0.0 {
+                self.fail(key, format!("must be a fraction ≥ 0, got {f}"));
+                split_ok = false;
+            }
+        }
+        let sum: f64 = split.iter().map(|s| s.1).sum();
+        if split_ok && (sum - 1.0).abs() > SPLIT_TOLERANCE {
+            self.fail(
+                "dataset.split",
+                format!(
+                    "train + val + test must sum to 1, got {} + {} + {} = {sum}",
+                    d.split.train, d.split.val, d.split.test
+                ),
+            );
+        }
+        if split_ok && d.split.train <= 0.0 {
+            self.fail("dataset.split.train", "must be > 0: classes come from training locations");
+        }
+        self.check(
+            d.fraction.is_finite() && d.fraction > 0.0 && d.fraction <= 1.0,
+            "dataset.fraction",
+            || format!("must be in (0, 1], got {}", d.fraction),
+        );
+    }
+
+    fn classes(&mut self) {
+        let c = &self.loaded.experiment.classes;
+        self.check(c.spacing.is_finite() && c.spacing > 0.0, "classes.spacing", || {
+            format!("must be > 0 degrees, got {}", c.spacing)
+        });
+        self.check(c.spacing <= 90.0, "classes.spacing", || {
+            format!("must be at most 90 degrees, got {}", c.spacing)
+        });
+        let b = c.boundary.trim();
+        let iso = b.len() == 2 && b.chars().all(|ch| ch.is_ascii_alphabetic());
+        if !iso {
+            let path = self.loaded.resolve_path("classes.boundary", b);
+            self.check(path.is_file(), "classes.boundary", || {
+                format!(
+                    "{b:?} is neither a two-letter ISO country code nor an existing GeoJSON file ({})",
+                    path.display()
+                )
+            });
+        }
+        let crs = c.crs.trim();
+        let crs_ok = crs.starts_with("+proj")
+            || crs
+                .get(..5)
+                .is_some_and(|p| p.eq_ignore_ascii_case("EPSG:"))
+                && crs[5..].parse::<u16>().is_ok();
+        self.check(crs_ok, "classes.crs", || {
+            format!("{crs:?} is not `EPSG:<code>` or a `+proj=...` string")
+        });
+    }
+
+    fn model(&mut self) {
+        let m = &self.loaded.experiment.model;
+        if !BACKBONES.contains(&m.backbone.as_str()) {
+            let close = BACKBONES
+                .iter()
+                .max_by(|a, b| {
+                    strsim::jaro_winkler(a, &m.backbone).total_cmp(&strsim::jaro_winkler(b, &m.backbone))
+                })
+                .filter(|b| strsim::jaro_winkler(b, &m.backbone) > 0.8);
+            let hint = close.map_or(String::new(), |b| format!("did you mean `{b}`? "));
+            self.fail(
+                "model.backbone",
+                format!("unknown backbone {:?}; {hint}known: {}", m.backbone, BACKBONES.join(", ")),
+            );
+        }
+        if let Some(w) = &m.weights {
+            let path = self.loaded.resolve_path("model.weights", w);
+            self.check(path.is_file(), "model.weights", || {
+                format!("weights file {} does not exist", path.display())
+            });
+        }
+    }
+
+    fn train(&mut self) {
+        let t = &self.loaded.experiment.train;
+        self.check((16..=4096).contains(&t.image_size), "train.image_size", || {
+            format!("must be between 16 and 4096 pixels, got {}", t.image_size)
+        });
+        self.check(t.batch_size >= 1, "train.batch_size", || "must be ≥ 1".into());
+        self.check(t.epochs >= 1, "train.epochs", || "must be ≥ 1".into());
+        self.check(t.lr.is_finite() && t.lr > 0.0, "train.lr", || {
+            format!("must be > 0, got {}", t.lr)
+        });
+        self.check(
+            t.weight_decay.is_finite() && t.weight_decay >= 0.0,
+            "train.weight_decay",
+            || format!("must be ≥ 0, got {}", t.weight_decay),
+        );
+        self.check(t.unfreeze_epoch <= t.epochs, "train.unfreeze_epoch", || {
+            format!(
+                "is {} but training has only {} epochs, so the backbone would never train",
+                t.unfreeze_epoch, t.epochs
+            )
+        });
+        let device_ok = matches!(t.device.as_str(), "cpu" | "cuda" | "auto")
+            || t
+                .device
+                .strip_prefix("cuda:")
+                .is_some_and(|n| n.parse::<u32>().is_ok());
+        self.check(device_ok, "train.device", || {
+            format!("{:?} is not `cpu`, `cuda`, `cuda:N` or `auto`", t.device)
+        });
+        let monitor_ok = t.monitor.split_once('/').is_some_and(|(split, metric)| {
+            matches!(split, "train" | "val")
+                && !metric.is_empty()
+                && metric
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        });
+        self.check(monitor_ok, "train.monitor", || {
+            format!("{:?} is not `val/<metric>` or `train/<metric>`", t.monitor)
+        });
+        self.scheduler();
+    }
+
+    fn scheduler(&mut self) {
+        let s = &self.loaded.experiment.train.scheduler;
+        let lr = self.loaded.experiment.train.lr;
+        for field in ["factor", "patience", "step_size", "min_lr", "pct_start"] {
+            let key = format!("train.scheduler.{field}");
+            let set = !matches!(self.loaded.origin(&key), super::error::Origin::Default);
+            if set && !s.kind.fields().contains(&field) {
+                let kind = serde_json::to_value(s.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                self.fail(
+                    &key,
+                    format!("does not apply to scheduler kind \"{kind}\" (it reads: {})", {
+                        let f = s.kind.fields();
+                        if f.is_empty() { "nothing".to_owned() } else { f.join(", ") }
+                    }),
+                );
+            }
+        }
+        let uses = |f: &str| s.kind.fields().contains(&f);
+        if uses("factor") {
+            self.check(s.factor > 0.0 && s.factor < 1.0, "train.scheduler.factor", || {
+                format!("must be in (0, 1), got {}", s.factor)
+            });
+        }
+        if uses("step_size") {
+            self.check(s.step_size >= 1, "train.scheduler.step_size", || "must be ≥ 1".into());
+        }
+        if uses("min_lr") {
+            self.check(
+                s.min_lr.is_finite() && s.min_lr >= 0.0 && s.min_lr < lr,
+                "train.scheduler.min_lr",
+                || format!("must be ≥ 0 and below train.lr ({lr}), got {}", s.min_lr),
+            );
+        }
+        if uses("pct_start") {
+            self.check(s.pct_start > 0.0 && s.pct_start < 1.0, "train.scheduler.pct_start", || {
+                format!("must be in (0, 1), got {}", s.pct_start)
+            });
+        }
+    }
+}

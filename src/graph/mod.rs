@@ -1,0 +1,43 @@
+//! The run-graph engine: stages, content-hash keys, the cache, locks, plans, execution and
+//! manifests.
+//!
+//! This module is ML- and geography-agnostic: it imports nothing from `geo`, `stages`,
+//! `dataset` or candle. [`Stage`] is its only contact point with the work it schedules.
+//!
+//! - [`stage`]: the `Stage` trait, its inputs and context.
+//! - [`key`]: what goes into a stage key, and its canonical encoding.
+//! - [`fingerprint`]: content hashes of input files, memoised by file identity.
+//! - [`store`]: the cache (`runs/.cache/<stage>/<key>/record.toml`), atomic commits.
+//! - [`lock`]: per-key lock files that work across processes and hosts.
+//! - [`dag`]: the graph and key resolution.
+//! - [`reason`], [`plan`]: why a stage would run.
+//! - [`executor`]: running stages; emits [`events::RunEvent`]s, never prints.
+//! - [`manifest`]: `manifest.toml` and `execution.toml`.
+
+pub mod dag;
+pub mod error;
+pub mod events;
+pub mod executor;
+pub mod fingerprint;
+pub mod key;
+pub mod lock;
+pub mod manifest;
+pub mod plan;
+pub mod reason;
+pub mod stage;
+pub mod store;
+
+pub use dag::{Graph, Resolved, resolve};
+pub use error::{GraphError, error_chain};
+pub use events::{CollectingReporter, NoTick, Progress, Reporter, RunEvent, Tick};
+pub use executor::{StageRun, StageStatus, execute};
+pub use fingerprint::Fingerprinter;
+pub use key::{GEOEXP_VERSION, KeyMaterial, StageKey, digest_value};
+pub use manifest::{Execution, Manifest, RunInfo, StageExecution, StageManifest};
+pub use plan::{PlanEntry, PlanStatus, plan};
+pub use reason::RerunReason;
+pub use stage::{Input, Outcome, Params, Stage, StageContext, StageError, params_of};
+pub use store::{Lookup, Store};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,160 @@
+//! The `Stage` trait: the only thing the engine knows about the work it schedules.
+//!
+//! A stage declares everything that determines its output — the config values it reads
+//! ([`Params`]), the files or digests it reads ([`Input`]) and the stages whose outputs it
+//! reads — and a `run` function that writes into a fresh, empty directory. The engine turns
+//! those declarations into a content-addressed key; anything a stage reads that it does not
+//! declare would make the cache lie, so stages read configuration only from their own
+//! params.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::events::{Progress, Tick};
+
+/// Config values a stage reads, by key path (`classes.spacing`), in canonical order.
+pub type Params = BTreeMap<String, Value>;
+
+/// Flattens a serializable params struct into dotted key paths: a field renamed
+/// `"dataset.split"` holding `{train, val, test}` becomes `dataset.split.train`, ... so
+/// `plan` names the exact value that changed. Unset options (`null`) are left out.
+pub fn params_of<T: serde::Serialize>(params: &T) -> Params {
+    fn flatten(prefix: &str, value: Value, out: &mut Params) {
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    let key = if prefix.is_empty() { k } else { format!("{prefix}.{k}") };
+                    flatten(&key, v, out);
+                }
+            }
+            Value::Null => {}
+            other => {
+                out.insert(prefix.to_owned(), other);
+            }
+        }
+    }
+    let mut out = Params::new();
+    if let Ok(value) = serde_json::to_value(params) {
+        flatten("", value, &mut out);
+    }
+    out
+}
+
+/// Whatever a stage returns as its error; the engine wraps it with the stage name.
+pub type StageError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Something a stage reads besides config values and upstream outputs.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// Files under `root`, fingerprinted by content; `files` are relative to `root`.
+    ///
+    /// `root` itself is not part of the key (only `label` is), so a dataset that moves
+    /// keeps its cache entries.
+    Files {
+        /// Stable name of this input in keys, records and `plan` output.
+        label: String,
+        /// Directory the files are relative to.
+        root: PathBuf,
+        /// Files to fingerprint, relative to `root`.
+        files: Vec<PathBuf>,
+    },
+    /// A digest the stage computed itself, for something that is not a file (embedded data).
+    Digest {
+        /// Stable name of this input in keys, records and `plan` output.
+        label: String,
+        /// Hex digest of the content.
+        digest: String,
+    },
+}
+
+impl Input {
+    /// The input's label.
+    pub fn label(&self) -> &str {
+        match self {
+            Input::Files { label, .. } | Input::Digest { label, .. } => label,
+        }
+    }
+}
+
+/// What a finished stage reports besides its files: counts and metrics for the manifest.
+#[derive(Clone, Debug, Default)]
+pub struct Outcome {
+    /// Named results (`locations = 1500`, `classes = 55`), recorded in the cache entry.
+    pub results: BTreeMap<String, Value>,
+}
+
+impl Outcome {
+    /// Adds a named result.
+    pub fn with(mut self, name: &str, value: impl Into<Value>) -> Self {
+        self.results.insert(name.to_owned(), value.into());
+        self
+    }
+}
+
+/// A unit of cached work in the run graph.
+pub trait Stage: Send + Sync {
+    /// Stage name: also the cache folder name and the `--until`/`--force` argument.
+    fn name(&self) -> &'static str;
+    /// Implementation version; bump it when the code changes what the stage produces.
+    fn version(&self) -> u32;
+    /// Names of the stages whose outputs this one reads.
+    fn upstream(&self) -> Vec<&'static str>;
+    /// Exactly the config values this stage reads.
+    fn params(&self) -> Params;
+    /// Files and digests this stage reads. May list directories, so it can fail.
+    fn inputs(&self) -> Result<Vec<Input>, StageError>;
+    /// Does the work, writing every output under `ctx.out_dir()`.
+    fn run(&self, ctx: &StageContext<'_>) -> Result<Outcome, StageError>;
+}
+
+/// What a running stage gets from the engine.
+pub struct StageContext<'a> {
+    pub(crate) out_dir: PathBuf,
+    pub(crate) upstream: BTreeMap<String, PathBuf>,
+    pub(crate) progress: &'a dyn Progress,
+    pub(crate) stage: &'static str,
+}
+
+impl<'a> StageContext<'a> {
+    /// Builds a context by hand, for running a stage outside the executor (tests, tools).
+    pub fn new(
+        stage: &'static str,
+        out_dir: PathBuf,
+        upstream: BTreeMap<String, PathBuf>,
+        progress: &'a dyn Progress,
+    ) -> Self {
+        StageContext {
+            out_dir,
+            upstream,
+            progress,
+            stage,
+        }
+    }
+
+    /// The fresh directory the stage writes into; it becomes the cache entry on success.
+    pub fn out_dir(&self) -> &Path {
+        &self.out_dir
+    }
+
+    /// The completed cache entry of an upstream stage.
+    ///
+    /// # Errors
+    /// When `name` was not declared in [`Stage::upstream`]: a bug in the stage.
+    pub fn upstream_dir(&self, name: &str) -> Result<&Path, StageError> {
+        self.upstream.get(name).map(PathBuf::as_path).ok_or_else(|| {
+            format!(
+                "stage `{}` read the output of `{name}` without declaring it upstream",
+                self.stage
+            )
+            .into()
+        })
+    }
+
+    /// Starts a progress bar for a long step of this stage.
+    pub fn progress(&self, label: &str, total: u64) -> Box<dyn Tick> {
+        self.progress
+            .start(&format!("{}: {label}", self.stage), total)
+    }
+}

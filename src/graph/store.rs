@@ -1,0 +1,455 @@
+//! The content-addressed cache: `runs/.cache/<stage>/<key>/`.
+//!
+//! An entry is written into `runs/.cache/<stage>/.tmp/<key>.<pid>.<nonce>/` and renamed
+//! into place only after its `record.toml` — written last — is complete. A directory at
+//! `<stage>/<key>/` with a readable record is therefore a finished entry, whatever crashed
+//! around it; anything else is a miss. Half-written temporaries of dead processes are
+//! swept on the next write. An unreadable record is reported and treated as missing, and
+//! the next run replaces it (a corrupt cache entry is never fatal).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::error::GraphError;
+use super::fingerprint::hash_path;
+use super::key::{KeyMaterial, StageKey};
+use super::lock::{KeyLock, LockOwner, this_host};
+
+/// File name of an entry's record.
+pub const RECORD_FILE: &str = "record.toml";
+/// File name of an entry's per-file input listing (`label \t path \t blake3`).
+pub const INPUTS_FILE: &str = "inputs.tsv";
+const TMP_DIR: &str = ".tmp";
+const LOCK_DIR: &str = ".locks";
+
+/// Hash of one output: a file, or a directory summarised by its file count and digest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputHash {
+    /// blake3 of the file, or of the directory's sorted `path \0 hash` listing.
+    pub blake3: String,
+    /// Total size in bytes.
+    pub bytes: u64,
+    /// Number of files (directories only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<u64>,
+}
+
+/// Volatile facts about how an entry was made; never copied into manifests.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Creation {
+    /// RFC 3339 UTC time the entry was committed.
+    pub at: String,
+    /// Host that computed it.
+    pub host: String,
+    /// Wall time of the stage's run function, in seconds.
+    pub duration_s: f64,
+}
+
+/// `record.toml`: what went into an entry's key and what came out.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Record {
+    /// The entry's key (equal to `material.key()`).
+    pub key: StageKey,
+    /// What went into the key.
+    pub material: KeyMaterial,
+    /// Output files and directories (top level of the entry), by name.
+    #[serde(default)]
+    pub outputs: BTreeMap<String, OutputHash>,
+    /// The stage's named results (counts, metrics).
+    #[serde(default)]
+    pub results: BTreeMap<String, Value>,
+    /// How it was made.
+    pub created: Creation,
+}
+
+/// One entry found on disk.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// Its record.
+    pub record: Record,
+}
+
+/// Result of looking up a key.
+#[derive(Debug)]
+pub enum Lookup {
+    /// A complete entry.
+    Found(Entry),
+    /// No entry.
+    Missing,
+    /// An entry directory whose record cannot be used.
+    Corrupt(String),
+}
+
+/// The cache root (`runs/.cache`).
+#[derive(Clone, Debug)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// A store rooted at `root`; nothing is created until something is written.
+    pub fn new(root: impl Into<PathBuf>) -> Store {
+        Store { root: root.into() }
+    }
+
+    /// The cache root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the fingerprint memo lives.
+    pub fn memo_path(&self) -> PathBuf {
+        self.root.join("fingerprints.tsv")
+    }
+
+    /// Directory of the entry for (`stage`, `key`), whether or not it exists.
+    pub fn entry_dir(&self, stage: &str, key: &StageKey) -> PathBuf {
+        self.root.join(stage).join(key.as_str())
+    }
+
+    /// Looks up a complete entry.
+    pub fn lookup(&self, stage: &str, key: &StageKey) -> Lookup {
+        let dir = self.entry_dir(stage, key);
+        if !dir.is_dir() {
+            return Lookup::Missing;
+        }
+        match read_record(&dir) {
+            Ok(record) if &record.key == key && record.material.key() == *key => {
+                Lookup::Found(Entry { dir, record })
+            }
+            Ok(_) => Lookup::Corrupt(format!(
+                "{} holds a record for another key",
+                dir.display()
+            )),
+            Err(problem) => Lookup::Corrupt(problem),
+        }
+    }
+
+    /// Every readable entry of `stage` (for `plan`'s nearest-entry search).
+    pub fn entries(&self, stage: &str) -> Vec<Entry> {
+        let Ok(dir) = fs::read_dir(self.root.join(stage)) else {
+            return Vec::new();
+        };
+        let dirs: Vec<PathBuf> = dir
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(StageKey::parse)
+                    .is_some()
+            })
+            .collect();
+        let mut entries: Vec<Entry> = dirs
+            .into_par_iter()
+            .filter_map(|dir| read_record(&dir).ok().map(|record| Entry { dir, record }))
+            .collect();
+        entries.sort_by(|a, b| a.record.key.cmp(&b.record.key));
+        entries
+    }
+
+    /// Takes the per-key lock, waiting for another process that holds it.
+    ///
+    /// # Errors
+    /// When the lock file cannot be created.
+    pub fn lock(
+        &self,
+        stage: &str,
+        key: &StageKey,
+        on_wait: impl FnMut(&LockOwner),
+    ) -> Result<KeyLock, GraphError> {
+        let path = self
+            .root
+            .join(stage)
+            .join(LOCK_DIR)
+            .join(format!("{}.lock", key.as_str()));
+        KeyLock::acquire(&path, on_wait)
+    }
+
+    /// Starts writing an entry into a fresh temporary directory.
+    ///
+    /// # Errors
+    /// When the temporary directory cannot be created.
+    pub fn begin(&self, stage: &str, key: &StageKey) -> Result<PendingEntry, GraphError> {
+        let tmp_root = self.root.join(stage).join(TMP_DIR);
+        fs::create_dir_all(&tmp_root).map_err(GraphError::io("creating", &tmp_root))?;
+        sweep_abandoned(&tmp_root);
+        let nonce = blake3::hash(format!("{:?}", SystemTime::now()).as_bytes()).to_hex();
+        let dir = tmp_root.join(format!(
+            "{}.{}.{}.{}",
+            key.as_str(),
+            this_host(),
+            std::process::id(),
+            &nonce[..8]
+        ));
+        fs::create_dir(&dir).map_err(GraphError::io("creating", &dir))?;
+        Ok(PendingEntry {
+            dir,
+            target: self.entry_dir(stage, key),
+            committed: false,
+        })
+    }
+}
+
+/// An entry being written; removed on drop unless committed (so a failing or panicking
+/// stage leaves nothing behind).
+pub struct PendingEntry {
+    dir: PathBuf,
+    target: PathBuf,
+    committed: bool,
+}
+
+impl PendingEntry {
+    /// The temporary directory the stage writes into.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Hashes the outputs the stage wrote (top-level files and directories).
+    ///
+    /// # Errors
+    /// When an output cannot be read.
+    pub fn hash_outputs(&self) -> Result<BTreeMap<String, OutputHash>, GraphError> {
+        hash_outputs(&self.dir)
+    }
+
+    /// Writes the input listing and the record, then renames the entry into place,
+    /// replacing an existing entry of the same key (`--force`).
+    ///
+    /// # Errors
+    /// When writing or renaming fails; the temporary directory is then removed.
+    pub fn commit(mut self, record: &Record, inputs_tsv: &str) -> Result<PathBuf, GraphError> {
+        if !inputs_tsv.is_empty() {
+            let p = self.dir.join(INPUTS_FILE);
+            fs::write(&p, inputs_tsv).map_err(GraphError::io("writing", &p))?;
+        }
+        let record_path = self.dir.join(RECORD_FILE);
+        let text = toml::to_string(record).map_err(|e| GraphError::Encode {
+            path: record_path.clone(),
+            message: e.to_string(),
+        })?;
+        let mut f = fs::File::create(&record_path).map_err(GraphError::io("writing", &record_path))?;
+        f.write_all(text.as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(GraphError::io("writing", &record_path))?;
+        if self.target.exists() {
+            let trash = self.dir.with_extension("replaced");
+            fs::rename(&self.target, &trash).map_err(GraphError::io("replacing", &self.target))?;
+            let _ = fs::remove_dir_all(&trash);
+        }
+        fs::rename(&self.dir, &self.target).map_err(GraphError::io("committing", &self.target))?;
+        self.committed = true;
+        Ok(self.target.clone())
+    }
+}
+
+impl Drop for PendingEntry {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn read_record(dir: &Path) -> Result<Record, String> {
+    let path = dir.join(RECORD_FILE);
+    let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))
+}
+
+/// Removes temporaries left by processes of this host that no longer exist, and any
+/// temporary older than a day (another host's crash).
+fn sweep_abandoned(tmp_root: &Path) {
+    let Ok(dir) = fs::read_dir(tmp_root) else {
+        return;
+    };
+    let host = this_host();
+    for entry in dir.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let mut parts = name.rsplitn(3, '.');
+        let (_nonce, pid, rest) = (parts.next(), parts.next(), parts.next());
+        let pid: Option<u32> = pid.and_then(|p| p.parse().ok());
+        let same_host_dead = rest.is_some_and(|r| r.ends_with(&format!(".{host}")))
+            && pid.is_some_and(|p| !super::lock::pid_is_alive(p));
+        let ancient = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|m| SystemTime::now().duration_since(m).ok())
+            .is_some_and(|age| age > Duration::from_secs(86_400));
+        if same_host_dead || ancient {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+fn hash_outputs(dir: &Path) -> Result<BTreeMap<String, OutputHash>, GraphError> {
+    let mut out = BTreeMap::new();
+    let listing = fs::read_dir(dir).map_err(GraphError::io("reading", dir))?;
+    for entry in listing {
+        let entry = entry.map_err(GraphError::io("reading", dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == RECORD_FILE || name == INPUTS_FILE {
+            continue;
+        }
+        let path = entry.path();
+        let hash = if path.is_dir() {
+            let mut files = Vec::new();
+            walk(&path, &path, &mut files)?;
+            let mut hashed: Vec<(String, String, u64)> = files
+                .par_iter()
+                .map(|(rel, bytes)| Ok((rel.clone(), hash_path(&path.join(rel))?, *bytes)))
+                .collect::<Result<_, GraphError>>()?;
+            hashed.sort();
+            let mut h = blake3::Hasher::new();
+            for (rel, hash, _) in &hashed {
+                h.update(rel.as_bytes());
+                h.update(b"\0");
+                h.update(hash.as_bytes());
+                h.update(b"\n");
+            }
+            OutputHash {
+                blake3: h.finalize().to_hex().to_string(),
+                bytes: hashed.iter().map(|x| x.2).sum(),
+                files: Some(hashed.len() as u64),
+            }
+        } else {
+            let bytes = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            OutputHash {
+                blake3: hash_path(&path)?,
+                bytes,
+                files: None,
+            }
+        };
+        out.insert(name, hash);
+    }
+    Ok(out)
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) -> Result<(), GraphError> {
+    for entry in fs::read_dir(dir).map_err(GraphError::io("reading", dir))? {
+        let entry = entry.map_err(GraphError::io("reading", dir))?;
+        let path = entry.path();
+        if path.is_dir() {
+            walk(root, &path, out)?;
+        } else {
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .into_owned();
+            out.push((rel, entry.metadata().map(|m| m.len()).unwrap_or(0)));
+        }
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory, then rename.
+///
+/// # Errors
+/// When the directory or file cannot be written.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), GraphError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(GraphError::io("creating", dir))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        GraphError::io("writing", path)(e)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(key: &StageKey, material: &KeyMaterial) -> Record {
+        Record {
+            key: key.clone(),
+            material: material.clone(),
+            outputs: BTreeMap::new(),
+            results: BTreeMap::new(),
+            created: Creation {
+                at: "now".into(),
+                host: "h".into(),
+                duration_s: 0.0,
+            },
+        }
+    }
+
+    fn material() -> KeyMaterial {
+        KeyMaterial {
+            stage: "echo".into(),
+            stage_version: 1,
+            geoexp_version: "0".into(),
+            params: BTreeMap::new(),
+            upstream: BTreeMap::new(),
+            inputs: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn an_uncommitted_entry_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let key = material().key();
+        {
+            let pending = store.begin("echo", &key).unwrap();
+            fs::write(pending.dir().join("half.csv"), "a,b").unwrap();
+        }
+        assert!(matches!(store.lookup("echo", &key), Lookup::Missing));
+        let leftovers = fs::read_dir(dir.path().join("echo").join(TMP_DIR))
+            .unwrap()
+            .count();
+        assert_eq!(leftovers, 0);
+    }
+
+    #[test]
+    fn a_committed_entry_is_found_with_its_output_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let m = material();
+        let key = m.key();
+        let pending = store.begin("echo", &key).unwrap();
+        fs::write(pending.dir().join("out.csv"), "a,b").unwrap();
+        fs::create_dir(pending.dir().join("images")).unwrap();
+        fs::write(pending.dir().join("images").join("1.jpg"), "x").unwrap();
+        let mut r = record(&key, &m);
+        r.outputs = pending.hash_outputs().unwrap();
+        pending.commit(&r, "").unwrap();
+        let Lookup::Found(entry) = store.lookup("echo", &key) else {
+            panic!("entry not found")
+        };
+        assert_eq!(entry.record.outputs["out.csv"].bytes, 3);
+        assert_eq!(entry.record.outputs["images"].files, Some(1));
+    }
+
+    #[test]
+    fn a_corrupt_record_is_reported_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let key = material().key();
+        let entry = store.entry_dir("echo", &key);
+        fs::create_dir_all(&entry).unwrap();
+        fs::write(entry.join(RECORD_FILE), "key = [").unwrap();
+        assert!(matches!(store.lookup("echo", &key), Lookup::Corrupt(_)));
+    }
+}

@@ -1,0 +1,42 @@
+//! geoexp: declarative, content-cached image-geolocation experiments.
+//!
+//! An experiment file (TOML) is loaded in layers and validated ([`experiment`]), compiled
+//! into a run graph of stages ([`stages`]) and executed by an ML-agnostic engine ([`graph`])
+//! that caches every stage's output by a content hash of what it reads.
+//!
+//! | module         | owns                                                                 |
+//! |----------------|----------------------------------------------------------------------|
+//! | [`cli`]        | argument parsing, printing, exit codes (the only `anyhow` user)       |
+//! | [`ops`]        | what each command does, as plain functions over options structs       |
+//! | [`experiment`] | schema, layered loading (figment), validation, provenance             |
+//! | [`stages`]     | the dataset and classes stages, and the graph they form               |
+//! | [`dataset`]    | the on-disk dataset layout, CSVs, splits, the synthetic generator     |
+//! | [`geo`]        | boundaries, grids, centroids, projections, haversine                  |
+//! | [`track`]      | pictures for people: maps                                             |
+//! | [`graph`]      | stages, keys, fingerprints, cache, locks, plans, execution, manifests |
+//!
+//! Dependencies point down: `cli → ops → stages → (dataset, geo, track) → graph`.
+//!
+//! Files geoexp writes (under the runs directory, `runs/` by default):
+//!
+//! | path                                   | what                                              |
+//! |----------------------------------------|---------------------------------------------------|
+//! | `.cache/<stage>/<key>/`                | one stage's outputs, renamed into place when done  |
+//! | `.cache/<stage>/<key>/record.toml`     | what went into the key, output hashes, results     |
+//! | `.cache/<stage>/<key>/inputs.tsv`      | per-file input hashes (for `plan`'s reasons)       |
+//! | `.cache/<stage>/.locks/<key>.lock`     | held while a process computes that entry           |
+//! | `.cache/fingerprints.tsv`              | memo of file hashes by (path, size, mtime, inode)  |
+//! | `<name>/<run-id>/manifest.toml`        | deterministic record of a run                      |
+//! | `<name>/<run-id>/execution.toml`       | volatile facts: times, host, hits and misses       |
+//! | `<name>/<run-id>/<stage>`              | symlink to that stage's cache entry                |
+
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod dataset;
+pub mod experiment;
+pub mod geo;
+pub mod graph;
+pub mod ops;
+pub mod stages;
+pub mod track;

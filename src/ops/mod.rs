@@ -1,0 +1,152 @@
+//! What each command does, as library functions the CLI calls with plain options.
+//!
+//! - [`run`]: load, build, resolve, execute, write the manifest.
+//! - [`plan`]: load, build, resolve, and say what would run and why.
+//! - [`synth`]: write a synthetic dataset in the real layout.
+//!
+//! Nothing here prints: progress and stage events go to a [`Reporter`](crate::graph::Reporter).
+
+pub mod plan;
+pub mod run;
+pub mod synth;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use crate::experiment::{ConfigErrors, LoadOptions, Loaded, load};
+use crate::graph::{
+    Fingerprinter, Graph, GraphError, Reporter, Resolved, Store, digest_value, resolve,
+};
+use crate::stages::{BuildError, build};
+
+/// The cache folder inside the runs directory.
+pub const CACHE_DIR: &str = ".cache";
+
+/// Why a command could not do its work.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpError {
+    /// The experiment configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigErrors),
+    /// The graph could not be built (boundary, CRS).
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// A stage failed, or the cache could not be used.
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    /// A command-line argument names something that does not exist.
+    #[error("{0}")]
+    Usage(String),
+    /// A dataset could not be generated or read.
+    #[error(transparent)]
+    Dataset(#[from] crate::dataset::DatasetError),
+    /// A boundary could not be loaded.
+    #[error(transparent)]
+    Geo(#[from] crate::geo::GeoError),
+}
+
+impl OpError {
+    /// Whether the error is a failure of the work itself (a stage failed) rather than of
+    /// the request (configuration, arguments); the CLI maps this to its exit code.
+    pub fn is_stage_failure(&self) -> bool {
+        matches!(
+            self,
+            OpError::Graph(GraphError::Stage { .. } | GraphError::Panic { .. })
+        )
+    }
+}
+
+/// An experiment ready to plan or run: loaded, built, and its whole graph resolved.
+pub struct Prepared {
+    /// The loaded experiment.
+    pub loaded: Loaded,
+    /// Its run graph.
+    pub graph: Graph,
+    /// The cache.
+    pub store: Store,
+    /// The runs directory.
+    pub runs_dir: PathBuf,
+}
+
+impl Prepared {
+    /// Loads and builds an experiment against the runs directory `runs_dir`.
+    ///
+    /// # Errors
+    /// Config and build errors.
+    pub fn new(experiment: &LoadOptions, runs_dir: &Path) -> Result<Prepared, OpError> {
+        let loaded = load(experiment)?;
+        let graph = build(&loaded)?;
+        Ok(Prepared {
+            loaded,
+            graph,
+            store: Store::new(runs_dir.join(CACHE_DIR)),
+            runs_dir: runs_dir.to_path_buf(),
+        })
+    }
+
+    /// Resolves every stage's key (fingerprinting inputs).
+    ///
+    /// # Errors
+    /// When inputs cannot be listed or read.
+    pub fn resolve(&self, reporter: &dyn Reporter) -> Result<Vec<Resolved<'_>>, OpError> {
+        let fingerprinter = Fingerprinter::with_memo(self.store.memo_path());
+        Ok(resolve(&self.graph, &self.graph.names(), &fingerprinter, reporter)?)
+    }
+
+    /// The stages `--until` selects (all when `None`).
+    ///
+    /// # Errors
+    /// When `until` names no stage.
+    pub fn selection(&self, until: Option<&str>) -> Result<Vec<&'static str>, OpError> {
+        match until {
+            None => Ok(self.graph.names()),
+            Some(name) => self.graph.until(name).map_err(|_| {
+                OpError::Usage(format!(
+                    "--until {name}: no such stage; the stages are: {}",
+                    self.graph.names().join(", ")
+                ))
+            }),
+        }
+    }
+
+    /// The stages `--force` names, with everything downstream of them.
+    ///
+    /// # Errors
+    /// When a name is not a stage.
+    pub fn forced(&self, force: &[String]) -> Result<std::collections::BTreeSet<&'static str>, OpError> {
+        let mut out = std::collections::BTreeSet::new();
+        for name in force {
+            let down = self.graph.downstream(name).map_err(|_| {
+                OpError::Usage(format!(
+                    "--force {name}: no such stage; the stages are: {}",
+                    self.graph.names().join(", ")
+                ))
+            })?;
+            out.extend(down);
+        }
+        Ok(out)
+    }
+
+    /// The run id: a hash of the resolved config and every stage's input fingerprints, so
+    /// the same experiment on changed data is a new run.
+    pub fn run_id(&self, resolved: &[Resolved<'_>]) -> String {
+        let inputs: BTreeMap<&str, Value> = resolved
+            .iter()
+            .map(|r| {
+                let fps: BTreeMap<&String, &String> =
+                    r.material.inputs.iter().map(|(k, v)| (k, &v.digest)).collect();
+                (r.stage.name(), json!(fps))
+            })
+            .collect();
+        let digest = digest_value(&json!({ "config": self.loaded.config(), "inputs": inputs }));
+        digest[..12].to_owned()
+    }
+
+    /// Where a run's manifest goes.
+    pub fn run_dir(&self, run_id: &str) -> PathBuf {
+        self.runs_dir.join(&self.loaded.experiment.name).join(run_id)
+    }
+}

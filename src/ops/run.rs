@@ -1,0 +1,167 @@
+//! `geoexp run`: execute the graph (or a prefix of it) and write the run's manifest.
+//!
+//! The run folder `runs/<name>/<run-id>/` gets `manifest.toml` (deterministic),
+//! `execution.toml` (volatile) and one relative symlink per executed stage into the cache,
+//! so `runs/golf/<id>/classes/classes.csv` is where a user expects it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::experiment::LoadOptions;
+use crate::graph::lock::this_host;
+use crate::graph::manifest::{EXECUTION_FILE, MANIFEST_FILE};
+use crate::graph::{
+    Execution, GEOEXP_VERSION, Manifest, Reporter, RunInfo, StageExecution, StageManifest, StageRun, execute,
+};
+
+use super::{OpError, Prepared};
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The experiment and its overrides.
+    pub experiment: LoadOptions,
+    /// The runs directory (cache inside).
+    pub runs_dir: PathBuf,
+    /// Stop after this stage.
+    pub until: Option<String>,
+    /// Recompute these stages (and their downstream) even when cached.
+    pub force: Vec<String>,
+    /// The command line, for `execution.toml`.
+    pub command: Vec<String>,
+}
+
+/// What a run did.
+#[derive(Debug)]
+pub struct RunReport {
+    /// The run id.
+    pub run_id: String,
+    /// The run folder.
+    pub run_dir: PathBuf,
+    /// Executed stages, in order.
+    pub stages: Vec<StageRun>,
+    /// The manifest written.
+    pub manifest: Manifest,
+}
+
+/// Runs an experiment.
+///
+/// # Errors
+/// Config, build and stage errors; on a stage error `execution.toml` records the failure
+/// and the previous manifest (if any) is left untouched.
+pub fn run(options: &RunOptions, reporter: &dyn Reporter) -> Result<RunReport, OpError> {
+    let started_at = now();
+    let prepared = Prepared::new(&options.experiment, &options.runs_dir)?;
+    let selection = prepared.selection(options.until.as_deref())?;
+    let forced = prepared.forced(&options.force)?;
+    let resolved = prepared.resolve(reporter)?;
+    let run_id = prepared.run_id(&resolved);
+    let run_dir = prepared.run_dir(&run_id);
+    let selected: Vec<_> = resolved
+        .into_iter()
+        .filter(|r| selection.contains(&r.stage.name()))
+        .collect();
+    let result = execute(&selected, &prepared.store, &forced, reporter);
+    let mut execution = Execution {
+        started_at,
+        finished_at: now(),
+        host: this_host(),
+        command: options.command.clone(),
+        status: "ok".into(),
+        error: None,
+        stages: Vec::new(),
+    };
+    let stages = match result {
+        Ok(stages) => stages,
+        Err(err) => {
+            execution.status = "failed".into();
+            execution.error = Some(crate::graph::error_chain(&err));
+            // Best effort: the stage error matters more than a failure to record it.
+            let _ = execution.write(&run_dir.join(EXECUTION_FILE));
+            return Err(err.into());
+        }
+    };
+    execution.stages = stages.iter().map(StageExecution::of).collect();
+    let manifest = Manifest {
+        run: RunInfo {
+            name: prepared.loaded.experiment.name.clone(),
+            id: run_id.clone(),
+            experiment: crate::experiment::error::display_path(&options.experiment.file),
+        },
+        versions: versions(),
+        config: prepared.loaded.config(),
+        provenance: prepared.loaded.provenance(),
+        stages: stages.iter().map(|s| (s.stage.clone(), StageManifest::of(s))).collect(),
+    };
+    manifest.write(&run_dir.join(MANIFEST_FILE))?;
+    execution.write(&run_dir.join(EXECUTION_FILE))?;
+    for s in &stages {
+        link_stage(&run_dir, &s.stage, &s.entry.dir);
+    }
+    Ok(RunReport {
+        run_id,
+        run_dir,
+        stages,
+        manifest,
+    })
+}
+
+/// Versions recorded in manifests: geoexp and the optional features it was built with.
+pub fn versions() -> BTreeMap<String, String> {
+    let mut features = Vec::new();
+    if cfg!(feature = "proj") {
+        features.push("proj");
+    }
+    BTreeMap::from([
+        ("geoexp".to_owned(), GEOEXP_VERSION.to_owned()),
+        ("features".to_owned(), features.join(",")),
+    ])
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+/// Points `run_dir/<stage>` at the stage's cache entry with a relative symlink, replacing
+/// an older link atomically. Links are a convenience: failing to make one is not an error.
+fn link_stage(run_dir: &Path, stage: &str, entry: &Path) {
+    let Some(target) = relative(run_dir, entry) else {
+        return;
+    };
+    let link = run_dir.join(stage);
+    let tmp = run_dir.join(format!(".{stage}.link.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    if std::os::unix::fs::symlink(&target, &tmp).is_ok() && std::fs::rename(&tmp, &link).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
+/// `to` relative to the directory `from` (both absolute or both relative to the same place).
+fn relative(from: &Path, to: &Path) -> Option<PathBuf> {
+    let from: Vec<_> = from.components().collect();
+    let to_parts: Vec<_> = to.components().collect();
+    let common = from.iter().zip(&to_parts).take_while(|(a, b)| a == b).count();
+    if common == 0 && from.first() != to_parts.first() {
+        return None;
+    }
+    let mut out = PathBuf::new();
+    for _ in common..from.len() {
+        out.push("..");
+    }
+    for part in &to_parts[common..] {
+        out.push(part.as_os_str());
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_links_are_relative_to_the_run_folder() {
+        let rel = relative(Path::new("runs/golf/abc"), Path::new("runs/.cache/classes/k"));
+        assert_eq!(rel.unwrap(), PathBuf::from("../../.cache/classes/k"));
+    }
+}

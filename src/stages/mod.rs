@@ -1,0 +1,86 @@
+//! The concrete stages of a geolocation experiment and the graph they form:
+//!
+//! ```text
+//! dataset ──► classes
+//! ```
+//!
+//! - [`dataset`]: locations with splits, from real directories or the generator.
+//! - [`classes`]: grid cells, centroids, per-location classes and projected coordinates.
+//!
+//! Building the graph also resolves what every stage needs from the outside world (the
+//! boundary geometry, the CRS), so a bad boundary code or CRS fails before anything runs,
+//! naming the key and where it was set.
+
+pub mod classes;
+pub mod dataset;
+
+use std::sync::Arc;
+
+use crate::dataset::Split;
+use crate::experiment::{Loaded, Origin};
+use crate::geo::{Boundary, GeoError, ProjectionError, projection};
+use crate::graph::{Graph, GraphError};
+
+/// Label of the boundary-geometry input in keys and records.
+pub const BOUNDARY_INPUT: &str = "boundary";
+
+/// Why the graph could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// `classes.boundary` does not resolve to a geometry.
+    #[error("{origin}: key `classes.boundary`")]
+    Boundary {
+        /// Where it was set.
+        origin: Origin,
+        /// Why it failed.
+        #[source]
+        source: GeoError,
+    },
+    /// `classes.crs` is not a usable projection.
+    #[error("{origin}: key `classes.crs`")]
+    Crs {
+        /// Where it was set.
+        origin: Origin,
+        /// Why it failed.
+        #[source]
+        source: ProjectionError,
+    },
+    /// The graph is malformed (a bug).
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+}
+
+/// The run graph of a loaded experiment.
+///
+/// # Errors
+/// When the boundary or CRS cannot be resolved.
+pub fn build(loaded: &Loaded) -> Result<Graph, BuildError> {
+    let c = &loaded.experiment.classes;
+    let spec = c.boundary.trim();
+    let base = match loaded.origin("classes.boundary") {
+        Origin::File { path, .. } => path.parent().map(|p| p.to_path_buf()).unwrap_or_default(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let boundary = Arc::new(Boundary::resolve(spec, &base).map_err(|source| BuildError::Boundary {
+        origin: loaded.origin("classes.boundary"),
+        source,
+    })?);
+    projection(c.crs.trim()).map_err(|source| BuildError::Crs {
+        origin: loaded.origin("classes.crs"),
+        source,
+    })?;
+    let mut graph = Graph::new();
+    graph.add(Box::new(dataset::DatasetStage::new(loaded, Arc::clone(&boundary))))?;
+    graph.add(Box::new(classes::ClassesStage::new(loaded, boundary)))?;
+    Ok(graph)
+}
+
+/// Index of a split in per-split arrays and map colours (train 0, val 1, test 2).
+pub fn split_index(split: Split) -> usize {
+    match split {
+        Split::Train => 0,
+        Split::Val => 1,
+        Split::Test => 2,
+    }
+}

@@ -1,0 +1,6 @@
+//! What a run leaves for people to look at: map pictures now; TensorBoard event files
+//! and training plots belong here too.
+//!
+//! - [`map`]: PNG maps of locations, cells and centroids.
+
+pub mod map;
