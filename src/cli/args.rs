@@ -16,7 +16,13 @@ pub struct GlobalArgs {
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
     /// Runs directory: manifests under <runs>/<name>/<run-id>/, the cache under <runs>/.cache/.
-    #[arg(long, global = true, env = "GEOEXP_RUNS_DIR", default_value = "runs", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "GEOEXP_RUNS_DIR",
+        default_value = "runs",
+        value_name = "DIR"
+    )]
     pub runs_dir: PathBuf,
 }
 

@@ -88,7 +88,12 @@ pub fn main() -> ExitCode {
             let failure = err
                 .downcast_ref::<crate::ops::OpError>()
                 .is_some_and(crate::ops::OpError::is_stage_failure);
-            if failure { ExitStatus::Failure } else { ExitStatus::Error }.into()
+            if failure {
+                ExitStatus::Failure
+            } else {
+                ExitStatus::Error
+            }
+            .into()
         }
     }
 }

@@ -93,7 +93,11 @@ impl Tick for Bar {
 impl Reporter for Console {
     fn event(&self, event: RunEvent) {
         match event {
-            RunEvent::Hit { stage, key, duration } => {
+            RunEvent::Hit {
+                stage,
+                key,
+                duration,
+            } => {
                 self.stage_line(&stage, "hit", key.short(), duration, "");
             }
             RunEvent::Started { stage, reasons, .. } => {
@@ -102,18 +106,28 @@ impl Reporter for Console {
                     r.push((stage, reasons));
                 }
             }
-            RunEvent::Finished { stage, key, duration } => {
+            RunEvent::Finished {
+                stage,
+                key,
+                duration,
+            } => {
                 let why = self
                     .reasons
                     .lock()
                     .ok()
-                    .and_then(|r| r.iter().find(|(s, _)| *s == stage).map(|(_, why)| why.clone()))
+                    .and_then(|r| {
+                        r.iter()
+                            .find(|(s, _)| *s == stage)
+                            .map(|(_, why)| why.clone())
+                    })
                     .unwrap_or_default();
                 let why: Vec<String> = why.iter().map(ToString::to_string).collect();
                 self.stage_line(&stage, "miss", key.short(), duration, &why.join("; "));
             }
             RunEvent::Waiting { stage, holder } => {
-                self.line(&format!("{stage:<10} waiting for {holder}, which is computing it"));
+                self.line(&format!(
+                    "{stage:<10} waiting for {holder}, which is computing it"
+                ));
             }
             RunEvent::Failed { stage, .. } => {
                 self.line(&format!("{stage:<10} FAILED"));

@@ -6,7 +6,7 @@
 //! case-insensitive) names and everything else is ignored.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::error::DatasetError;
 
@@ -59,14 +59,15 @@ pub fn read_data_csv(path: &Path) -> Result<Vec<CsvRow>, DatasetError> {
         let record = record.map_err(|e| csv_error(&file, &e))?;
         let line = record.position().map_or(0, |p| p.line());
         let uuid = record.get(uuid_col).unwrap_or("").to_owned();
-        let bad = |column: &'static str, value: &str, problem: &'static str| DatasetError::BadValue {
-            file: file.clone(),
-            line,
-            uuid: uuid.clone(),
-            column,
-            value: value.to_owned(),
-            problem,
-        };
+        let bad =
+            |column: &'static str, value: &str, problem: &'static str| DatasetError::BadValue {
+                file: file.clone(),
+                line,
+                uuid: uuid.clone(),
+                column,
+                value: value.to_owned(),
+                problem,
+            };
         if uuid.is_empty() || uuid.contains(['/', '\\']) || uuid == "." || uuid == ".." {
             return Err(bad("uuid", &uuid, "is not usable as an image folder name"));
         }
@@ -105,15 +106,15 @@ pub fn read_data_csv(path: &Path) -> Result<Vec<CsvRow>, DatasetError> {
     Ok(rows)
 }
 
-fn csv_error(file: &PathBuf, e: &csv::Error) -> DatasetError {
+fn csv_error(file: &Path, e: &csv::Error) -> DatasetError {
     match e.kind() {
         csv::ErrorKind::Io(io) => DatasetError::Io {
             action: "reading",
-            path: file.clone(),
+            path: file.to_path_buf(),
             source: std::io::Error::new(io.kind(), io.to_string()),
         },
         _ => DatasetError::Csv {
-            file: file.clone(),
+            file: file.to_path_buf(),
             line: e.position().map_or(0, |p| p.line()),
             message: e.to_string(),
         },
@@ -135,13 +136,19 @@ mod tests {
     fn both_real_header_shapes_load() {
         let a = read(",uuid,latitude,longitude\n0,u1,45.5,18.5\n1,u2,45.1,14.8\n").unwrap();
         assert_eq!(a.len(), 2);
-        assert_eq!((a[1].uuid.as_str(), a[1].latitude, a[1].longitude), ("u2", 45.1, 14.8));
+        assert_eq!(
+            (a[1].uuid.as_str(), a[1].latitude, a[1].longitude),
+            ("u2", 45.1, 14.8)
+        );
         let b = read(concat!(
             ",Unnamed: 0,sample_longitude,sample_latitude,row_idx,status,radius,latitude,longitude,panorama_id,uuid\n",
             "0,0,18.0,45.0,3,OK,50,45.55,18.54,pano,u9\n"
         ))
         .unwrap();
-        assert_eq!((b[0].uuid.as_str(), b[0].latitude, b[0].longitude), ("u9", 45.55, 18.54));
+        assert_eq!(
+            (b[0].uuid.as_str(), b[0].latitude, b[0].longitude),
+            ("u9", 45.55, 18.54)
+        );
         assert_eq!(b[0].line, 2);
     }
 
@@ -149,7 +156,10 @@ mod tests {
     fn bad_rows_name_the_line_and_uuid() {
         let e = read("uuid,latitude,longitude\nu1,45,18\nu2,north,18\n").unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains(":3:") && msg.contains("\"u2\"") && msg.contains("not a number"), "{msg}");
+        assert!(
+            msg.contains(":3:") && msg.contains("\"u2\"") && msg.contains("not a number"),
+            "{msg}"
+        );
         let e = read("uuid,latitude,longitude\nu1,95,18\n").unwrap_err();
         assert!(e.to_string().contains("outside [-90, 90]"), "{e}");
         let e = read("uuid,latitude,longitude\nu1,45,181\n").unwrap_err();
@@ -162,13 +172,19 @@ mod tests {
     fn a_missing_column_lists_the_columns_found() {
         let e = read("uuid,lat,longitude\nu1,45,18\n").unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("no `latitude` column") && msg.contains("lat, longitude"), "{msg}");
+        assert!(
+            msg.contains("no `latitude` column") && msg.contains("lat, longitude"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn a_uuid_listed_twice_names_both_lines() {
         let e = read("uuid,latitude,longitude\nu1,45,18\nu2,45,18\nu1,44,17\n").unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("\"u1\"") && msg.contains(":2") && msg.contains(":4"), "{msg}");
+        assert!(
+            msg.contains("\"u1\"") && msg.contains(":2") && msg.contains(":4"),
+            "{msg}"
+        );
     }
 }

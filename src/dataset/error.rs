@@ -109,7 +109,10 @@ pub enum DatasetError {
 }
 
 impl DatasetError {
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> DatasetError {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> DatasetError {
         let path = path.into();
         move |source| DatasetError::Io {
             action,

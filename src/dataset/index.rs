@@ -33,7 +33,12 @@ pub struct Indexed {
 /// # Errors
 /// Any row problem (see [`read_data_csv`]), a uuid in two directories, rows without image
 /// folders, folders without all four views, or an empty result.
-pub fn index(sources: &[Source], fractions: Fractions, fraction: f64, seed: u64) -> Result<Indexed, DatasetError> {
+pub fn index(
+    sources: &[Source],
+    fractions: Fractions,
+    fraction: f64,
+    seed: u64,
+) -> Result<Indexed, DatasetError> {
     let mut seen: HashMap<String, (PathBuf, u64)> = HashMap::new();
     let mut rows = Vec::new();
     let mut unreferenced = 0;
@@ -88,8 +93,14 @@ pub fn index(sources: &[Source], fractions: Fractions, fraction: f64, seed: u64)
         unreferenced += layout.folders.len() - referenced.len();
     }
     if rows.is_empty() {
-        let dirs: Vec<String> = sources.iter().map(|s| s.layout.dir.display().to_string()).collect();
-        return Err(DatasetError::Empty(format!("no rows in {}", dirs.join(", "))));
+        let dirs: Vec<String> = sources
+            .iter()
+            .map(|s| s.layout.dir.display().to_string())
+            .collect();
+        return Err(DatasetError::Empty(format!(
+            "no rows in {}",
+            dirs.join(", ")
+        )));
     }
     let uuids: Vec<&str> = rows.iter().map(|(r, _, _)| r.uuid.as_str()).collect();
     let splits = assign(&uuids, fractions, fraction, seed);

@@ -99,8 +99,8 @@ impl DirLayout {
         let files = self.folders.get(uuid).map(Vec::as_slice).unwrap_or(&[]);
         let mut found: [Option<String>; 4] = Default::default();
         for (slot, heading) in found.iter_mut().zip(VIEWS) {
-            *slot = view_file(files, heading)
-                .map(|name| format!("{}/{uuid}/{name}", self.image_root));
+            *slot =
+                view_file(files, heading).map(|name| format!("{}/{uuid}/{name}", self.image_root));
         }
         let missing: Vec<u16> = VIEWS
             .iter()

@@ -49,7 +49,8 @@ impl Location {
 /// # Errors
 /// When the file cannot be written.
 pub fn write_locations(path: &Path, locations: &[Location]) -> Result<(), DatasetError> {
-    let mut w = csv::Writer::from_path(path).map_err(|e| DatasetError::Other(format!("{}: {e}", path.display())))?;
+    let mut w = csv::Writer::from_path(path)
+        .map_err(|e| DatasetError::Other(format!("{}: {e}", path.display())))?;
     for l in locations {
         w.serialize(l)
             .map_err(|e| DatasetError::Other(format!("{}: {e}", path.display())))?;
@@ -62,7 +63,8 @@ pub fn write_locations(path: &Path, locations: &[Location]) -> Result<(), Datase
 /// # Errors
 /// When the file cannot be read or a row does not parse (naming the line).
 pub fn read_locations(path: &Path) -> Result<Vec<Location>, DatasetError> {
-    let mut r = csv::Reader::from_path(path).map_err(|e| DatasetError::Other(format!("{}: {e}", path.display())))?;
+    let mut r = csv::Reader::from_path(path)
+        .map_err(|e| DatasetError::Other(format!("{}: {e}", path.display())))?;
     r.deserialize()
         .map(|row| {
             row.map_err(|e| DatasetError::Csv {

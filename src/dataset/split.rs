@@ -57,7 +57,12 @@ pub struct Fractions {
 }
 
 /// Assigns each uuid a split, or `None` when subsampled out by `fraction`.
-pub fn assign(uuids: &[&str], fractions: Fractions, fraction: f64, seed: u64) -> Vec<Option<Split>> {
+pub fn assign(
+    uuids: &[&str],
+    fractions: Fractions,
+    fraction: f64,
+    seed: u64,
+) -> Vec<Option<Split>> {
     let mut order: Vec<(blake3::Hash, usize)> = uuids
         .iter()
         .enumerate()
@@ -76,7 +81,11 @@ pub fn assign(uuids: &[&str], fractions: Fractions, fraction: f64, seed: u64) ->
         ((n as f64 * fraction).round() as usize).clamp(1, n)
     };
     let n_train = ((kept as f64 * fractions.train).round() as usize).min(kept);
-    let n_train = if fractions.train > 0.0 { n_train.max(1) } else { n_train };
+    let n_train = if fractions.train > 0.0 {
+        n_train.max(1)
+    } else {
+        n_train
+    };
     let n_val = ((kept as f64 * fractions.val).round() as usize).min(kept - n_train);
     let mut out = vec![None; n];
     for (rank, (_, i)) in order.into_iter().enumerate().take(kept) {
@@ -114,7 +123,11 @@ mod tests {
         let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
         let s = assign(&refs, F, 1.0, 7);
         assert_eq!(
-            (count(&s, Split::Train), count(&s, Split::Val), count(&s, Split::Test)),
+            (
+                count(&s, Split::Train),
+                count(&s, Split::Val),
+                count(&s, Split::Test)
+            ),
             (1200, 150, 150)
         );
     }

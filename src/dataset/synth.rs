@@ -60,7 +60,12 @@ const JPEG_QUALITY: u8 = 90;
 ///
 /// # Errors
 /// When files cannot be written or the boundary has (almost) no land to sample.
-pub fn generate(boundary: &Boundary, options: &SynthOptions, out: &Path, tick: &dyn Tick) -> Result<SynthSummary, DatasetError> {
+pub fn generate(
+    boundary: &Boundary,
+    options: &SynthOptions,
+    out: &Path,
+    tick: &dyn Tick,
+) -> Result<SynthSummary, DatasetError> {
     let world = World::new(boundary, options.seed)?;
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
     let mut sites = Vec::with_capacity(options.locations);
@@ -68,7 +73,9 @@ pub fn generate(boundary: &Boundary, options: &SynthOptions, out: &Path, tick: &
         let (lat, lon) = world.sample_location(&mut rng)?;
         let mut bytes = [0u8; 16];
         rng.fill(&mut bytes);
-        let uuid = uuid::Builder::from_random_bytes(bytes).into_uuid().to_string();
+        let uuid = uuid::Builder::from_random_bytes(bytes)
+            .into_uuid()
+            .to_string();
         sites.push((uuid, lat, lon));
     }
     let images = out.join("images");
@@ -79,7 +86,9 @@ pub fn generate(boundary: &Boundary, options: &SynthOptions, out: &Path, tick: &
         .try_for_each(|(i, (uuid, lat, lon))| {
             let dir = images.join(uuid);
             fs::create_dir_all(&dir).map_err(DatasetError::io("creating", &dir))?;
-            let mut rng = ChaCha8Rng::seed_from_u64(options.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut rng = ChaCha8Rng::seed_from_u64(
+                options.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            );
             let site = world.describe(*lat, *lon, &mut rng);
             for heading in VIEWS {
                 let pixels = paint(&site, heading, options.image_size, &mut rng);
@@ -146,7 +155,7 @@ impl<'b> World<'b> {
     fn new(boundary: &'b Boundary, seed: u64) -> Result<World<'b>, DatasetError> {
         let bbox = boundary.bbox();
         let kx = boundary.local_x_scale();
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_0F_1A4D);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x005E_ED0F_1A4D);
         let mut world = World {
             boundary,
             bbox,
@@ -184,7 +193,17 @@ impl<'b> World<'b> {
         for i in 0..world.towns.len() {
             let mut near: Vec<(f64, usize)> = (0..world.towns.len())
                 .filter(|&j| j != i)
-                .map(|j| (world.km(world.towns[i].lat, world.towns[i].lon, world.towns[j].lat, world.towns[j].lon), j))
+                .map(|j| {
+                    (
+                        world.km(
+                            world.towns[i].lat,
+                            world.towns[i].lon,
+                            world.towns[j].lat,
+                            world.towns[j].lon,
+                        ),
+                        j,
+                    )
+                })
                 .collect();
             near.sort_by(|a, b| a.0.total_cmp(&b.0));
             for (_, j) in near.into_iter().take(2) {
@@ -282,7 +301,11 @@ impl<'b> World<'b> {
             let (px, py) = (lon * self.kx, lat);
             let (dx, dy) = (bx - ax, by - ay);
             let len2 = dx * dx + dy * dy;
-            let t = if len2 > 0.0 { (((px - ax) * dx + (py - ay) * dy) / len2).clamp(0.0, 1.0) } else { 0.0 };
+            let t = if len2 > 0.0 {
+                (((px - ax) * dx + (py - ay) * dy) / len2).clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
             let (qx, qy) = (ax + t * dx, ay + t * dy);
             let d = (qx - px).hypot(qy - py).to_radians() * EARTH_RADIUS_KM;
             if d < coast_km {
@@ -315,7 +338,11 @@ fn gaussian_pair(rng: &mut ChaCha8Rng) -> (f64, f64) {
 }
 
 fn mix(a: [f64; 3], b: [f64; 3], t: f64) -> [f64; 3] {
-    [a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t, a[2] + (b[2] - a[2]) * t]
+    [
+        a[0] + (b[0] - a[0]) * t,
+        a[1] + (b[1] - a[1]) * t,
+        a[2] + (b[2] - a[2]) * t,
+    ]
 }
 
 /// Paints one view as RGB bytes.
@@ -324,7 +351,11 @@ fn paint(site: &Site, heading: u16, size: u32, rng: &mut ChaCha8Rng) -> Vec<u8> 
     let h = f64::from(heading);
     let (lat_n, lon_n, e) = (site.lat_n, site.lon_n, site.elevation);
 
-    let sky_top = [60.0 + 90.0 * lat_n, 110.0 + 70.0 * lat_n, 235.0 - 45.0 * lat_n];
+    let sky_top = [
+        60.0 + 90.0 * lat_n,
+        110.0 + 70.0 * lat_n,
+        235.0 - 45.0 * lat_n,
+    ];
     let sky_low = mix(sky_top, [235.0, 235.0, 225.0], 0.55);
 
     let w_fields = lon_n.powf(1.5) * (1.0 - e);
@@ -338,7 +369,11 @@ fn paint(site: &Site, heading: u16, size: u32, rng: &mut ChaCha8Rng) -> Vec<u8> 
         ([95.0, 130.0, 60.0], 0.15),
     ];
     let ground = palette.iter().fold([0.0; 3], |acc, (c, w)| {
-        [acc[0] + c[0] * w / w_total, acc[1] + c[1] * w / w_total, acc[2] + c[2] * w / w_total]
+        [
+            acc[0] + c[0] * w / w_total,
+            acc[1] + c[1] * w / w_total,
+            acc[2] + c[2] * w / w_total,
+        ]
     });
 
     let angle = (h - site.sea_bearing + 180.0).rem_euclid(360.0) - 180.0;
@@ -361,7 +396,8 @@ fn paint(site: &Site, heading: u16, size: u32, rng: &mut ChaCha8Rng) -> Vec<u8> 
         let fy = f64::from(y) + 0.5;
         for x in 0..size {
             let fx = f64::from(x) + 0.5;
-            let ridge = ridge_amp * (0.5 + 0.5 * (2.0 * PI * fx / s * ridge_freq + ridge_phase).sin());
+            let ridge =
+                ridge_amp * (0.5 + 0.5 * (2.0 * PI * fx / s * ridge_freq + ridge_phase).sin());
             let line = horizon - ridge;
             let px = if fy < line {
                 mix(sky_top, sky_low, (fy / line.max(1.0)).clamp(0.0, 1.0))
@@ -370,7 +406,8 @@ fn paint(site: &Site, heading: u16, size: u32, rng: &mut ChaCha8Rng) -> Vec<u8> 
                 [30.0 + wave, 90.0 + wave, 155.0 + wave]
             } else {
                 let depth = (fy - line) / (s - line).max(1.0);
-                let stripe = stripe_amp * (2.0 * PI * (stripe_freq * depth + 0.15 * fx / s * (h / 90.0 + 1.0))).sin();
+                let stripe = stripe_amp
+                    * (2.0 * PI * (stripe_freq * depth + 0.15 * fx / s * (h / 90.0 + 1.0))).sin();
                 let shade = 0.75 + 0.35 * depth;
                 [
                     (ground[0] + stripe) * shade,
@@ -466,12 +503,24 @@ mod tests {
             assert!(hr.contains(r.latitude, r.longitude), "{r:?}");
             for v in VIEWS {
                 let p = format!("images/{}/{v}.jpg", r.uuid);
-                assert_eq!(fs::read(a.path().join(&p)).unwrap(), fs::read(b.path().join(&p)).unwrap());
+                assert_eq!(
+                    fs::read(a.path().join(&p)).unwrap(),
+                    fs::read(b.path().join(&p)).unwrap()
+                );
             }
         }
         let other = tempfile::tempdir().unwrap();
-        generate(&hr, &SynthOptions { seed: 4, ..opts }, other.path(), &NoTick).unwrap();
-        assert_ne!(csv_a, fs::read_to_string(other.path().join(CSV_NAME)).unwrap());
+        generate(
+            &hr,
+            &SynthOptions { seed: 4, ..opts },
+            other.path(),
+            &NoTick,
+        )
+        .unwrap();
+        assert_ne!(
+            csv_a,
+            fs::read_to_string(other.path().join(CSV_NAME)).unwrap()
+        );
     }
 
     #[test]

@@ -122,7 +122,10 @@ impl fmt::Display for ConfigError {
                 write!(f, "`extends` forms a cycle: {}", names.join(" → "))
             }
             ConfigErrorKind::BadSetFlag => {
-                write!(f, "expected `--set key.path=value` (e.g. `--set train.lr=3e-4`)")
+                write!(
+                    f,
+                    "expected `--set key.path=value` (e.g. `--set train.lr=3e-4`)"
+                )
             }
         }
     }
@@ -139,7 +142,11 @@ impl fmt::Display for ConfigErrors {
         match self.0.as_slice() {
             [one] => write!(f, "{one}"),
             many => {
-                write!(f, "{} problems in the experiment configuration:", many.len())?;
+                write!(
+                    f,
+                    "{} problems in the experiment configuration:",
+                    many.len()
+                )?;
                 for e in many {
                     write!(f, "\n  {e}")?;
                 }

@@ -26,7 +26,7 @@ macro_rules! keys {
 }
 
 keys! {
-    "name": "string" => "Experiment name; runs go to `runs/<name>/<run-id>/`. Letters, digits, `-`, `_`, `.`.",
+    "name": "string" => "Experiment name (default: the experiment file's name without `.toml`); runs go to `runs/<name>/<run-id>/`. Letters, digits, `-`, `_`, `.`.",
     "seed": "integer" => "Seed for every random choice (split order, initialisation, shuffling).",
     "extends": "path" => "Base experiment file (relative to this file) whose values this file overrides; chains allowed.",
     "dataset.dirs": "list of paths" => "Dataset directories in the real layout (`data.csv` + `images/<uuid>/{0,90,180,270}.jpg`), relative to the file that sets them; merged in order.",
@@ -70,8 +70,11 @@ pub fn find(path: &str) -> Option<&'static KeyDoc> {
 
 /// Whether `path` names a table that contains keys (`train`, `train.scheduler`).
 pub fn is_table(path: &str) -> bool {
-    KEYS.iter()
-        .any(|k| k.path.len() > path.len() && k.path.starts_with(path) && k.path.as_bytes()[path.len()] == b'.')
+    KEYS.iter().any(|k| {
+        k.path.len() > path.len()
+            && k.path.starts_with(path)
+            && k.path.as_bytes()[path.len()] == b'.'
+    })
 }
 
 /// Whether `path` is a settable value (not a table); `sweep` counts as one.
@@ -83,7 +86,11 @@ pub fn is_leaf(path: &str) -> bool {
 /// with the same last segment (a key set in the wrong section).
 pub fn suggest(path: &str) -> Option<&'static str> {
     let (parent, last) = path.rsplit_once('.').unwrap_or(("", path));
-    let prefix_len = if parent.is_empty() { 0 } else { parent.len() + 1 };
+    let prefix_len = if parent.is_empty() {
+        0
+    } else {
+        parent.len() + 1
+    };
     let siblings = KEYS.iter().filter_map(|k| {
         let p = k.path;
         let under_parent = parent.is_empty()
@@ -141,11 +148,20 @@ pub fn lookup<'v>(value: &'v Value, path: &str) -> Option<&'v Value> {
 pub fn reference_markdown() -> String {
     let mut out = String::from("| key | type | default | meaning |\n|---|---|---|---|\n");
     for k in KEYS {
+        let text = default_text(k.path);
+        let (value, note) = text.split_at(text.find(" (when").unwrap_or(text.len()));
+        let default = if k.path == "name" {
+            "the file's name".to_owned()
+        } else if value == "(unset)" {
+            "unset".to_owned()
+        } else {
+            format!("`{value}`{note}")
+        };
         out.push_str(&format!(
-            "| `{}` | {} | `{}` | {} |\n",
+            "| `{}` | {} | {} | {} |\n",
             k.path,
-            k.ty,
-            default_text(k.path).replace('|', "\\|"),
+            k.ty.replace('|', "\\|"),
+            default,
             k.doc.replace('|', "\\|")
         ));
     }
@@ -167,7 +183,11 @@ mod tests {
             match v.as_object() {
                 Some(map) if prefix != "sweep" => {
                     for (k, v) in map {
-                        let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                        let p = if prefix.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{prefix}.{k}")
+                        };
                         walk(&p, v, out);
                     }
                 }
@@ -202,6 +222,31 @@ mod tests {
         assert!(is_leaf("train.lr"));
         assert!(is_leaf("sweep"));
         assert!(!is_leaf("train"));
+    }
+
+    #[test]
+    fn the_readme_reference_matches_the_schema() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+        let readme = std::fs::read_to_string(path).unwrap();
+        let (start_tag, end_tag) = ("<!-- keys:start -->\n", "<!-- keys:end -->");
+        let start = readme
+            .find(start_tag)
+            .expect("README has the keys:start marker")
+            + start_tag.len();
+        let end = readme
+            .find(end_tag)
+            .expect("README has the keys:end marker");
+        let expected = reference_markdown();
+        if readme[start..end] != expected {
+            if std::env::var_os("GEOEXP_BLESS").is_some() {
+                let updated = format!("{}{expected}{}", &readme[..start], &readme[end..]);
+                std::fs::write(path, updated).unwrap();
+            } else {
+                panic!(
+                    "README.md's experiment-file reference is out of date; regenerate it with\n  GEOEXP_BLESS=1 cargo test --lib readme_reference\n--- expected\n{expected}"
+                );
+            }
+        }
     }
 
     #[test]

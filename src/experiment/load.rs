@@ -80,6 +80,17 @@ impl Loaded {
         }
     }
 
+    /// Priority of the layer a value came from: defaults, then files base first, then the
+    /// environment, then flags.
+    fn layer_rank(&self, origin: &Origin) -> usize {
+        match origin {
+            Origin::Default => 0,
+            Origin::File { path, .. } => 1 + self.chain.iter().position(|p| p == path).unwrap_or(0),
+            Origin::Env(_) => 1 + self.chain.len(),
+            Origin::Set(_) => 2 + self.chain.len(),
+        }
+    }
+
     /// Provenance of every settable key, as shown in manifests.
     pub fn provenance(&self) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
@@ -175,12 +186,32 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, ConfigErrors> {
     {
         loaded.experiment.name = stem.to_string_lossy().into_owned();
     }
+    prefer_later_dataset_choice(&mut loaded);
     let mut problems = validate(&loaded);
     problems.extend(sweep_errors(&loaded));
     if problems.is_empty() {
         Ok(loaded)
     } else {
         Err(ConfigErrors(problems))
+    }
+}
+
+/// `dataset.dirs` and `dataset.synthetic` exclude each other, and TOML cannot unset a
+/// value: so when they come from different layers, the later layer's choice wins (a file
+/// that extends a synthetic experiment and sets `dirs` reads those dirs). Set in the same
+/// layer, both stay and validation reports the conflict.
+fn prefer_later_dataset_choice(loaded: &mut Loaded) {
+    let d = &loaded.experiment.dataset;
+    if d.dirs.is_empty() || d.synthetic.is_none() {
+        return;
+    }
+    let dirs = loaded.layer_rank(&loaded.origin("dataset.dirs"));
+    let synthetic = loaded.layer_rank(&loaded.origin("dataset.synthetic"));
+    let d = &mut loaded.experiment.dataset;
+    match dirs.cmp(&synthetic) {
+        std::cmp::Ordering::Greater => d.synthetic = None,
+        std::cmp::Ordering::Less => d.dirs.clear(),
+        std::cmp::Ordering::Equal => {}
     }
 }
 
@@ -199,8 +230,12 @@ fn sweep_errors(loaded: &Loaded) -> Vec<ConfigError> {
             continue;
         };
         for value in values {
-            let trial = FigValue::serialize(value)
-                .map(|v| loaded.figment.clone().merge(Layer::single("sweep".into(), axis, v)));
+            let trial = FigValue::serialize(value).map(|v| {
+                loaded
+                    .figment
+                    .clone()
+                    .merge(Layer::single("sweep".into(), axis, v))
+            });
             let problem = match trial {
                 Ok(f) => f.extract::<Experiment>().err().map(|e| e.kind.to_string()),
                 Err(e) => Some(e.to_string()),
@@ -261,8 +296,11 @@ fn read_chain(file: &Path) -> Result<(Vec<PathBuf>, BTreeMap<PathBuf, String>), 
     Ok((chain, texts))
 }
 
+/// A file's `extends` value and its line and column.
+type Extends = (String, Option<(usize, usize)>);
+
 /// Checks one file: syntax, unknown keys, then types. Returns its `extends` value.
-fn check_file(path: &Path, text: &str) -> Result<Option<(String, Option<(usize, usize)>)>, ConfigErrors> {
+fn check_file(path: &Path, text: &str) -> Result<Option<Extends>, ConfigErrors> {
     let at = |offset: usize| Origin::File {
         path: path.to_path_buf(),
         position: Some(line_col(text, offset)),
@@ -294,7 +332,12 @@ fn check_file(path: &Path, text: &str) -> Result<Option<(String, Option<(usize, 
     }))
 }
 
-fn check_keys(table: &DeTable<'_>, prefix: &str, at: &dyn Fn(usize) -> Origin, errors: &mut Vec<ConfigError>) {
+fn check_keys(
+    table: &DeTable<'_>,
+    prefix: &str,
+    at: &dyn Fn(usize) -> Origin,
+    errors: &mut Vec<ConfigError>,
+) {
     for (key, value) in table.iter() {
         let path = join(prefix, key.get_ref());
         if prefix == "sweep" {
@@ -459,7 +502,10 @@ fn check_override_key(path: &str, origin: Origin, errors: &mut Vec<ConfigError>)
 }
 
 fn env_layers(vars: &[(String, String)], errors: &mut Vec<ConfigError>) -> Vec<Layer> {
-    let mut vars: Vec<&(String, String)> = vars.iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+    let mut vars: Vec<&(String, String)> = vars
+        .iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .collect();
     vars.sort();
     let mut layers = Vec::new();
     for (var, raw) in vars {
@@ -489,7 +535,11 @@ fn set_layers(sets: &[String], errors: &mut Vec<ConfigError>) -> Vec<Layer> {
         };
         let path = path.trim();
         if check_override_key(path, Origin::Set(raw.clone()), errors) {
-            layers.push(Layer::single(format!("--set {raw}"), path, parse_value(value.trim())));
+            layers.push(Layer::single(
+                format!("--set {raw}"),
+                path,
+                parse_value(value.trim()),
+            ));
         }
     }
     layers

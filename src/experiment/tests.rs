@@ -74,7 +74,10 @@ fn layers_apply_in_order_defaults_base_file_env_set() {
     let loaded = load_with(
         &path,
         &["train.batch_size=4"],
-        &[("GEOEXP_TRAIN__BATCH_SIZE", "2"), ("GEOEXP_TRAIN__EPOCHS", "5")],
+        &[
+            ("GEOEXP_TRAIN__BATCH_SIZE", "2"),
+            ("GEOEXP_TRAIN__EPOCHS", "5"),
+        ],
     )
     .unwrap();
     let t = &loaded.experiment.train;
@@ -142,7 +145,10 @@ fn a_key_in_the_wrong_section_points_to_the_right_one() {
 #[test]
 fn a_wrong_type_names_file_line_key_and_expected_type() {
     let f = Files::new();
-    let path = f.write("e.toml", &format!("{SYNTH}[train]\nepochs = 3\nlr = \"fast\"\n"));
+    let path = f.write(
+        "e.toml",
+        &format!("{SYNTH}[train]\nepochs = 3\nlr = \"fast\"\n"),
+    );
     let msg = error_text(&path, &[], &[]);
     assert!(msg.contains("e.toml:5:"), "{msg}");
     assert!(msg.contains("train.lr"), "{msg}");
@@ -181,7 +187,10 @@ fn out_of_range_values_are_rejected_with_their_origin() {
     let path = f.write("e.toml", &format!("{SYNTH}[classes]\nspacing = -0.5\n"));
     let msg = error_text(&path, &[], &[]);
     assert!(msg.contains("e.toml:4:1"), "{msg}");
-    assert!(msg.contains("classes.spacing") && msg.contains("> 0"), "{msg}");
+    assert!(
+        msg.contains("classes.spacing") && msg.contains("> 0"),
+        "{msg}"
+    );
 
     let path = f.write("e2.toml", SYNTH);
     for (set, needle) in [
@@ -224,7 +233,10 @@ fn dataset_dirs_resolve_against_the_file_that_names_them() {
     let path = f.write("exp/missing.toml", "[dataset]\ndirs = [\"nowhere\"]\n");
     let msg = error_text(&path, &[], &[]);
     assert!(msg.contains("missing.toml:2:1"), "{msg}");
-    assert!(msg.contains("nowhere") && msg.contains("does not exist"), "{msg}");
+    assert!(
+        msg.contains("nowhere") && msg.contains("does not exist"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -235,6 +247,22 @@ fn no_dataset_or_two_datasets_is_an_error() {
     fs::create_dir_all(f.dir.path().join("d")).unwrap();
     let path = f.write("e2.toml", &format!("{SYNTH}dirs = [\"d\"]\n"));
     assert!(error_text(&path, &[], &[]).contains("both"));
+}
+
+#[test]
+fn a_later_layer_choosing_dirs_replaces_a_base_synthetic_dataset() {
+    let f = Files::new();
+    fs::create_dir_all(f.dir.path().join("d")).unwrap();
+    f.write("base.toml", SYNTH);
+    let path = f.write(
+        "e.toml",
+        "extends = \"base.toml\"\n[dataset]\ndirs = [\"d\"]\n",
+    );
+    let loaded = load_with(&path, &[], &[]).unwrap();
+    assert!(loaded.experiment.dataset.synthetic.is_none());
+    let back = load_with(&path, &["dataset.synthetic.locations=10"], &[]).unwrap();
+    assert!(back.experiment.dataset.dirs.is_empty());
+    assert_eq!(back.experiment.dataset.synthetic.unwrap().locations, 10);
 }
 
 #[test]
@@ -259,11 +287,17 @@ fn sweep_axes_must_be_known_keys_with_values_of_the_right_type() {
     let loaded = load_with(&path, &[], &[]).unwrap();
     assert_eq!(loaded.experiment.sweep.len(), 2);
 
-    let path = f.write("e2.toml", &format!("{SYNTH}[sweep]\n\"train.lrr\" = [1e-3]\n"));
+    let path = f.write(
+        "e2.toml",
+        &format!("{SYNTH}[sweep]\n\"train.lrr\" = [1e-3]\n"),
+    );
     let msg = error_text(&path, &[], &[]);
     assert!(msg.contains("did you mean `train.lr`?"), "{msg}");
 
-    let path = f.write("e3.toml", &format!("{SYNTH}[sweep]\n\"train.lr\" = [\"fast\"]\n"));
+    let path = f.write(
+        "e3.toml",
+        &format!("{SYNTH}[sweep]\n\"train.lr\" = [\"fast\"]\n"),
+    );
     let msg = error_text(&path, &[], &[]);
     assert!(msg.contains("\"fast\""), "{msg}");
 

@@ -118,7 +118,10 @@ impl Checker<'_> {
             );
         }
         if split_ok && d.split.train <= 0.0 {
-            self.fail("dataset.split.train", "must be > 0: classes come from training locations");
+            self.fail(
+                "dataset.split.train",
+                "must be > 0: classes come from training locations",
+            );
         }
         self.check(
             d.fraction.is_finite() && d.fraction > 0.0 && d.fraction <= 1.0,
@@ -129,9 +132,11 @@ impl Checker<'_> {
 
     fn classes(&mut self) {
         let c = &self.loaded.experiment.classes;
-        self.check(c.spacing.is_finite() && c.spacing > 0.0, "classes.spacing", || {
-            format!("must be > 0 degrees, got {}", c.spacing)
-        });
+        self.check(
+            c.spacing.is_finite() && c.spacing > 0.0,
+            "classes.spacing",
+            || format!("must be > 0 degrees, got {}", c.spacing),
+        );
         self.check(c.spacing <= 90.0, "classes.spacing", || {
             format!("must be at most 90 degrees, got {}", c.spacing)
         });
@@ -163,13 +168,18 @@ impl Checker<'_> {
             let close = BACKBONES
                 .iter()
                 .max_by(|a, b| {
-                    strsim::jaro_winkler(a, &m.backbone).total_cmp(&strsim::jaro_winkler(b, &m.backbone))
+                    strsim::jaro_winkler(a, &m.backbone)
+                        .total_cmp(&strsim::jaro_winkler(b, &m.backbone))
                 })
                 .filter(|b| strsim::jaro_winkler(b, &m.backbone) > 0.8);
             let hint = close.map_or(String::new(), |b| format!("did you mean `{b}`? "));
             self.fail(
                 "model.backbone",
-                format!("unknown backbone {:?}; {hint}known: {}", m.backbone, BACKBONES.join(", ")),
+                format!(
+                    "unknown backbone {:?}; {hint}known: {}",
+                    m.backbone,
+                    BACKBONES.join(", ")
+                ),
             );
         }
         if let Some(w) = &m.weights {
@@ -182,10 +192,14 @@ impl Checker<'_> {
 
     fn train(&mut self) {
         let t = &self.loaded.experiment.train;
-        self.check((16..=4096).contains(&t.image_size), "train.image_size", || {
-            format!("must be between 16 and 4096 pixels, got {}", t.image_size)
+        self.check(
+            (16..=4096).contains(&t.image_size),
+            "train.image_size",
+            || format!("must be between 16 and 4096 pixels, got {}", t.image_size),
+        );
+        self.check(t.batch_size >= 1, "train.batch_size", || {
+            "must be ≥ 1".into()
         });
-        self.check(t.batch_size >= 1, "train.batch_size", || "must be ≥ 1".into());
         self.check(t.epochs >= 1, "train.epochs", || "must be ≥ 1".into());
         self.check(t.lr.is_finite() && t.lr > 0.0, "train.lr", || {
             format!("must be > 0, got {}", t.lr)
@@ -202,8 +216,7 @@ impl Checker<'_> {
             )
         });
         let device_ok = matches!(t.device.as_str(), "cpu" | "cuda" | "auto")
-            || t
-                .device
+            || t.device
                 .strip_prefix("cuda:")
                 .is_some_and(|n| n.parse::<u32>().is_ok());
         self.check(device_ok, "train.device", || {
@@ -235,21 +248,32 @@ impl Checker<'_> {
                     .unwrap_or_default();
                 self.fail(
                     &key,
-                    format!("does not apply to scheduler kind \"{kind}\" (it reads: {})", {
-                        let f = s.kind.fields();
-                        if f.is_empty() { "nothing".to_owned() } else { f.join(", ") }
-                    }),
+                    format!(
+                        "does not apply to scheduler kind \"{kind}\" (it reads: {})",
+                        {
+                            let f = s.kind.fields();
+                            if f.is_empty() {
+                                "nothing".to_owned()
+                            } else {
+                                f.join(", ")
+                            }
+                        }
+                    ),
                 );
             }
         }
         let uses = |f: &str| s.kind.fields().contains(&f);
         if uses("factor") {
-            self.check(s.factor > 0.0 && s.factor < 1.0, "train.scheduler.factor", || {
-                format!("must be in (0, 1), got {}", s.factor)
-            });
+            self.check(
+                s.factor > 0.0 && s.factor < 1.0,
+                "train.scheduler.factor",
+                || format!("must be in (0, 1), got {}", s.factor),
+            );
         }
         if uses("step_size") {
-            self.check(s.step_size >= 1, "train.scheduler.step_size", || "must be ≥ 1".into());
+            self.check(s.step_size >= 1, "train.scheduler.step_size", || {
+                "must be ≥ 1".into()
+            });
         }
         if uses("min_lr") {
             self.check(
@@ -259,9 +283,11 @@ impl Checker<'_> {
             );
         }
         if uses("pct_start") {
-            self.check(s.pct_start > 0.0 && s.pct_start < 1.0, "train.scheduler.pct_start", || {
-                format!("must be in (0, 1), got {}", s.pct_start)
-            });
+            self.check(
+                s.pct_start > 0.0 && s.pct_start < 1.0,
+                "train.scheduler.pct_start",
+                || format!("must be in (0, 1), got {}", s.pct_start),
+            );
         }
     }
 }

@@ -36,7 +36,11 @@ impl Graph {
                 stage.name()
             )));
         }
-        if let Some(missing) = stage.upstream().into_iter().find(|u| self.index(u).is_none()) {
+        if let Some(missing) = stage
+            .upstream()
+            .into_iter()
+            .find(|u| self.index(u).is_none())
+        {
             return Err(GraphError::Graph(format!(
                 "stage `{}` depends on `{missing}`, which is not (yet) in the graph",
                 stage.name()

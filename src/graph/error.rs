@@ -61,7 +61,10 @@ pub enum GraphError {
 }
 
 impl GraphError {
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> GraphError {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> GraphError {
         let path = path.into();
         move |source| GraphError::Io {
             action,

@@ -62,7 +62,7 @@ pub fn execute(
         let started = Instant::now();
         let force = forced.contains(name);
         let (status, entry) = match (force, store.lookup(name, &r.key)) {
-            (false, Lookup::Found(entry)) => (StageStatus::Hit, entry),
+            (false, Lookup::Found(entry)) => (StageStatus::Hit, *entry),
             (_, lookup) => {
                 if let Lookup::Corrupt(problem) = lookup {
                     reporter.event(RunEvent::CorruptEntry {
@@ -107,7 +107,7 @@ fn run_locked(
         });
     })?;
     if !force && let Lookup::Found(entry) = store.lookup(name, &r.key) {
-        return Ok((StageStatus::Hit, entry));
+        return Ok((StageStatus::Hit, *entry));
     }
     let reasons = if force {
         vec![RerunReason::Forced]

@@ -24,7 +24,8 @@ use super::error::GraphError;
 use super::events::Tick;
 use super::store::write_atomic;
 
-const MEMO_HEADER: &str = "# geoexp fingerprint memo v1: blake3\tsize\tmtime_ns\tinode\tdevice\tpath";
+const MEMO_HEADER: &str =
+    "# geoexp fingerprint memo v1: blake3\tsize\tmtime_ns\tinode\tdevice\tpath";
 const RACY_WINDOW: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -44,8 +44,10 @@ impl StageKey {
 
     /// Parses a stored key, accepting only 64 lowercase hex digits.
     pub fn parse(s: &str) -> Option<StageKey> {
-        (s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-            .then(|| StageKey(s.to_owned()))
+        (s.len() == 64
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .then(|| StageKey(s.to_owned()))
     }
 }
 

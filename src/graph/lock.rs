@@ -40,12 +40,7 @@ impl LockOwner {
             host: this_host(),
             pid: std::process::id(),
             nonce: blake3::hash(
-                format!(
-                    "{:?}{:?}",
-                    SystemTime::now(),
-                    std::thread::current().id()
-                )
-                .as_bytes(),
+                format!("{:?}{:?}", SystemTime::now(), std::thread::current().id()).as_bytes(),
             )
             .to_hex()[..16]
                 .to_owned(),
@@ -99,7 +94,10 @@ impl KeyLock {
     ///
     /// # Errors
     /// When the lock directory cannot be written.
-    pub fn acquire(path: &Path, mut on_wait: impl FnMut(&LockOwner)) -> Result<KeyLock, GraphError> {
+    pub fn acquire(
+        path: &Path,
+        mut on_wait: impl FnMut(&LockOwner),
+    ) -> Result<KeyLock, GraphError> {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(GraphError::io("creating", dir))?;
         }
@@ -213,7 +211,9 @@ fn inspect(path: &Path) -> Holder {
             nonce: String::new(),
         }),
         None => Holder::Stale(inode),
-        Some(owner) if owner.host == this_host() && !pid_is_alive(owner.pid) => Holder::Stale(inode),
+        Some(owner) if owner.host == this_host() && !pid_is_alive(owner.pid) => {
+            Holder::Stale(inode)
+        }
         Some(_) if age >= STALE_AFTER => Holder::Stale(inode),
         Some(owner) => Holder::Live(owner),
     }

@@ -182,7 +182,11 @@ pub fn explain<'e>(
             files.get(label.as_str()),
         ));
     }
-    let ups: BTreeSet<&String> = old.upstream.keys().chain(material.upstream.keys()).collect();
+    let ups: BTreeSet<&String> = old
+        .upstream
+        .keys()
+        .chain(material.upstream.keys())
+        .collect();
     for up in ups {
         if old.upstream.get(up) != material.upstream.get(up) {
             reasons.push(RerunReason::UpstreamChanged { stage: up.clone() });
@@ -234,8 +238,16 @@ fn input_change(
                 .collect()
         })
         .unwrap_or_default();
-    let added: Vec<String> = new.keys().filter(|p| !old.contains_key(*p)).cloned().collect();
-    let removed: Vec<String> = old.keys().filter(|p| !new.contains_key(*p)).cloned().collect();
+    let added: Vec<String> = new
+        .keys()
+        .filter(|p| !old.contains_key(*p))
+        .cloned()
+        .collect();
+    let removed: Vec<String> = old
+        .keys()
+        .filter(|p| !new.contains_key(*p))
+        .cloned()
+        .collect();
     let modified: Vec<String> = new
         .iter()
         .filter(|(p, h)| old.get(*p).is_some_and(|o| o != **h))

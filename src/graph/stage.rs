@@ -25,7 +25,11 @@ pub fn params_of<T: serde::Serialize>(params: &T) -> Params {
         match value {
             Value::Object(map) => {
                 for (k, v) in map {
-                    let key = if prefix.is_empty() { k } else { format!("{prefix}.{k}") };
+                    let key = if prefix.is_empty() {
+                        k
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
                     flatten(&key, v, out);
                 }
             }
@@ -143,13 +147,16 @@ impl<'a> StageContext<'a> {
     /// # Errors
     /// When `name` was not declared in [`Stage::upstream`]: a bug in the stage.
     pub fn upstream_dir(&self, name: &str) -> Result<&Path, StageError> {
-        self.upstream.get(name).map(PathBuf::as_path).ok_or_else(|| {
-            format!(
-                "stage `{}` read the output of `{name}` without declaring it upstream",
-                self.stage
-            )
-            .into()
-        })
+        self.upstream
+            .get(name)
+            .map(PathBuf::as_path)
+            .ok_or_else(|| {
+                format!(
+                    "stage `{}` read the output of `{name}` without declaring it upstream",
+                    self.stage
+                )
+                .into()
+            })
     }
 
     /// Starts a progress bar for a long step of this stage.

@@ -82,7 +82,7 @@ pub struct Entry {
 #[derive(Debug)]
 pub enum Lookup {
     /// A complete entry.
-    Found(Entry),
+    Found(Box<Entry>),
     /// No entry.
     Missing,
     /// An entry directory whose record cannot be used.
@@ -124,12 +124,9 @@ impl Store {
         }
         match read_record(&dir) {
             Ok(record) if &record.key == key && record.material.key() == *key => {
-                Lookup::Found(Entry { dir, record })
+                Lookup::Found(Box::new(Entry { dir, record }))
             }
-            Ok(_) => Lookup::Corrupt(format!(
-                "{} holds a record for another key",
-                dir.display()
-            )),
+            Ok(_) => Lookup::Corrupt(format!("{} holds a record for another key", dir.display())),
             Err(problem) => Lookup::Corrupt(problem),
         }
     }
@@ -237,7 +234,8 @@ impl PendingEntry {
             path: record_path.clone(),
             message: e.to_string(),
         })?;
-        let mut f = fs::File::create(&record_path).map_err(GraphError::io("writing", &record_path))?;
+        let mut f =
+            fs::File::create(&record_path).map_err(GraphError::io("writing", &record_path))?;
         f.write_all(text.as_bytes())
             .and_then(|()| f.sync_all())
             .map_err(GraphError::io("writing", &record_path))?;

@@ -251,7 +251,12 @@ fn until_selects_a_stage_and_its_ancestors_and_force_cascades() {
     let g = two_stage("a", "b");
     assert_eq!(g.until("first").unwrap(), ["first"]);
     assert_eq!(g.until("second").unwrap(), ["first", "second"]);
-    assert!(g.until("third").unwrap_err().to_string().contains("first, second"));
+    assert!(
+        g.until("third")
+            .unwrap_err()
+            .to_string()
+            .contains("first, second")
+    );
     assert_eq!(
         g.downstream("first").unwrap(),
         BTreeSet::from(["first", "second"])
@@ -270,7 +275,10 @@ fn forcing_a_stage_replaces_its_entry() {
     let forced = g.downstream("first").unwrap();
     let runs = execute(&resolved, &store, &forced, &reporter).unwrap();
     assert!(runs.iter().all(|r| r.status == StageStatus::Ran));
-    assert!(matches!(store.lookup("first", &runs[0].key), Lookup::Found(_)));
+    assert!(matches!(
+        store.lookup("first", &runs[0].key),
+        Lookup::Found(_)
+    ));
 }
 
 #[test]

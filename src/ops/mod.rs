@@ -33,7 +33,7 @@ pub enum OpError {
     Config(#[from] ConfigErrors),
     /// The graph could not be built (boundary, CRS).
     #[error(transparent)]
-    Build(#[from] BuildError),
+    Build(Box<BuildError>),
     /// A stage failed, or the cache could not be used.
     #[error(transparent)]
     Graph(#[from] GraphError),
@@ -46,6 +46,12 @@ pub enum OpError {
     /// A boundary could not be loaded.
     #[error(transparent)]
     Geo(#[from] crate::geo::GeoError),
+}
+
+impl From<BuildError> for OpError {
+    fn from(e: BuildError) -> Self {
+        OpError::Build(Box::new(e))
+    }
 }
 
 impl OpError {
@@ -93,7 +99,12 @@ impl Prepared {
     /// When inputs cannot be listed or read.
     pub fn resolve(&self, reporter: &dyn Reporter) -> Result<Vec<Resolved<'_>>, OpError> {
         let fingerprinter = Fingerprinter::with_memo(self.store.memo_path());
-        Ok(resolve(&self.graph, &self.graph.names(), &fingerprinter, reporter)?)
+        Ok(resolve(
+            &self.graph,
+            &self.graph.names(),
+            &fingerprinter,
+            reporter,
+        )?)
     }
 
     /// The stages `--until` selects (all when `None`).
@@ -116,7 +127,10 @@ impl Prepared {
     ///
     /// # Errors
     /// When a name is not a stage.
-    pub fn forced(&self, force: &[String]) -> Result<std::collections::BTreeSet<&'static str>, OpError> {
+    pub fn forced(
+        &self,
+        force: &[String],
+    ) -> Result<std::collections::BTreeSet<&'static str>, OpError> {
         let mut out = std::collections::BTreeSet::new();
         for name in force {
             let down = self.graph.downstream(name).map_err(|_| {
@@ -136,8 +150,12 @@ impl Prepared {
         let inputs: BTreeMap<&str, Value> = resolved
             .iter()
             .map(|r| {
-                let fps: BTreeMap<&String, &String> =
-                    r.material.inputs.iter().map(|(k, v)| (k, &v.digest)).collect();
+                let fps: BTreeMap<&String, &String> = r
+                    .material
+                    .inputs
+                    .iter()
+                    .map(|(k, v)| (k, &v.digest))
+                    .collect();
                 (r.stage.name(), json!(fps))
             })
             .collect();
@@ -147,6 +165,8 @@ impl Prepared {
 
     /// Where a run's manifest goes.
     pub fn run_dir(&self, run_id: &str) -> PathBuf {
-        self.runs_dir.join(&self.loaded.experiment.name).join(run_id)
+        self.runs_dir
+            .join(&self.loaded.experiment.name)
+            .join(run_id)
     }
 }

@@ -12,7 +12,8 @@ use crate::experiment::LoadOptions;
 use crate::graph::lock::this_host;
 use crate::graph::manifest::{EXECUTION_FILE, MANIFEST_FILE};
 use crate::graph::{
-    Execution, GEOEXP_VERSION, Manifest, Reporter, RunInfo, StageExecution, StageManifest, StageRun, execute,
+    Execution, GEOEXP_VERSION, Manifest, Reporter, RunInfo, StageExecution, StageManifest,
+    StageRun, execute,
 };
 
 use super::{OpError, Prepared};
@@ -92,7 +93,10 @@ pub fn run(options: &RunOptions, reporter: &dyn Reporter) -> Result<RunReport, O
         versions: versions(),
         config: prepared.loaded.config(),
         provenance: prepared.loaded.provenance(),
-        stages: stages.iter().map(|s| (s.stage.clone(), StageManifest::of(s))).collect(),
+        stages: stages
+            .iter()
+            .map(|s| (s.stage.clone(), StageManifest::of(s)))
+            .collect(),
     };
     manifest.write(&run_dir.join(MANIFEST_FILE))?;
     execution.write(&run_dir.join(EXECUTION_FILE))?;
@@ -141,7 +145,11 @@ fn link_stage(run_dir: &Path, stage: &str, entry: &Path) {
 fn relative(from: &Path, to: &Path) -> Option<PathBuf> {
     let from: Vec<_> = from.components().collect();
     let to_parts: Vec<_> = to.components().collect();
-    let common = from.iter().zip(&to_parts).take_while(|(a, b)| a == b).count();
+    let common = from
+        .iter()
+        .zip(&to_parts)
+        .take_while(|(a, b)| a == b)
+        .count();
     if common == 0 && from.first() != to_parts.first() {
         return None;
     }
@@ -161,7 +169,10 @@ mod tests {
 
     #[test]
     fn stage_links_are_relative_to_the_run_folder() {
-        let rel = relative(Path::new("runs/golf/abc"), Path::new("runs/.cache/classes/k"));
+        let rel = relative(
+            Path::new("runs/golf/abc"),
+            Path::new("runs/.cache/classes/k"),
+        );
         assert_eq!(rel.unwrap(), PathBuf::from("../../.cache/classes/k"));
     }
 }

@@ -100,7 +100,8 @@ impl Stage for ClassesStage {
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<Outcome, StageError> {
         let p = &self.params;
-        let locations = read_locations(&ctx.upstream_dir(super::dataset::NAME)?.join(LOCATIONS_FILE))?;
+        let locations =
+            read_locations(&ctx.upstream_dir(super::dataset::NAME)?.join(LOCATIONS_FILE))?;
         let points: Vec<ClassPoint> = locations
             .iter()
             .map(|l| ClassPoint {
@@ -200,7 +201,11 @@ struct ClassRow {
     n_test: usize,
 }
 
-fn write_classes(path: &Path, table: &ClassTable, locations: &[Location]) -> Result<(), StageError> {
+fn write_classes(
+    path: &Path,
+    table: &ClassTable,
+    locations: &[Location],
+) -> Result<(), StageError> {
     let mut counts = vec![[0usize; 3]; table.cells.len()];
     for (a, l) in table.points.iter().zip(locations) {
         counts[a.cell][split_index(l.split)] += 1;
@@ -264,7 +269,11 @@ struct RichRow<'a> {
     class: usize,
 }
 
-fn write_rich_static(path: &Path, table: &ClassTable, locations: &[Location]) -> Result<(), StageError> {
+fn write_rich_static(
+    path: &Path,
+    table: &ClassTable,
+    locations: &[Location],
+) -> Result<(), StageError> {
     let centroids = table.class_centroids();
     let centroids_xy = table.class_centroids_xy();
     let mut w = csv::Writer::from_path(path)?;
@@ -290,12 +299,22 @@ fn write_rich_static(path: &Path, table: &ClassTable, locations: &[Location]) ->
     Ok(())
 }
 
-fn draw_map(path: &Path, boundary: &Boundary, table: &ClassTable, locations: &[Location]) -> Result<(), StageError> {
+fn draw_map(
+    path: &Path,
+    boundary: &Boundary,
+    table: &ClassTable,
+    locations: &[Location],
+) -> Result<(), StageError> {
     let cells: Vec<MapCell> = table
         .cells
         .iter()
         .map(|c| MapCell {
-            bounds: [c.bounds.min_lon, c.bounds.min_lat, c.bounds.max_lon, c.bounds.max_lat],
+            bounds: [
+                c.bounds.min_lon,
+                c.bounds.min_lat,
+                c.bounds.max_lon,
+                c.bounds.max_lat,
+            ],
             is_class: c.class.is_some(),
             geometric: (c.geometric.lat, c.geometric.lon),
             clipped: (c.clipped.lat, c.clipped.lon),

@@ -113,7 +113,13 @@ impl Stage for DatasetStage {
             label: BOUNDARY_INPUT.into(),
             digest: self.boundary.digest(),
         }];
-        for ((label, root), layout) in self.params.dirs.iter().zip(&self.roots).zip(self.layouts()?) {
+        for ((label, root), layout) in self
+            .params
+            .dirs
+            .iter()
+            .zip(&self.roots)
+            .zip(self.layouts()?)
+        {
             inputs.push(Input::Files {
                 label: label.clone(),
                 root: root.clone(),
@@ -170,7 +176,11 @@ impl Stage for DatasetStage {
                 split: split_index(l.split),
             })
             .collect();
-        draw_locations(&ctx.out_dir().join(MAP_FILE), self.boundary.shape(), &points)?;
+        draw_locations(
+            &ctx.out_dir().join(MAP_FILE),
+            self.boundary.shape(),
+            &points,
+        )?;
         let count = |s| indexed.locations.iter().filter(|l| l.split == s).count();
         use crate::dataset::Split;
         if indexed.unreferenced_folders > 0 {

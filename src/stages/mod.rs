@@ -35,7 +35,7 @@ pub enum BuildError {
         origin: Origin,
         /// Why it failed.
         #[source]
-        source: GeoError,
+        source: Box<GeoError>,
     },
     /// `classes.crs` is not a usable projection.
     #[error("{origin}: key `classes.crs`")]
@@ -44,7 +44,7 @@ pub enum BuildError {
         origin: Origin,
         /// Why it failed.
         #[source]
-        source: ProjectionError,
+        source: Box<ProjectionError>,
     },
     /// The graph is malformed (a bug).
     #[error(transparent)]
@@ -62,16 +62,22 @@ pub fn build(loaded: &Loaded) -> Result<Graph, BuildError> {
         Origin::File { path, .. } => path.parent().map(|p| p.to_path_buf()).unwrap_or_default(),
         _ => std::path::PathBuf::from("."),
     };
-    let boundary = Arc::new(Boundary::resolve(spec, &base).map_err(|source| BuildError::Boundary {
-        origin: loaded.origin("classes.boundary"),
-        source,
-    })?);
+    let boundary =
+        Arc::new(
+            Boundary::resolve(spec, &base).map_err(|source| BuildError::Boundary {
+                origin: loaded.origin("classes.boundary"),
+                source: Box::new(source),
+            })?,
+        );
     projection(c.crs.trim()).map_err(|source| BuildError::Crs {
         origin: loaded.origin("classes.crs"),
-        source,
+        source: Box::new(source),
     })?;
     let mut graph = Graph::new();
-    graph.add(Box::new(dataset::DatasetStage::new(loaded, Arc::clone(&boundary))))?;
+    graph.add(Box::new(dataset::DatasetStage::new(
+        loaded,
+        Arc::clone(&boundary),
+    )))?;
     graph.add(Box::new(classes::ClassesStage::new(loaded, boundary)))?;
     Ok(graph)
 }

@@ -13,7 +13,11 @@ use geo::{Coord, LineString, MultiPolygon};
 use plotters::prelude::*;
 
 /// Colour of a location dot, by split index (train, val, test).
-const SPLIT_COLOURS: [RGBColor; 3] = [RGBColor(46, 139, 87), RGBColor(255, 140, 0), RGBColor(128, 0, 128)];
+const SPLIT_COLOURS: [RGBColor; 3] = [
+    RGBColor(46, 139, 87),
+    RGBColor(255, 140, 0),
+    RGBColor(128, 0, 128),
+];
 const LAND: RGBColor = RGBColor(225, 225, 225);
 const COAST: RGBColor = RGBColor(120, 120, 120);
 const CLASS_CELL: RGBColor = RGBColor(25, 25, 112);
@@ -58,7 +62,11 @@ pub struct MapError {
 ///
 /// # Errors
 /// When the PNG cannot be written.
-pub fn draw_locations(path: &Path, land: &MultiPolygon<f64>, points: &[MapPoint]) -> Result<(), MapError> {
+pub fn draw_locations(
+    path: &Path,
+    land: &MultiPolygon<f64>,
+    points: &[MapPoint],
+) -> Result<(), MapError> {
     draw(path, land, &[], points)
 }
 
@@ -66,16 +74,31 @@ pub fn draw_locations(path: &Path, land: &MultiPolygon<f64>, points: &[MapPoint]
 ///
 /// # Errors
 /// When the PNG cannot be written.
-pub fn draw_classes(path: &Path, land: &MultiPolygon<f64>, cells: &[MapCell], points: &[MapPoint]) -> Result<(), MapError> {
+pub fn draw_classes(
+    path: &Path,
+    land: &MultiPolygon<f64>,
+    cells: &[MapCell],
+    points: &[MapPoint],
+) -> Result<(), MapError> {
     draw(path, land, cells, points)
 }
 
-fn draw(path: &Path, land: &MultiPolygon<f64>, cells: &[MapCell], points: &[MapPoint]) -> Result<(), MapError> {
+fn draw(
+    path: &Path,
+    land: &MultiPolygon<f64>,
+    cells: &[MapCell],
+    points: &[MapPoint],
+) -> Result<(), MapError> {
     let fail = |e: &dyn std::fmt::Display| MapError {
         path: path.display().to_string(),
         message: e.to_string(),
     };
-    let (mut x0, mut y0, mut x1, mut y1) = (f64::INFINITY, f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY);
+    let (mut x0, mut y0, mut x1, mut y1) = (
+        f64::INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::NEG_INFINITY,
+    );
     let mut extend = |x: f64, y: f64| {
         x0 = x0.min(x);
         x1 = x1.max(x);
@@ -98,7 +121,8 @@ fn draw(path: &Path, land: &MultiPolygon<f64>, cells: &[MapCell], points: &[MapP
     let pad = 0.02 * (x1 - x0).max(y1 - y0).max(1e-6);
     let (x0, x1, y0, y1) = (x0 - pad, x1 + pad, y0 - pad, y1 + pad);
     let aspect = ((y0 + y1) / 2.0).to_radians().cos().max(0.05);
-    let height = ((f64::from(WIDTH) * (y1 - y0) / ((x1 - x0) * aspect)).round() as u32).clamp(200, 4000);
+    let height =
+        ((f64::from(WIDTH) * (y1 - y0) / ((x1 - x0) * aspect)).round() as u32).clamp(200, 4000);
 
     let root = BitMapBackend::new(path, (WIDTH, height)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| fail(&e))?;
@@ -106,10 +130,17 @@ fn draw(path: &Path, land: &MultiPolygon<f64>, cells: &[MapCell], points: &[MapP
         .margin(10)
         .build_cartesian_2d(x0..x1, y0..y1)
         .map_err(|e| fail(&e))?;
-    let ring = |ls: &LineString<f64>| ls.coords().map(|c: &Coord<f64>| (c.x, c.y)).collect::<Vec<_>>();
+    let ring = |ls: &LineString<f64>| {
+        ls.coords()
+            .map(|c: &Coord<f64>| (c.x, c.y))
+            .collect::<Vec<_>>()
+    };
     for poly in &land.0 {
         chart
-            .draw_series(std::iter::once(Polygon::new(ring(poly.exterior()), LAND.filled())))
+            .draw_series(std::iter::once(Polygon::new(
+                ring(poly.exterior()),
+                LAND.filled(),
+            )))
             .map_err(|e| fail(&e))?;
         for hole in poly.interiors() {
             chart
@@ -117,12 +148,19 @@ fn draw(path: &Path, land: &MultiPolygon<f64>, cells: &[MapCell], points: &[MapP
                 .map_err(|e| fail(&e))?;
         }
         chart
-            .draw_series(std::iter::once(PathElement::new(ring(poly.exterior()), COAST)))
+            .draw_series(std::iter::once(PathElement::new(
+                ring(poly.exterior()),
+                COAST,
+            )))
             .map_err(|e| fail(&e))?;
     }
     for cell in cells {
         let [a, b, c, d] = cell.bounds;
-        let colour = if cell.is_class { CLASS_CELL } else { OTHER_CELL };
+        let colour = if cell.is_class {
+            CLASS_CELL
+        } else {
+            OTHER_CELL
+        };
         chart
             .draw_series(std::iter::once(PathElement::new(
                 vec![(a, b), (c, b), (c, d), (a, d), (a, b)],
@@ -141,10 +179,18 @@ fn draw(path: &Path, land: &MultiPolygon<f64>, cells: &[MapCell], points: &[MapP
             .map_err(|e| fail(&e))?;
     }
     chart
-        .draw_series(cells.iter().map(|c| Cross::new((c.geometric.1, c.geometric.0), 4, RGBColor(90, 90, 90))))
+        .draw_series(
+            cells
+                .iter()
+                .map(|c| Cross::new((c.geometric.1, c.geometric.0), 4, RGBColor(90, 90, 90))),
+        )
         .map_err(|e| fail(&e))?;
     chart
-        .draw_series(cells.iter().map(|c| Circle::new((c.clipped.1, c.clipped.0), 4, RED.filled())))
+        .draw_series(
+            cells
+                .iter()
+                .map(|c| Circle::new((c.clipped.1, c.clipped.0), 4, RED.filled())),
+        )
         .map_err(|e| fail(&e))?;
     chart
         .draw_series(
@@ -165,9 +211,15 @@ mod tests {
     #[test]
     fn a_map_is_a_png_with_the_land_aspect() {
         let dir = tempfile::tempdir().unwrap();
-        let land = MultiPolygon(vec![polygon![(x: 13.0, y: 42.0), (x: 19.0, y: 42.0), (x: 19.0, y: 46.0), (x: 13.0, y: 46.0)]]);
+        let land = MultiPolygon(vec![
+            polygon![(x: 13.0, y: 42.0), (x: 19.0, y: 42.0), (x: 19.0, y: 46.0), (x: 13.0, y: 46.0)],
+        ]);
         let path = dir.path().join("m.png");
-        let points = [MapPoint { lat: 45.0, lon: 15.0, split: 0 }];
+        let points = [MapPoint {
+            lat: 45.0,
+            lon: 15.0,
+            split: 0,
+        }];
         draw_locations(&path, &land, &points).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(&bytes[1..4], b"PNG");

@@ -1,0 +1,85 @@
+//! Experiment files as a user meets them on the command line.
+
+use std::fs;
+
+use crate::common::{TestEnv, synthetic_experiment};
+
+#[test]
+fn an_unknown_key_exits_2_naming_file_line_and_suggestion_before_any_stage_runs() {
+    let env = TestEnv::new();
+    env.write(
+        "exp.toml",
+        &synthetic_experiment(20, "[classes]\nspcing = 0.3\n"),
+    );
+    let out = env.run(&["run", "exp.toml"]).expect(2);
+    assert!(out.stderr.contains("exp.toml:6:1"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("did you mean `classes.spacing`?"),
+        "{}",
+        out.stderr
+    );
+    assert!(!env.path().join("runs").exists(), "nothing may be written");
+}
+
+#[test]
+fn environment_and_set_overrides_land_in_the_manifest_with_their_provenance() {
+    let env = TestEnv::new();
+    env.write("exp.toml", &synthetic_experiment(20, ""));
+    env.run_env(
+        &["run", "exp.toml", "--set", "classes.spacing=0.7"],
+        &[
+            ("GEOEXP_TRAIN__LR", "1e-4"),
+            ("GEOEXP_CLASSES__SPACING", "0.3"),
+        ],
+    )
+    .expect(0);
+    let manifest = fs::read_to_string(env.run_dir("t").join("manifest.toml")).unwrap();
+    assert!(manifest.contains("lr = 0.0001"), "{manifest}");
+    assert!(manifest.contains("spacing = 0.7"), "{manifest}");
+    assert!(
+        manifest.contains("\"train.lr\" = \"env GEOEXP_TRAIN__LR\""),
+        "{manifest}"
+    );
+    assert!(
+        manifest.contains("\"classes.spacing\" = \"--set classes.spacing=0.7\""),
+        "{manifest}"
+    );
+}
+
+#[test]
+fn a_missing_experiment_file_is_a_clear_error() {
+    let env = TestEnv::new();
+    let out = env.run(&["plan", "nope.toml"]).expect(2);
+    assert!(out.stderr.contains("nope.toml"), "{}", out.stderr);
+}
+
+#[test]
+fn an_unknown_boundary_code_names_the_key_and_suggests() {
+    let env = TestEnv::new();
+    env.write(
+        "exp.toml",
+        &synthetic_experiment(20, "[classes]\nboundary = \"HX\"\n"),
+    );
+    let out = env.run(&["plan", "exp.toml"]).expect(2);
+    assert!(out.stderr.contains("exp.toml:6:1"), "{}", out.stderr);
+    assert!(out.stderr.contains("classes.boundary"), "{}", out.stderr);
+    assert!(out.stderr.contains("HX"), "{}", out.stderr);
+}
+
+#[test]
+fn a_geojson_boundary_path_is_resolved_against_the_experiment_file() {
+    let env = TestEnv::new();
+    let square = r#"{"type": "Polygon", "coordinates": [[[15.0, 44.0], [17.0, 44.0], [17.0, 46.0], [15.0, 46.0], [15.0, 44.0]]]}"#;
+    env.write("exp/region.geojson", square);
+    env.write(
+        "exp/e.toml",
+        &synthetic_experiment(
+            40,
+            "[classes]\nboundary = \"region.geojson\"\nspacing = 0.5\n",
+        ),
+    );
+    env.run(&["run", "exp/e.toml"]).expect(0);
+    let classes = fs::read_to_string(env.run_dir("t").join("classes/classes.csv")).unwrap();
+    // A 2°×2° square at 0.5°: exactly 16 cells.
+    assert_eq!(classes.lines().count(), 17, "{classes}");
+}

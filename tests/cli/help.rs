@@ -1,0 +1,20 @@
+//! Every command explains itself.
+
+use crate::common::TestEnv;
+
+#[test]
+fn every_command_has_help() {
+    let env = TestEnv::new();
+    for (cmd, needle) in [
+        ("run", "--until"),
+        ("plan", "--set"),
+        ("synth", "--locations"),
+    ] {
+        let out = env.run(&[cmd, "--help"]).expect(0);
+        assert!(out.stdout.contains(needle), "{cmd}: {}", out.stdout);
+    }
+    let top = env.run(&["--help"]).expect(0);
+    for cmd in ["run", "plan", "synth"] {
+        assert!(top.stdout.contains(cmd), "{}", top.stdout);
+    }
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: they drive the real `geoexp` binary on tiny synthetic data.
+
+mod common;
+mod config;
+mod dataset;
+mod help;
+mod plan;
+mod run;
+mod synth;
