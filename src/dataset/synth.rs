@@ -392,13 +392,17 @@ fn paint(site: &Site, heading: u16, size: u32, rng: &mut ChaCha8Rng) -> Vec<u8> 
     let light = 0.82 + 0.18 * (h - 135.0).to_radians().cos();
 
     let mut img = vec![[0.0f64; 3]; (size * size) as usize];
+    let skyline: Vec<f64> = (0..size)
+        .map(|x| {
+            let fx = f64::from(x) + 0.5;
+            horizon - ridge_amp * (0.5 + 0.5 * (2.0 * PI * fx / s * ridge_freq + ridge_phase).sin())
+        })
+        .collect();
     for y in 0..size {
         let fy = f64::from(y) + 0.5;
         for x in 0..size {
             let fx = f64::from(x) + 0.5;
-            let ridge =
-                ridge_amp * (0.5 + 0.5 * (2.0 * PI * fx / s * ridge_freq + ridge_phase).sin());
-            let line = horizon - ridge;
+            let line = skyline[x as usize];
             let px = if fy < line {
                 mix(sky_top, sky_low, (fy / line.max(1.0)).clamp(0.0, 1.0))
             } else if sea_frac > 0.0 && fy >= horizon && fy < horizon + sea_rows {
@@ -450,8 +454,10 @@ fn paint(site: &Site, heading: u16, size: u32, rng: &mut ChaCha8Rng) -> Vec<u8> 
 
     let mut out = Vec::with_capacity(img.len() * 3);
     for px in img {
-        for c in px {
-            let noise = (rng.random::<f64>() - 0.5) * 16.0;
+        // One draw per pixel: a byte of noise per channel, uniform in [-8, 8).
+        let bits: u32 = rng.random();
+        for (i, c) in px.into_iter().enumerate() {
+            let noise = f64::from((bits >> (8 * i)) & 0xFF) / 16.0 - 8.0;
             out.push((c * light + noise).round().clamp(0.0, 255.0) as u8);
         }
     }
@@ -543,8 +549,8 @@ mod tests {
         let near_west = paint(&site(2.0), 270, 32, &mut rng);
         let near_east = paint(&site(2.0), 90, 32, &mut rng);
         let far_west = paint(&site(200.0), 270, 32, &mut rng);
-        // Only the lower half: the sky is blue everywhere.
-        let lower = |px: &[u8]| blue(&px[px.len() / 2..]);
+        // Only below the horizon (at about 0.53 of the height here): the sky is blue anywhere.
+        let lower = |px: &[u8]| blue(&px[px.len() * 6 / 10 / 3 * 3..]);
         assert!(lower(&near_west) > 30, "{}", lower(&near_west));
         assert_eq!(lower(&near_east), 0);
         assert_eq!(lower(&far_west), 0);
