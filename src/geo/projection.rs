@@ -29,7 +29,7 @@ pub fn projection(crs: &str) -> Result<Box<dyn Projection>, ProjectionError> {
 
 /// A parsed CRS string.
 enum CrsSpec<'a> {
-    Epsg(u16),
+    Epsg(u32),
     ProjString(&'a str),
 }
 
@@ -41,11 +41,11 @@ fn parse_crs(crs: &str) -> Result<CrsSpec<'_>, ProjectionError> {
     match s.get(..5) {
         Some(prefix) if prefix.eq_ignore_ascii_case("EPSG:") => s[5..]
             .trim()
-            .parse::<u16>()
+            .parse::<u32>()
             .map(CrsSpec::Epsg)
-            .map_err(|_| ProjectionError::UnknownEpsg {
+            .map_err(|_| ProjectionError::Invalid {
                 crs: crs.to_owned(),
-                backend: "proj4rs",
+                reason: "the EPSG code is not a whole number".into(),
             }),
         _ => Err(ProjectionError::Unsupported {
             crs: crs.to_owned(),
@@ -70,13 +70,16 @@ impl Proj4rsProjection {
             reason: e.to_string(),
         };
         let target = match parse_crs(crs)? {
-            CrsSpec::Epsg(code) => Proj::from_epsg_code(code).map_err(|e| match e {
-                proj4rs::errors::Error::ProjectionNotFound => ProjectionError::UnknownEpsg {
-                    crs: crs.to_owned(),
-                    backend: "proj4rs",
-                },
-                other => invalid(other),
-            })?,
+            CrsSpec::Epsg(code) => u16::try_from(code)
+                .map_err(|_| proj4rs::errors::Error::ProjectionNotFound)
+                .and_then(Proj::from_epsg_code)
+                .map_err(|e| match e {
+                    proj4rs::errors::Error::ProjectionNotFound => ProjectionError::UnknownEpsg {
+                        crs: crs.to_owned(),
+                        backend: "proj4rs",
+                    },
+                    other => invalid(other),
+                })?,
             CrsSpec::ProjString(s) => Proj::from_proj_string(s).map_err(invalid)?,
         };
         let wgs84 =
@@ -171,7 +174,27 @@ mod proj_backend {
     /// The PROJ-backed projection for `crs`; the string is validated immediately.
     pub fn proj_projection(crs: &str) -> Result<Box<dyn Projection>, ProjectionError> {
         let target = match parse_crs(crs)? {
-            CrsSpec::Epsg(code) => format!("EPSG:{code}"),
+            CrsSpec::Epsg(code) => {
+                let target = format!("EPSG:{code}");
+                // PROJ reports both an unknown code and a missing proj.db as "unknown error":
+                // tell them apart by whether the database answers for WGS84.
+                if proj::Proj::new(&target).is_err() {
+                    return Err(if proj::Proj::new("EPSG:4326").is_ok() {
+                        ProjectionError::UnknownEpsg {
+                            crs: crs.to_owned(),
+                            backend: "PROJ",
+                        }
+                    } else {
+                        ProjectionError::Invalid {
+                            crs: crs.to_owned(),
+                            reason: "PROJ cannot read its database proj.db (set PROJ_DATA to \
+                                     the directory holding it)"
+                                .into(),
+                        }
+                    });
+                }
+                target
+            }
             // PROJ only treats a proj string as a CRS with +type=crs.
             CrsSpec::ProjString(s) if s.contains("+type=crs") => s.to_owned(),
             CrsSpec::ProjString(s) => format!("{s} +type=crs"),
@@ -197,19 +220,9 @@ mod proj_backend {
                 (self.target.as_str(), "EPSG:4326")
             };
             // new_known_crs normalises axis order to (lon, lat) / (easting, northing).
-            proj::Proj::new_known_crs(from, to, None).map_err(|e| {
-                let reason = e.to_string();
-                if reason.contains("crs not found") || reason.contains("unknown") {
-                    ProjectionError::UnknownEpsg {
-                        crs: self.crs.clone(),
-                        backend: "PROJ",
-                    }
-                } else {
-                    ProjectionError::Invalid {
-                        crs: self.crs.clone(),
-                        reason,
-                    }
-                }
+            proj::Proj::new_known_crs(from, to, None).map_err(|e| ProjectionError::Invalid {
+                crs: self.crs.clone(),
+                reason: e.to_string(),
             })
         }
 
