@@ -232,3 +232,91 @@ fn the_same_experiment_in_two_runs_directories_has_the_same_keys() {
     };
     assert_eq!(keys("r1"), keys("r2"));
 }
+
+#[test]
+fn two_processes_needing_the_same_stage_compute_it_once() {
+    let env = TestEnv::new();
+    env.write("exp.toml", &synthetic_experiment(400, ""));
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            env.cmd(&["run", "exp.toml"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<String> = children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+        .collect();
+    let misses = outputs
+        .iter()
+        .filter(|o| o.contains("dataset    miss"))
+        .count();
+    assert_eq!(misses, 1, "{outputs:?}");
+    assert_eq!(env.cache_entries("dataset").len(), 1);
+    let manifests: Vec<Vec<u8>> = (0..2)
+        .map(|_| fs::read(env.run_dir("t").join("manifest.toml")).unwrap())
+        .collect();
+    assert_eq!(manifests[0], manifests[1]);
+}
+
+#[test]
+fn a_process_killed_mid_stage_leaves_no_entry_and_the_next_run_recovers() {
+    let env = TestEnv::new();
+    env.write(
+        "exp.toml",
+        "name = \"t\"\n[dataset]\nsynthetic = { locations = 4000, image_size = 48 }\n",
+    );
+    let mut child = env
+        .cmd(&["run", "exp.toml"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let tmp = env.path().join("runs/.cache/dataset/.tmp");
+    let started = std::time::Instant::now();
+    let mut caught = false;
+    while started.elapsed() < Duration::from_secs(60) {
+        let writing = fs::read_dir(&tmp)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .any(|e| e.path().join("synthetic/images").is_dir())
+            })
+            .unwrap_or(false);
+        if writing {
+            child.kill().unwrap();
+            caught = true;
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.wait().unwrap();
+    assert!(
+        caught,
+        "the stage finished before it could be killed; make it bigger"
+    );
+    assert!(
+        env.cache_entries("dataset").is_empty(),
+        "a half entry looks complete"
+    );
+    let out = env
+        .run(&["run", "exp.toml", "--until", "dataset"])
+        .expect(0);
+    assert!(out.stdout.contains("dataset    miss"), "{}", out.stdout);
+    assert_eq!(env.cache_entries("dataset").len(), 1);
+    let leftovers = fs::read_dir(&tmp).unwrap().count();
+    assert_eq!(leftovers, 0, "the dead process's temporary was swept");
+}
