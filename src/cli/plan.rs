@@ -35,7 +35,7 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<ExitStatus> {
     )?;
     let mut table = Table::new();
     table.load_style(NOTHING);
-    table.set_header(["stage", "key", "status", "why"]);
+    table.set_header(["stage", "after", "key", "status", "why"]);
     for e in &report.entries {
         let (status, why) = match &e.status {
             PlanStatus::Cached => ("cached".to_owned(), String::new()),
@@ -47,7 +47,18 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<ExitStatus> {
                 ("will run".to_owned(), why.join("\n"))
             }
         };
-        table.add_row([e.stage.clone(), e.key.short().to_owned(), status, why]);
+        let after = if e.upstream.is_empty() {
+            "-".to_owned()
+        } else {
+            e.upstream.join(", ")
+        };
+        table.add_row([
+            e.stage.clone(),
+            after,
+            e.key.short().to_owned(),
+            status,
+            why,
+        ]);
     }
     // The plan is the command's output: printed even with --quiet.
     println!("{table}");

@@ -14,6 +14,8 @@ pub struct PlanEntry {
     pub stage: String,
     /// Its key.
     pub key: StageKey,
+    /// The stages it reads from.
+    pub upstream: Vec<String>,
     /// Cached or not.
     pub status: PlanStatus,
 }
@@ -59,6 +61,7 @@ pub fn plan(resolved: &[Resolved<'_>], store: &Store, forced: &BTreeSet<&str>) -
             PlanEntry {
                 stage: name.to_owned(),
                 key: r.key.clone(),
+                upstream: r.stage.upstream().into_iter().map(str::to_owned).collect(),
                 status,
             }
         })
