@@ -30,7 +30,7 @@ use rayon::prelude::*;
 
 use super::error::DatasetError;
 use super::layout::{CSV_NAME, VIEWS};
-use crate::geo::{BBox, Boundary, EARTH_RADIUS_KM};
+use crate::geo::{BBox, Boundary, EARTH_RADIUS_KM, haversine_km};
 use crate::graph::Tick;
 
 /// What to generate.
@@ -195,7 +195,7 @@ impl<'b> World<'b> {
                 .filter(|&j| j != i)
                 .map(|j| {
                     (
-                        world.km(
+                        haversine_km(
                             world.towns[i].lat,
                             world.towns[i].lon,
                             world.towns[j].lat,
@@ -213,13 +213,6 @@ impl<'b> World<'b> {
             }
         }
         Ok(world)
-    }
-
-    /// Planar distance in km in the local equirectangular plane.
-    fn km(&self, lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
-        let dx = (lon2 - lon1) * self.kx;
-        let dy = lat2 - lat1;
-        dx.hypot(dy).to_radians() * EARTH_RADIUS_KM
     }
 
     fn elevation(&self, lat: f64, lon: f64) -> f64 {
@@ -293,30 +286,17 @@ impl<'b> World<'b> {
 
     fn describe(&self, lat: f64, lon: f64, rng: &mut ChaCha8Rng) -> Site {
         let b = &self.bbox;
-        let (mut coast_km, mut sea_bearing) = (f64::INFINITY, 0.0);
-        for [(alat, alon), (blat, blon)] in &self.coast {
-            // Nearest point of the edge in the local plane.
-            let (ax, ay) = (alon * self.kx, *alat);
-            let (bx, by) = (blon * self.kx, *blat);
-            let (px, py) = (lon * self.kx, lat);
-            let (dx, dy) = (bx - ax, by - ay);
-            let len2 = dx * dx + dy * dy;
-            let t = if len2 > 0.0 {
-                (((px - ax) * dx + (py - ay) * dy) / len2).clamp(0.0, 1.0)
-            } else {
-                0.0
-            };
-            let (qx, qy) = (ax + t * dx, ay + t * dy);
-            let d = (qx - px).hypot(qy - py).to_radians() * EARTH_RADIUS_KM;
-            if d < coast_km {
-                coast_km = d;
-                sea_bearing = (qx - px).atan2(qy - py).to_degrees().rem_euclid(360.0);
+        let (coast_km, sea_bearing) = match self.boundary.nearest_on_edges(&self.coast, lat, lon) {
+            Some((km, q)) => {
+                let (east, north) = ((q.lon - lon) * self.kx, q.lat - lat);
+                (km, east.atan2(north).to_degrees().rem_euclid(360.0))
             }
-        }
+            None => (f64::INFINITY, 0.0),
+        };
         let town_km = self
             .towns
             .iter()
-            .map(|t| self.km(lat, lon, t.lat, t.lon))
+            .map(|t| haversine_km(lat, lon, t.lat, t.lon))
             .fold(f64::INFINITY, f64::min);
         Site {
             lat_n: ((lat - b.min_lat) / (b.max_lat - b.min_lat).max(1e-9)).clamp(0.0, 1.0),

@@ -82,6 +82,20 @@ pub fn is_leaf(path: &str) -> bool {
     find(path).is_some() && !is_table(path)
 }
 
+/// The candidate most similar to `word` (Jaro-Winkler ≥ 0.8), judged on `name(candidate)`.
+pub fn closest<T: Copy>(
+    word: &str,
+    candidates: impl IntoIterator<Item = T>,
+    name: impl Fn(T) -> &'static str,
+) -> Option<T> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(name(c), word), c))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
 /// The closest known key to a mistyped `path`: first among its siblings, then any key
 /// with the same last segment (a key set in the wrong section).
 pub fn suggest(path: &str) -> Option<&'static str> {
@@ -101,16 +115,11 @@ pub fn suggest(path: &str) -> Option<&'static str> {
         let rest = &p[prefix_len..];
         Some(&p[..prefix_len + rest.find('.').unwrap_or(rest.len())])
     });
-    siblings
-        .map(|s| (strsim::jaro_winkler(&s[prefix_len..], last), s))
-        .filter(|(score, _)| *score >= 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, s)| s)
-        .or_else(|| {
-            KEYS.iter()
-                .map(|k| k.path)
-                .find(|p| p.rsplit('.').next() == Some(last) && *p != path)
-        })
+    closest(last, siblings, |s| &s[prefix_len..]).or_else(|| {
+        KEYS.iter()
+            .map(|k| k.path)
+            .find(|p| p.rsplit('.').next() == Some(last) && *p != path)
+    })
 }
 
 /// The default value of a key as shown in the reference: from `Experiment::default()`,

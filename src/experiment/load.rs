@@ -113,16 +113,15 @@ impl Loaded {
     /// Resolves a path-valued setting relative to the file that set `key` (or the working
     /// directory for environment variables and flags).
     pub fn resolve_path(&self, key: &str, value: &str) -> PathBuf {
-        let path = Path::new(value);
-        if path.is_absolute() {
-            return path.to_path_buf();
-        }
+        self.base_dir(key).join(value)
+    }
+
+    /// The folder relative paths in `key` are resolved against: that of the file that set
+    /// it, or the working directory (empty path) for defaults, variables and flags.
+    pub fn base_dir(&self, key: &str) -> PathBuf {
         match self.origin(key) {
-            Origin::File { path: file, .. } => file
-                .parent()
-                .map(|dir| dir.join(path))
-                .unwrap_or_else(|| path.to_path_buf()),
-            _ => path.to_path_buf(),
+            Origin::File { path, .. } => path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            _ => PathBuf::new(),
         }
     }
 }

@@ -165,13 +165,7 @@ impl Checker<'_> {
     fn model(&mut self) {
         let m = &self.loaded.experiment.model;
         if !BACKBONES.contains(&m.backbone.as_str()) {
-            let close = BACKBONES
-                .iter()
-                .max_by(|a, b| {
-                    strsim::jaro_winkler(a, &m.backbone)
-                        .total_cmp(&strsim::jaro_winkler(b, &m.backbone))
-                })
-                .filter(|b| strsim::jaro_winkler(b, &m.backbone) > 0.8);
+            let close = super::keys::closest(&m.backbone, BACKBONES.iter().copied(), |b| b);
             let hint = close.map_or(String::new(), |b| format!("did you mean `{b}`? "));
             self.fail(
                 "model.backbone",

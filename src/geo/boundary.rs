@@ -335,6 +335,32 @@ impl Boundary {
         h.finalize().to_hex().to_string()
     }
 
+    /// The point of `edges` (as returned by [`Boundary::sea_edges`]) nearest to (lat, lon),
+    /// measured in this boundary's local plane, with its distance in km; `None` without edges.
+    pub fn nearest_on_edges(
+        &self,
+        edges: &[[(f64, f64); 2]],
+        lat: f64,
+        lon: f64,
+    ) -> Option<(f64, LatLon)> {
+        let kx = self.local_x_scale();
+        edges
+            .iter()
+            .map(|[(alat, alon), (blat, blon)]| {
+                nearest_on_segment((lon, lat), (*alon, *alat), (*blon, *blat), kx, 0.0, 1.0)
+            })
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(d2, (qlon, qlat))| {
+                (
+                    d2.sqrt().to_radians() * EARTH_RADIUS_KM,
+                    LatLon {
+                        lat: qlat,
+                        lon: qlon,
+                    },
+                )
+            })
+    }
+
     /// Boundary edges that face the sea, as `[(lat, lon); 2]` endpoint pairs.
     ///
     /// An edge faces the sea when a probe 200 m outside its midpoint (along the outward

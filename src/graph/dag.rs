@@ -64,17 +64,22 @@ impl Graph {
         self.stages.iter().position(|s| s.name() == name)
     }
 
+    /// The index of `name`, or an error listing the stages there are.
+    fn existing(&self, name: &str) -> Result<usize, GraphError> {
+        self.index(name).ok_or_else(|| {
+            GraphError::Graph(format!(
+                "no stage `{name}`; the stages are: {}",
+                self.names().join(", ")
+            ))
+        })
+    }
+
     /// `name` and everything it depends on, in execution order (`--until`).
     ///
     /// # Errors
     /// When no stage has that name; the message lists the stages.
     pub fn until(&self, name: &str) -> Result<Vec<&'static str>, GraphError> {
-        let Some(i) = self.index(name) else {
-            return Err(GraphError::Graph(format!(
-                "no stage `{name}`; the stages are: {}",
-                self.names().join(", ")
-            )));
-        };
+        let i = self.existing(name)?;
         let mut needed = BTreeSet::from([self.stages[i].name()]);
         for stage in self.stages[..=i].iter().rev() {
             if needed.contains(stage.name()) {
@@ -93,12 +98,7 @@ impl Graph {
     /// # Errors
     /// When no stage has that name.
     pub fn downstream(&self, name: &str) -> Result<BTreeSet<&'static str>, GraphError> {
-        let Some(i) = self.index(name) else {
-            return Err(GraphError::Graph(format!(
-                "no stage `{name}`; the stages are: {}",
-                self.names().join(", ")
-            )));
-        };
+        let i = self.existing(name)?;
         let mut out = BTreeSet::from([self.stages[i].name()]);
         for stage in &self.stages[i + 1..] {
             if stage.upstream().iter().any(|u| out.contains(u)) {

@@ -65,6 +65,14 @@ impl OpError {
     }
 }
 
+/// The message of a graph error caused by a bad argument, without the "invalid run graph" prefix.
+fn usage(e: GraphError) -> String {
+    match e {
+        GraphError::Graph(message) => message,
+        other => other.to_string(),
+    }
+}
+
 /// An experiment ready to plan or run: loaded, built, and its whole graph resolved.
 pub struct Prepared {
     /// The loaded experiment.
@@ -114,12 +122,10 @@ impl Prepared {
     pub fn selection(&self, until: Option<&str>) -> Result<Vec<&'static str>, OpError> {
         match until {
             None => Ok(self.graph.names()),
-            Some(name) => self.graph.until(name).map_err(|_| {
-                OpError::Usage(format!(
-                    "--until {name}: no such stage; the stages are: {}",
-                    self.graph.names().join(", ")
-                ))
-            }),
+            Some(name) => self
+                .graph
+                .until(name)
+                .map_err(|e| OpError::Usage(format!("--until {name}: {}", usage(e)))),
         }
     }
 
@@ -133,12 +139,10 @@ impl Prepared {
     ) -> Result<std::collections::BTreeSet<&'static str>, OpError> {
         let mut out = std::collections::BTreeSet::new();
         for name in force {
-            let down = self.graph.downstream(name).map_err(|_| {
-                OpError::Usage(format!(
-                    "--force {name}: no such stage; the stages are: {}",
-                    self.graph.names().join(", ")
-                ))
-            })?;
+            let down = self
+                .graph
+                .downstream(name)
+                .map_err(|e| OpError::Usage(format!("--force {name}: {}", usage(e))))?;
             out.extend(down);
         }
         Ok(out)

@@ -58,10 +58,7 @@ pub enum BuildError {
 pub fn build(loaded: &Loaded) -> Result<Graph, BuildError> {
     let c = &loaded.experiment.classes;
     let spec = c.boundary.trim();
-    let base = match loaded.origin("classes.boundary") {
-        Origin::File { path, .. } => path.parent().map(|p| p.to_path_buf()).unwrap_or_default(),
-        _ => std::path::PathBuf::from("."),
-    };
+    let base = loaded.base_dir("classes.boundary");
     let boundary =
         Arc::new(
             Boundary::resolve(spec, &base).map_err(|source| BuildError::Boundary {
