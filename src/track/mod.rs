@@ -4,3 +4,4 @@
 //! - [`map`]: PNG maps of locations, cells and centroids.
 
 pub mod map;
+pub mod tensorboard;

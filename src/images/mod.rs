@@ -1,0 +1,1 @@
+//! Decoding views into one memory-mapped tensor file (being written).

@@ -1,0 +1,1 @@
+//! Backbones, view fusion and the head (being written).

@@ -1,0 +1,6 @@
+//! Training: optimisers, schedules, losses and metrics (being written).
+
+pub mod loss;
+pub mod metrics;
+pub mod optimizer;
+pub mod scheduler;
