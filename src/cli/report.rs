@@ -70,12 +70,16 @@ impl Progress for Console {
     fn start(&self, label: &str, total: u64) -> Box<dyn Tick> {
         let bar = self.bars.add(ProgressBar::new(total));
         bar.set_style(
-            ProgressStyle::with_template("{prefix:>30} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+            ProgressStyle::with_template("{prefix:>30} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
         );
         bar.set_prefix(label.to_owned());
         Box::new(Bar(bar))
+    }
+
+    fn say(&self, text: &str) {
+        self.line(text);
     }
 }
 
@@ -84,6 +88,9 @@ struct Bar(ProgressBar);
 impl Tick for Bar {
     fn inc(&self, n: u64) {
         self.0.inc(n);
+    }
+    fn message(&self, text: &str) {
+        self.0.set_message(text.to_owned());
     }
     fn finish(&self) {
         self.0.finish_and_clear();

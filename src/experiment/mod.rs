@@ -17,8 +17,9 @@ pub mod validate;
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, Origin};
 pub use load::{LoadOptions, Loaded, load};
 pub use schema::{
-    Centroid, ClassesConfig, DatasetConfig, Experiment, Fusion, ModelConfig, Optimizer,
-    SchedulerConfig, SchedulerKind, SplitConfig, SyntheticConfig, Task, TrainConfig,
+    AugmentConfig, Centroid, ClassesConfig, DatasetConfig, Experiment, Fusion, ModelConfig,
+    MonitorMode, Optimizer, SchedulerConfig, SchedulerKind, SplitConfig, SyntheticConfig, Task,
+    TrainConfig, Unfreeze,
 };
 
 #[cfg(test)]

@@ -62,6 +62,8 @@ pub struct DatasetConfig {
     pub split: SplitConfig,
     /// Fraction of all locations to use (subsampled before splitting).
     pub fraction: f64,
+    /// Drop (and count) locations with an unreadable view instead of failing.
+    pub skip_bad_images: bool,
 }
 
 impl Default for DatasetConfig {
@@ -71,6 +73,7 @@ impl Default for DatasetConfig {
             synthetic: None,
             split: SplitConfig::default(),
             fraction: 1.0,
+            skip_bad_images: false,
         }
     }
 }
@@ -200,6 +203,10 @@ pub struct ModelConfig {
     pub weights: Option<String>,
     /// View fusion.
     pub fusion: Fusion,
+    /// Which centroids a classification prediction averages (default: `classes.centroid`).
+    pub centroid: Option<Centroid>,
+    /// Average only the `top_k` most probable classes, renormalised (0: all).
+    pub top_k: usize,
 }
 
 impl Default for ModelConfig {
@@ -209,6 +216,8 @@ impl Default for ModelConfig {
             backbone: "resnet18".into(),
             weights: None,
             fusion: Fusion::Concat,
+            centroid: None,
+            top_k: 0,
         }
     }
 }
@@ -247,7 +256,7 @@ impl SchedulerKind {
         match self {
             SchedulerKind::Constant => &[],
             SchedulerKind::Step => &["step_size", "factor"],
-            SchedulerKind::Cosine => &["min_lr"],
+            SchedulerKind::Cosine => &["min_lr", "warmup_epochs"],
             SchedulerKind::OneCycle => &["pct_start"],
             SchedulerKind::Plateau => &["factor", "patience", "min_lr"],
         }
@@ -270,6 +279,8 @@ pub struct SchedulerConfig {
     pub min_lr: f64,
     /// Fraction of training spent warming up (`onecycle`).
     pub pct_start: f64,
+    /// Epochs of linear warm-up before the cosine decay (`cosine`).
+    pub warmup_epochs: u32,
 }
 
 impl Default for SchedulerConfig {
@@ -281,6 +292,7 @@ impl Default for SchedulerConfig {
             step_size: 5,
             min_lr: 0.0,
             pct_start: 0.3,
+            warmup_epochs: 0,
         }
     }
 }
@@ -305,10 +317,24 @@ pub struct TrainConfig {
     pub scheduler: SchedulerConfig,
     /// First epoch in which the backbone is trained (before it, only the head).
     pub unfreeze_epoch: u32,
+    /// Which part of the backbone trains from `unfreeze_epoch` on.
+    pub unfreeze: Unfreeze,
+    /// Learning rate of the backbone once unfrozen (default: `lr`).
+    pub backbone_lr: Option<f64>,
+    /// Momentum (`sgd`).
+    pub momentum: f64,
+    /// Label smoothing ε of the cross entropy (classification).
+    pub label_smoothing: f64,
+    /// Haversine label smoothing temperature in km (classification; 0: off).
+    pub haversine_tau_km: f64,
+    /// Training-only augmentations.
+    pub augment: AugmentConfig,
     /// `cpu`, `cuda`, `cuda:N` or `auto`.
     pub device: String,
     /// Metric that picks the best checkpoint and drives `plateau`.
     pub monitor: String,
+    /// Whether the monitor improves downwards or upwards.
+    pub monitor_mode: MonitorMode,
 }
 
 impl Default for TrainConfig {
@@ -322,8 +348,98 @@ impl Default for TrainConfig {
             weight_decay: 1e-2,
             scheduler: SchedulerConfig::default(),
             unfreeze_epoch: 0,
+            unfreeze: Unfreeze::All,
+            backbone_lr: None,
+            momentum: 0.9,
+            label_smoothing: 0.0,
+            haversine_tau_km: 0.0,
+            augment: AugmentConfig::default(),
             device: "auto".into(),
             monitor: "val/haversine_km_mean".into(),
+            monitor_mode: MonitorMode::Auto,
+        }
+    }
+}
+
+/// How much of the backbone trains once unfrozen: `"all"` or the last N blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unfreeze {
+    /// The whole backbone (`"all"`).
+    All,
+    /// The last N residual blocks (an integer).
+    Last(usize),
+}
+
+// `"all"` next to an integer needs hand-written serde: an untagged unit variant would
+// expect `null`.
+impl Serialize for Unfreeze {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Unfreeze::All => s.serialize_str("all"),
+            Unfreeze::Last(n) => s.serialize_u64(*n as u64),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Unfreeze {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, Unexpected, Visitor};
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Unfreeze;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"all\" or a number of blocks")
+            }
+            fn visit_str<E: Error>(self, v: &str) -> Result<Unfreeze, E> {
+                match v {
+                    "all" => Ok(Unfreeze::All),
+                    _ => Err(E::invalid_value(Unexpected::Str(v), &self)),
+                }
+            }
+            fn visit_u64<E: Error>(self, v: u64) -> Result<Unfreeze, E> {
+                usize::try_from(v)
+                    .map(Unfreeze::Last)
+                    .map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
+            }
+            fn visit_i64<E: Error>(self, v: i64) -> Result<Unfreeze, E> {
+                let n = u64::try_from(v).map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))?;
+                self.visit_u64(n)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Whether a larger or smaller monitored value is better.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MonitorMode {
+    /// From the metric's name: accuracies and scores up, losses and distances down.
+    Auto,
+    /// Smaller is better.
+    Min,
+    /// Larger is better.
+    Max,
+}
+
+/// `[train.augment]`: applied to training batches only.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AugmentConfig {
+    /// Smallest area fraction a random resized crop keeps (1: no cropping).
+    pub crop_scale: f64,
+    /// Colour jitter strength: brightness, contrast and saturation vary by up to ± this.
+    pub color_jitter: f64,
+    /// Standard deviation of Gaussian pixel noise, on the 0..1 scale.
+    pub noise_std: f64,
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        AugmentConfig {
+            crop_scale: 1.0,
+            color_jitter: 0.0,
+            noise_std: 0.0,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use super::error::ConfigError;
 use super::load::Loaded;
-use super::schema::BACKBONES;
+use super::schema::{BACKBONES, Task, Unfreeze};
 
 const SPLIT_TOLERANCE: f64 = 1e-9;
 
@@ -164,6 +164,16 @@ impl Checker<'_> {
 
     fn model(&mut self) {
         let m = &self.loaded.experiment.model;
+        if m.task == Task::Regression {
+            for (key, set) in [
+                ("model.centroid", m.centroid.is_some()),
+                ("model.top_k", m.top_k > 0),
+            ] {
+                self.check(!set, key, || {
+                    "applies to classification only, but model.task is \"regression\"".into()
+                });
+            }
+        }
         if !BACKBONES.contains(&m.backbone.as_str()) {
             let close = super::keys::closest(&m.backbone, BACKBONES.iter().copied(), |b| b);
             let hint = close.map_or(String::new(), |b| format!("did you mean `{b}`? "));
@@ -226,13 +236,75 @@ impl Checker<'_> {
         self.check(monitor_ok, "train.monitor", || {
             format!("{:?} is not `val/<metric>` or `train/<metric>`", t.monitor)
         });
+        if let Some(lr) = t.backbone_lr {
+            self.check(lr.is_finite() && lr > 0.0, "train.backbone_lr", || {
+                format!("must be > 0, got {lr}")
+            });
+        }
+        if let Unfreeze::Last(n) = t.unfreeze {
+            self.check(n >= 1, "train.unfreeze", || {
+                "must be \"all\" or a number of blocks ≥ 1".into()
+            });
+        }
+        self.check(
+            (0.0..1.0).contains(&t.momentum),
+            "train.momentum",
+            || format!("must be in [0, 1), got {}", t.momentum),
+        );
+        self.check(
+            (0.0..1.0).contains(&t.label_smoothing),
+            "train.label_smoothing",
+            || format!("must be in [0, 1), got {}", t.label_smoothing),
+        );
+        self.check(
+            t.haversine_tau_km.is_finite() && t.haversine_tau_km >= 0.0,
+            "train.haversine_tau_km",
+            || format!("must be ≥ 0 (0: off), got {}", t.haversine_tau_km),
+        );
+        let regression = self.loaded.experiment.model.task == Task::Regression;
+        for (key, set) in [
+            ("train.label_smoothing", t.label_smoothing > 0.0),
+            ("train.haversine_tau_km", t.haversine_tau_km > 0.0),
+        ] {
+            self.check(!(regression && set), key, || {
+                "applies to classification only, but model.task is \"regression\"".into()
+            });
+        }
+        self.check(
+            !(t.label_smoothing > 0.0 && t.haversine_tau_km > 0.0),
+            "train.haversine_tau_km",
+            || "cannot be combined with train.label_smoothing; set one of them".into(),
+        );
+        let a = &t.augment;
+        self.check(
+            a.crop_scale > 0.0 && a.crop_scale <= 1.0,
+            "train.augment.crop_scale",
+            || format!("must be in (0, 1], got {}", a.crop_scale),
+        );
+        self.check(
+            (0.0..1.0).contains(&a.color_jitter),
+            "train.augment.color_jitter",
+            || format!("must be in [0, 1), got {}", a.color_jitter),
+        );
+        self.check(
+            a.noise_std.is_finite() && a.noise_std >= 0.0,
+            "train.augment.noise_std",
+            || format!("must be ≥ 0, got {}", a.noise_std),
+        );
         self.scheduler();
     }
 
     fn scheduler(&mut self) {
         let s = &self.loaded.experiment.train.scheduler;
         let lr = self.loaded.experiment.train.lr;
-        for field in ["factor", "patience", "step_size", "min_lr", "pct_start"] {
+        for field in [
+            "factor",
+            "patience",
+            "step_size",
+            "min_lr",
+            "pct_start",
+            "warmup_epochs",
+        ] {
             let key = format!("train.scheduler.{field}");
             let set = !matches!(self.loaded.origin(&key), super::error::Origin::Default);
             if set && !s.kind.fields().contains(&field) {
@@ -274,6 +346,14 @@ impl Checker<'_> {
                 s.min_lr.is_finite() && s.min_lr >= 0.0 && s.min_lr < lr,
                 "train.scheduler.min_lr",
                 || format!("must be ≥ 0 and below train.lr ({lr}), got {}", s.min_lr),
+            );
+        }
+        if uses("warmup_epochs") {
+            let epochs = self.loaded.experiment.train.epochs;
+            self.check(
+                s.warmup_epochs < epochs,
+                "train.scheduler.warmup_epochs",
+                || format!("must be below train.epochs ({epochs}), got {}", s.warmup_epochs),
             );
         }
         if uses("pct_start") {

@@ -66,6 +66,8 @@ pub enum RunEvent {
 pub trait Tick: Send + Sync {
     /// Advances by `n` units.
     fn inc(&self, n: u64);
+    /// Shows a short live status next to the bar (running loss, throughput).
+    fn message(&self, _text: &str) {}
     /// Marks the bar done.
     fn finish(&self) {}
 }
@@ -74,6 +76,8 @@ pub trait Tick: Send + Sync {
 pub trait Progress: Sync {
     /// Starts a bar with `total` units.
     fn start(&self, label: &str, total: u64) -> Box<dyn Tick>;
+    /// A line of narrative from a running stage (an epoch's summary).
+    fn say(&self, _text: &str) {}
 }
 
 /// Receives run events and provides progress bars.

@@ -129,7 +129,13 @@ fn run_locked(
         .into_iter()
         .filter_map(|u| done.get(u).map(|d| (u.to_owned(), d.clone())))
         .collect();
-    let ctx = StageContext::new(name, pending.dir().to_path_buf(), upstream, reporter);
+    let work_dir = store.work_dir(name, &r.key);
+    if force {
+        // A forced run starts over rather than resuming what an earlier attempt left.
+        let _ = std::fs::remove_dir_all(&work_dir);
+    }
+    let ctx = StageContext::new(name, pending.dir().to_path_buf(), upstream, reporter)
+        .with_work_dir(work_dir.clone());
     let clock = Instant::now();
     let outcome = catch_unwind(AssertUnwindSafe(|| r.stage.run(&ctx)));
     let duration = clock.elapsed();
@@ -175,6 +181,8 @@ fn run_locked(
         },
     };
     let dir = pending.commit(&record, &r.inputs_tsv())?;
+    // Leftovers are harmless (the key is committed, so no attempt will read them again).
+    let _ = std::fs::remove_dir_all(&work_dir);
     reporter.event(RunEvent::Finished {
         stage: name.to_owned(),
         key: r.key.clone(),

@@ -119,6 +119,7 @@ pub struct StageContext<'a> {
     pub(crate) upstream: BTreeMap<String, PathBuf>,
     pub(crate) progress: &'a dyn Progress,
     pub(crate) stage: &'static str,
+    pub(crate) work_dir: Option<PathBuf>,
 }
 
 impl<'a> StageContext<'a> {
@@ -134,7 +135,32 @@ impl<'a> StageContext<'a> {
             upstream,
             progress,
             stage,
+            work_dir: None,
         }
+    }
+
+    /// Gives the stage a directory that survives a crash of this attempt (see
+    /// [`StageContext::work_dir`]).
+    pub fn with_work_dir(mut self, dir: PathBuf) -> Self {
+        self.work_dir = Some(dir);
+        self
+    }
+
+    /// A directory, created on first use, that the next attempt at the same key finds as
+    /// this one left it — for work worth resuming after a crash or kill (training). The
+    /// engine removes it once the entry is committed. A context built by hand without
+    /// one gets a `.work` folder beside the output directory.
+    ///
+    /// # Errors
+    /// When the directory cannot be created.
+    pub fn work_dir(&self) -> Result<PathBuf, StageError> {
+        let dir = self
+            .work_dir
+            .clone()
+            .unwrap_or_else(|| self.out_dir.with_extension("work"));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("creating work directory {}: {e}", dir.display()))?;
+        Ok(dir)
     }
 
     /// The fresh directory the stage writes into; it becomes the cache entry on success.
@@ -157,6 +183,11 @@ impl<'a> StageContext<'a> {
                 )
                 .into()
             })
+    }
+
+    /// Reports a line of progress (an epoch summary) under this stage's name.
+    pub fn say(&self, text: &str) {
+        self.progress.say(&format!("{:<10} {text}", self.stage));
     }
 
     /// Starts a progress bar for a long step of this stage.

@@ -27,6 +27,7 @@ pub const RECORD_FILE: &str = "record.toml";
 /// File name of an entry's per-file input listing (`label \t path \t blake3`).
 pub const INPUTS_FILE: &str = "inputs.tsv";
 const TMP_DIR: &str = ".tmp";
+const WORK_DIR: &str = ".work";
 const LOCK_DIR: &str = ".locks";
 
 /// Hash of one output: a file, or a directory summarised by its file count and digest.
@@ -114,6 +115,13 @@ impl Store {
     /// Directory of the entry for (`stage`, `key`), whether or not it exists.
     pub fn entry_dir(&self, stage: &str, key: &StageKey) -> PathBuf {
         self.root.join(stage).join(key.as_str())
+    }
+
+    /// A directory that outlives a failed or killed attempt at (`stage`, `key`): the next
+    /// attempt finds what the last one left there (training checkpoints) and resumes.
+    /// Only the holder of the key's lock uses it; it is removed once the entry is committed.
+    pub fn work_dir(&self, stage: &str, key: &StageKey) -> PathBuf {
+        self.root.join(stage).join(WORK_DIR).join(key.as_str())
     }
 
     /// Looks up a complete entry.

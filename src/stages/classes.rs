@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::dataset::{LOCATIONS_FILE, Location, Split, read_locations};
 use crate::experiment::{Centroid, Loaded};
@@ -168,7 +168,107 @@ struct Scaling<'a> {
     y_max: f64,
 }
 
-#[derive(Serialize)]
+/// `scaling.toml` read back: the CRS and the train-fitted min-max scaling.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ScalingFile {
+    /// Projected CRS.
+    pub crs: String,
+    /// Smallest train x.
+    pub x_min: f64,
+    /// Largest train x.
+    pub x_max: f64,
+    /// Smallest train y.
+    pub y_min: f64,
+    /// Largest train y.
+    pub y_max: f64,
+}
+
+/// Reads a classes entry's `scaling.toml`.
+///
+/// # Errors
+/// When the file cannot be read or parsed.
+pub fn read_scaling(dir: &Path) -> Result<ScalingFile, StageError> {
+    let path = dir.join(SCALING_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?)
+}
+
+/// Per class, `[lat, lon, x, y]` of its `mode` centroid, read from a classes entry.
+///
+/// # Errors
+/// When `classes.csv` cannot be read, or a class lacks that centroid.
+pub fn read_centroids(dir: &Path, mode: Centroid) -> Result<Vec<[f64; 4]>, StageError> {
+    let path = dir.join(CLASSES_FILE);
+    let mut r = csv::Reader::from_path(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out: Vec<(usize, [f64; 4])> = Vec::new();
+    for row in r.deserialize() {
+        let row: ClassRow = row.map_err(|e| format!("{}: {e}", path.display()))?;
+        let Some(class) = row.class else { continue };
+        let c = match mode {
+            Centroid::Geometric => Some([
+                row.geometric_lat,
+                row.geometric_lon,
+                row.geometric_x,
+                row.geometric_y,
+            ]),
+            Centroid::Clipped => Some([
+                row.clipped_lat,
+                row.clipped_lon,
+                row.clipped_x,
+                row.clipped_y,
+            ]),
+            Centroid::Weighted => match (
+                row.weighted_lat,
+                row.weighted_lon,
+                row.weighted_x,
+                row.weighted_y,
+            ) {
+                (Some(a), Some(b), Some(c), Some(d)) => Some([a, b, c, d]),
+                _ => None,
+            },
+        };
+        let c = c.ok_or_else(|| format!("{}: class {class} has no {mode:?} centroid", path.display()))?;
+        out.push((class, c));
+    }
+    out.sort_by_key(|(class, _)| *class);
+    if out.iter().enumerate().any(|(i, (class, _))| i != *class) {
+        return Err(format!("{}: class indices are not 0..K", path.display()).into());
+    }
+    Ok(out.into_iter().map(|(_, c)| c).collect())
+}
+
+/// A location as the classes stage left it (`rich_static.csv`, the columns training reads).
+#[derive(Clone, Debug, Deserialize)]
+pub struct ClassedLocation {
+    /// Location id.
+    pub uuid: String,
+    /// Degrees north.
+    pub latitude: f64,
+    /// Degrees east.
+    pub longitude: f64,
+    /// Projected x.
+    pub crs_x: f64,
+    /// Projected y.
+    pub crs_y: f64,
+    /// Its split.
+    pub split: Split,
+    /// Its class.
+    pub class: usize,
+}
+
+/// Reads a classes entry's `rich_static.csv`.
+///
+/// # Errors
+/// When the file cannot be read or parsed.
+pub fn read_classed_locations(dir: &Path) -> Result<Vec<ClassedLocation>, StageError> {
+    let path = dir.join(RICH_STATIC_FILE);
+    let mut r = csv::Reader::from_path(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    r.deserialize()
+        .map(|row| row.map_err(|e| format!("{}: {e}", path.display()).into()))
+        .collect()
+}
+
+#[derive(Serialize, Deserialize)]
 struct ClassRow {
     class: Option<usize>,
     cell: usize,

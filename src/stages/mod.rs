@@ -1,11 +1,16 @@
 //! The concrete stages of a geolocation experiment and the graph they form:
 //!
 //! ```text
-//! dataset ──► classes
+//! dataset ──► classes ─────────────┐
+//!    │                              ▼
+//!    └──► images(size) ──────────► train ──► evaluate
 //! ```
 //!
 //! - [`dataset`]: locations with splits, from real directories or the generator.
 //! - [`classes`]: grid cells, centroids, per-location classes and projected coordinates.
+//! - [`images`]: every view decoded once at the training size, with train-split statistics.
+//! - [`train`]: the network, fitted with checkpoints, metrics and TensorBoard events.
+//! - [`evaluate`]: the best checkpoint on the test split, predictions and error maps.
 //!
 //! Building the graph also resolves what every stage needs from the outside world (the
 //! boundary geometry, the CRS), so a bad boundary code or CRS fails before anything runs,
@@ -13,6 +18,9 @@
 
 pub mod classes;
 pub mod dataset;
+pub mod evaluate;
+pub mod images;
+pub mod train;
 
 use std::sync::Arc;
 
@@ -75,7 +83,13 @@ pub fn build(loaded: &Loaded) -> Result<Graph, BuildError> {
         loaded,
         Arc::clone(&boundary),
     )))?;
-    graph.add(Box::new(classes::ClassesStage::new(loaded, boundary)))?;
+    graph.add(Box::new(classes::ClassesStage::new(
+        loaded,
+        Arc::clone(&boundary),
+    )))?;
+    graph.add(Box::new(images::ImagesStage::new(loaded)))?;
+    graph.add(Box::new(train::TrainStage::new(loaded, Arc::clone(&boundary))))?;
+    graph.add(Box::new(evaluate::EvaluateStage::new(loaded, boundary)))?;
     Ok(graph)
 }
 

@@ -5,7 +5,9 @@
 //! land is light grey, cells that are classes are outlined in dark blue and cells that
 //! are not are outlined in light grey; geometric centroids are grey crosses, clipped
 //! centroids red dots, weighted centroids blue dots; locations are small dots, green for
-//! train, orange for val, purple for test.
+//! train, orange for val, purple for test. On error maps each test location is a dot at
+//! its true position joined by a line to its prediction, both coloured from green (0 km)
+//! through yellow to red (at or beyond the map's 90th-percentile error).
 
 use std::path::Path;
 
@@ -50,6 +52,17 @@ pub struct MapCell {
     pub weighted: Option<(f64, f64)>,
 }
 
+/// A prediction to draw: the true position, the predicted one and the error.
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorLine {
+    /// True (lat, lon).
+    pub truth: (f64, f64),
+    /// Predicted (lat, lon).
+    pub predicted: (f64, f64),
+    /// Haversine error in km.
+    pub error_km: f64,
+}
+
 /// Why a map could not be drawn.
 #[derive(Debug, thiserror::Error)]
 #[error("drawing {path}: {message}")]
@@ -67,7 +80,30 @@ pub fn draw_locations(
     land: &MultiPolygon<f64>,
     points: &[MapPoint],
 ) -> Result<(), MapError> {
-    draw(path, land, &[], points)
+    draw(path, land, &[], points, &[])
+}
+
+/// Draws each prediction's error over `land`.
+///
+/// # Errors
+/// When the PNG cannot be written.
+pub fn draw_errors(
+    path: &Path,
+    land: &MultiPolygon<f64>,
+    errors: &[ErrorLine],
+) -> Result<(), MapError> {
+    draw(path, land, &[], &[], errors)
+}
+
+/// Green → yellow → red as `t` goes 0 → 1.
+fn heat(t: f64) -> RGBColor {
+    let t = t.clamp(0.0, 1.0);
+    let (r, g) = if t < 0.5 {
+        (2.0 * t, 1.0)
+    } else {
+        (1.0, 2.0 * (1.0 - t))
+    };
+    RGBColor((r * 220.0) as u8, (g * 180.0) as u8, 40)
 }
 
 /// Draws the class grid, its centroids and `points` over `land`.
@@ -80,7 +116,7 @@ pub fn draw_classes(
     cells: &[MapCell],
     points: &[MapPoint],
 ) -> Result<(), MapError> {
-    draw(path, land, cells, points)
+    draw(path, land, cells, points, &[])
 }
 
 fn draw(
@@ -88,6 +124,7 @@ fn draw(
     land: &MultiPolygon<f64>,
     cells: &[MapCell],
     points: &[MapPoint],
+    errors: &[ErrorLine],
 ) -> Result<(), MapError> {
     let fail = |e: &dyn std::fmt::Display| MapError {
         path: path.display().to_string(),
@@ -114,6 +151,10 @@ fn draw(
     }
     for p in points {
         extend(p.lon, p.lat);
+    }
+    for e in errors {
+        extend(e.truth.1, e.truth.0);
+        extend(e.predicted.1, e.predicted.0);
     }
     if !(x0.is_finite() && y0.is_finite()) {
         return Err(fail(&"nothing to draw"));
@@ -200,6 +241,23 @@ fn draw(
                 .map(|(lat, lon)| Circle::new((lon, lat), 4, BLUE.filled())),
         )
         .map_err(|e| fail(&e))?;
+    let mut sorted: Vec<f64> = errors.iter().map(|e| e.error_km).collect();
+    sorted.sort_by(f64::total_cmp);
+    let scale = sorted
+        .get(sorted.len() * 9 / 10)
+        .copied()
+        .unwrap_or(1.0)
+        .max(1e-9);
+    for e in errors {
+        let colour = heat(e.error_km / scale);
+        let (t, p) = ((e.truth.1, e.truth.0), (e.predicted.1, e.predicted.0));
+        chart
+            .draw_series(std::iter::once(PathElement::new(vec![t, p], colour)))
+            .map_err(|e| fail(&e))?;
+        chart
+            .draw_series(std::iter::once(Circle::new(t, 2, colour.filled())))
+            .map_err(|e| fail(&e))?;
+    }
     root.present().map_err(|e| fail(&e))
 }
 

@@ -1,6 +1,23 @@
-//! Training: optimisers, schedules, losses and metrics (being written).
+//! Training: batches, augmentation, optimisers, schedules, losses, metrics, checkpoints
+//! and the loop that ties them together.
+//!
+//! - [`data`]: samples per split, normalised and augmented batches, seeded shuffles.
+//! - [`augment`]: random resized crop, colour jitter, Gaussian noise (train only).
+//! - [`optimizer`], [`scheduler`]: Adam/AdamW/SGD with exportable state; lr schedules.
+//! - [`loss`], [`predict`], [`metrics`]: losses, centroid-weighted predictions, metrics.
+//! - [`evaluate`]: a network over a split → predictions and metrics.
+//! - [`checkpoint`]: safetensors checkpoints with their metadata.
+//! - [`device`]: `train.device` → candle device.
+//! - [`fit`]: the loop, with resume.
 
+pub mod augment;
+pub mod checkpoint;
+pub mod data;
+pub mod device;
+pub mod evaluate;
+pub mod fit;
 pub mod loss;
 pub mod metrics;
 pub mod optimizer;
+pub mod predict;
 pub mod scheduler;

@@ -1,0 +1,296 @@
+//! The evaluate stage: the `best` checkpoint (by `train.monitor`, not the last one) on the
+//! test split, against the baseline that always predicts the train-set mean location.
+//!
+//! Reads: the train entry's `best` checkpoint, the classes and images entries.
+//! Writes: `predictions.csv` (uuid, true and predicted lat/lon, km error), `cells.csv`
+//! (per true class: count, mean and median km), `error_map.png`, `metrics.toml`, and the
+//! TensorBoard event file `evaluate.events` (test metrics, the error map, the HParams
+//! session end).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::dataset::Split;
+use crate::experiment::{Centroid, Fusion, Loaded, Task};
+use crate::geo::{Boundary, haversine_km, projection};
+use crate::graph::{Input, Outcome, Params, Stage, StageContext, StageError, write_atomic};
+use crate::model;
+use crate::track::map::{ErrorLine, draw_errors};
+use crate::track::tensorboard::EventWriter;
+use crate::train::checkpoint;
+use crate::train::data::Sample;
+use crate::train::device::select_device;
+use crate::train::evaluate::{Prediction, Predictor, diagonal_km};
+use crate::train::fit::{BEST, build_net};
+
+use super::train::Setup;
+
+/// Name of the stage.
+pub const NAME: &str = "evaluate";
+/// Per-location predictions.
+pub const PREDICTIONS_FILE: &str = "predictions.csv";
+/// Per-class errors.
+pub const CELLS_FILE: &str = "cells.csv";
+/// Map of the test errors.
+pub const ERROR_MAP_FILE: &str = "error_map.png";
+/// Test metrics.
+pub const METRICS_FILE: &str = "metrics.toml";
+/// TensorBoard events (not named `*tfevents*`; see [`crate::train::fit::EVENTS_FILE`]).
+pub const EVENTS_FILE: &str = "evaluate.events";
+
+/// Evaluates the best checkpoint on the test split.
+pub struct EvaluateStage {
+    device: String,
+    batch_size: usize,
+    boundary: Arc<Boundary>,
+}
+
+impl EvaluateStage {
+    /// The stage for `loaded`.
+    pub fn new(loaded: &Loaded, boundary: Arc<Boundary>) -> EvaluateStage {
+        EvaluateStage {
+            device: loaded.experiment.train.device.clone(),
+            batch_size: loaded.experiment.train.batch_size,
+            boundary,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct PredictionRow<'a> {
+    uuid: &'a str,
+    true_lat: f64,
+    true_lon: f64,
+    pred_lat: f64,
+    pred_lon: f64,
+    error_km: f64,
+    true_class: usize,
+    pred_class: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct CellRow {
+    class: usize,
+    centroid_lat: f64,
+    centroid_lon: f64,
+    locations: usize,
+    mean_km: f64,
+    median_km: f64,
+}
+
+impl Stage for EvaluateStage {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn upstream(&self) -> Vec<&'static str> {
+        vec![
+            super::classes::NAME,
+            super::images::NAME,
+            super::train::NAME,
+        ]
+    }
+
+    fn params(&self) -> Params {
+        Params::new()
+    }
+
+    fn inputs(&self) -> Result<Vec<Input>, StageError> {
+        Ok(Vec::new())
+    }
+
+    fn run(&self, ctx: &StageContext<'_>) -> Result<Outcome, StageError> {
+        let train_dir = ctx.upstream_dir(super::train::NAME)?;
+        let device = select_device(&self.device)?;
+        let (best_path, _) = checkpoint::paths(train_dir, BEST);
+        let best = checkpoint::load(&best_path, &device)?;
+        let info = &best.meta.model;
+        let task = if info.task == "classification" {
+            Task::Classification
+        } else {
+            Task::Regression
+        };
+        let fusion = if info.fusion == "mean" {
+            Fusion::Mean
+        } else {
+            Fusion::Concat
+        };
+        let setup = Setup::read(
+            ctx.upstream_dir(super::classes::NAME)?,
+            ctx.upstream_dir(super::images::NAME)?,
+            &info.backbone,
+            task,
+            fusion,
+            Some(Centroid::Weighted),
+            info.top_k,
+        )?;
+        let (varmap, net) = build_net(
+            info,
+            match fusion {
+                Fusion::Concat => model::Fusion::Concat,
+                Fusion::Mean => model::Fusion::Mean,
+            },
+            best.meta.seed,
+            None,
+            &device,
+        )?;
+        checkpoint::restore_vars(&best_path, &varmap, &best.model)?;
+        let projection = projection(&info.crs)?;
+        let b = self.boundary.bbox();
+        let country_km = diagonal_km(b.min_lat, b.min_lon, b.max_lat, b.max_lon);
+        let test = setup.split(Split::Test);
+        if test.is_empty() {
+            return Err("the test split is empty; nothing to evaluate".into());
+        }
+        let predictor = Predictor {
+            net: &net,
+            info,
+            projection: projection.as_ref(),
+            device: &device,
+            batch_size: self.batch_size,
+        };
+        let (predictions, mut metrics) =
+            predictor.run(&setup.images, &info.normalisation, &test, country_km)?;
+        let baseline = train_mean_baseline(&setup.split(Split::Train), &test, projection.as_ref())?;
+        metrics.insert("baseline_km_mean".into(), baseline);
+        let out = ctx.out_dir();
+        write_predictions(&out.join(PREDICTIONS_FILE), &test, &predictions)?;
+        write_cells(&out.join(CELLS_FILE), &test, &predictions, &info.centroids)?;
+        let lines: Vec<ErrorLine> = test
+            .iter()
+            .zip(&predictions)
+            .map(|(s, p)| ErrorLine {
+                truth: (s.lat, s.lon),
+                predicted: (p.lat, p.lon),
+                error_km: p.error_km,
+            })
+            .collect();
+        let map = out.join(ERROR_MAP_FILE);
+        draw_errors(&map, self.boundary.shape(), &lines)?;
+        write_atomic(&out.join(METRICS_FILE), toml::to_string(&metrics)?.as_bytes())?;
+        write_events(out, &metrics, &map, best.meta.epoch)?;
+        ctx.say(&format!(
+            "test: mean {:.1} km, median {:.1} km (best epoch {}); train-mean baseline {:.1} km",
+            metrics.get("haversine_km_mean").copied().unwrap_or(f64::NAN),
+            metrics
+                .get("haversine_km_median")
+                .copied()
+                .unwrap_or(f64::NAN),
+            best.meta.epoch + 1,
+            baseline
+        ));
+        let mut outcome = Outcome::default()
+            .with("best_epoch", best.meta.epoch)
+            .with("locations", test.len());
+        for (k, v) in metrics {
+            outcome = outcome.with(&format!("test/{k}"), v);
+        }
+        Ok(outcome)
+    }
+}
+
+/// Mean test error of always predicting the train locations' mean position (averaged in
+/// the projected CRS, where a mean is a point on the map).
+fn train_mean_baseline(
+    train: &[Sample],
+    test: &[Sample],
+    projection: &dyn crate::geo::Projection,
+) -> Result<f64, StageError> {
+    let mut pts: Vec<(f64, f64)> = train.iter().map(|s| (s.lon, s.lat)).collect();
+    projection.forward(&mut pts)?;
+    let n = pts.len().max(1) as f64;
+    let mean = pts
+        .iter()
+        .fold((0.0, 0.0), |(x, y), p| (x + p.0 / n, y + p.1 / n));
+    let mut centre = [mean];
+    projection.inverse(&mut centre)?;
+    let (lon, lat) = centre[0];
+    Ok(test
+        .iter()
+        .map(|s| haversine_km(s.lat, s.lon, lat, lon))
+        .sum::<f64>()
+        / test.len().max(1) as f64)
+}
+
+fn write_predictions(
+    path: &Path,
+    samples: &[Sample],
+    predictions: &[Prediction],
+) -> Result<(), StageError> {
+    let mut w = csv::Writer::from_path(path)?;
+    for (s, p) in samples.iter().zip(predictions) {
+        w.serialize(PredictionRow {
+            uuid: &s.uuid,
+            true_lat: s.lat,
+            true_lon: s.lon,
+            pred_lat: p.lat,
+            pred_lon: p.lon,
+            error_km: p.error_km,
+            true_class: s.class,
+            pred_class: p.class,
+        })?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+fn write_cells(
+    path: &Path,
+    samples: &[Sample],
+    predictions: &[Prediction],
+    centroids: &[[f64; 4]],
+) -> Result<(), StageError> {
+    let mut by_class: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+    for (s, p) in samples.iter().zip(predictions) {
+        by_class.entry(s.class).or_default().push(p.error_km);
+    }
+    let mut w = csv::Writer::from_path(path)?;
+    for (class, mut errors) in by_class {
+        errors.sort_by(f64::total_cmp);
+        let n = errors.len();
+        let median = if n % 2 == 1 {
+            errors[n / 2]
+        } else {
+            (errors[n / 2 - 1] + errors[n / 2]) / 2.0
+        };
+        let c = centroids.get(class).copied().unwrap_or([f64::NAN; 4]);
+        w.serialize(CellRow {
+            class,
+            centroid_lat: c[0],
+            centroid_lon: c[1],
+            locations: n,
+            mean_km: errors.iter().sum::<f64>() / n as f64,
+            median_km: median,
+        })?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+fn write_events(
+    out: &Path,
+    metrics: &BTreeMap<String, f64>,
+    map: &Path,
+    epoch: u32,
+) -> Result<(), StageError> {
+    let mut events = EventWriter::create(out)?;
+    for (k, v) in metrics {
+        events.scalar(&format!("test/{k}"), i64::from(epoch), *v);
+    }
+    let png = std::fs::read(map)?;
+    let (w, h) = image::image_dimensions(map)?;
+    events.image("maps/test_errors", i64::from(epoch), &png, w, h);
+    events.hparams_end(true);
+    events.flush()?;
+    let written = events.path().to_path_buf();
+    drop(events);
+    std::fs::rename(&written, out.join(EVENTS_FILE))?;
+    Ok(())
+}

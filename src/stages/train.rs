@@ -1,0 +1,355 @@
+//! The train stage: fits the network on the train split, selecting the best epoch on
+//! validation, with checkpoints that survive a kill (see [`crate::train::fit`]).
+//!
+//! Reads: `seed`, `model.*` (the weights file by content), every `train.*` key except
+//! `train.device` (where it runs does not change what it should compute), the classes
+//! entry (locations' classes and projected coordinates, centroids, scaling) and the images
+//! entry (views and normalisation).
+//! Writes: `best.safetensors`/`best.toml`, `last.safetensors`/`last.toml`, `metrics.csv`
+//! and the TensorBoard event file `train.events`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::experiment::{Centroid, Fusion, Loaded, MonitorMode, Task, TrainConfig};
+use crate::geo::{Boundary, projection};
+use crate::graph::{Input, Outcome, Params, Stage, StageContext, StageError, params_of};
+use crate::images::ImageTensor;
+use crate::model;
+use crate::track::tensorboard::HParamValue;
+use crate::train::checkpoint::ModelInfo;
+use crate::train::data::Sample;
+use crate::train::device::select_device;
+use crate::train::evaluate::diagonal_km;
+use crate::train::fit::{FitData, FitSettings, fit};
+use crate::train::metrics::monitor_mode_max;
+use crate::train::optimizer::OptimizerSettings;
+use crate::train::scheduler::ScheduleParams;
+
+use super::classes::{read_centroids, read_classed_locations, read_scaling};
+use super::images::{TENSOR_FILE, read_index, read_stats};
+
+/// Name of the stage.
+pub const NAME: &str = "train";
+/// Label of the pretrained-weights input.
+pub const WEIGHTS_INPUT: &str = "model.weights";
+
+#[derive(Clone, Debug, Serialize)]
+struct TrainParams {
+    seed: u64,
+    #[serde(rename = "model.task")]
+    task: Task,
+    #[serde(rename = "model.backbone")]
+    backbone: String,
+    #[serde(rename = "model.fusion")]
+    fusion: Fusion,
+    #[serde(rename = "model.centroid")]
+    centroid: Option<Centroid>,
+    #[serde(rename = "model.top_k")]
+    top_k: Option<usize>,
+    train: TrainConfig,
+}
+
+/// Trains the network.
+pub struct TrainStage {
+    params: TrainParams,
+    weights: Option<PathBuf>,
+    device: String,
+    boundary: Arc<Boundary>,
+}
+
+impl TrainStage {
+    /// The stage for `loaded`.
+    pub fn new(loaded: &Loaded, boundary: Arc<Boundary>) -> TrainStage {
+        let e = &loaded.experiment;
+        let classification = e.model.task == Task::Classification;
+        TrainStage {
+            params: TrainParams {
+                seed: e.seed,
+                task: e.model.task,
+                backbone: e.model.backbone.clone(),
+                fusion: e.model.fusion,
+                centroid: classification.then(|| e.model.centroid.unwrap_or(e.classes.centroid)),
+                top_k: classification.then_some(e.model.top_k),
+                train: e.train.clone(),
+            },
+            weights: e
+                .model
+                .weights
+                .as_ref()
+                .map(|w| loaded.resolve_path("model.weights", w)),
+            device: e.train.device.clone(),
+            boundary,
+        }
+    }
+
+    fn settings(&self) -> FitSettings {
+        let p = &self.params;
+        let t = &p.train;
+        let s = &t.scheduler;
+        let monitor_max = match t.monitor_mode {
+            MonitorMode::Auto => monitor_mode_max(&t.monitor),
+            MonitorMode::Min => false,
+            MonitorMode::Max => true,
+        };
+        FitSettings {
+            seed: p.seed,
+            epochs: t.epochs,
+            batch_size: t.batch_size,
+            task: p.task,
+            fusion: match p.fusion {
+                Fusion::Concat => model::Fusion::Concat,
+                Fusion::Mean => model::Fusion::Mean,
+            },
+            lr: t.lr,
+            backbone_lr: t.backbone_lr.unwrap_or(t.lr),
+            unfreeze_epoch: t.unfreeze_epoch,
+            unfreeze: t.unfreeze,
+            optimizer: OptimizerSettings {
+                kind: t.optimizer,
+                weight_decay: t.weight_decay,
+                momentum: t.momentum,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+            },
+            scheduler: (
+                s.kind,
+                ScheduleParams {
+                    factor: s.factor,
+                    patience: s.patience,
+                    step_size: s.step_size,
+                    min_lr: s.min_lr,
+                    pct_start: s.pct_start,
+                    warmup_epochs: s.warmup_epochs,
+                    mode_max: monitor_max,
+                    div_factor: 25.0,
+                    final_div_factor: 1e4,
+                    threshold: 1e-4,
+                },
+            ),
+            monitor: t.monitor.clone(),
+            monitor_max,
+            label_smoothing: t.label_smoothing,
+            haversine_tau_km: t.haversine_tau_km,
+            augment: t.augment.clone(),
+            weights: self.weights.clone(),
+            hparams: hparams(&self.params()),
+        }
+    }
+}
+
+/// The key's params as TensorBoard hyperparameters.
+fn hparams(params: &Params) -> BTreeMap<String, HParamValue> {
+    params
+        .iter()
+        .filter_map(|(k, v)| {
+            let value = match v {
+                Value::Number(n) => HParamValue::Number(n.as_f64()?),
+                Value::Bool(b) => HParamValue::Bool(*b),
+                Value::String(s) => HParamValue::Text(s.clone()),
+                _ => return None,
+            };
+            Some((k.clone(), value))
+        })
+        .collect()
+}
+
+impl Stage for TrainStage {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn upstream(&self) -> Vec<&'static str> {
+        vec![super::classes::NAME, super::images::NAME]
+    }
+
+    fn params(&self) -> Params {
+        let mut p = params_of(&self.params);
+        p.remove("train.device");
+        p
+    }
+
+    fn inputs(&self) -> Result<Vec<Input>, StageError> {
+        Ok(self
+            .weights
+            .iter()
+            .map(|w| Input::Files {
+                label: WEIGHTS_INPUT.into(),
+                root: w.parent().map(Path::to_path_buf).unwrap_or_default(),
+                files: w.file_name().map(PathBuf::from).into_iter().collect(),
+            })
+            .collect())
+    }
+
+    fn run(&self, ctx: &StageContext<'_>) -> Result<Outcome, StageError> {
+        let classes_dir = ctx.upstream_dir(super::classes::NAME)?;
+        let images_dir = ctx.upstream_dir(super::images::NAME)?;
+        let device = select_device(&self.device)?;
+        let setup = Setup::read(
+            classes_dir,
+            images_dir,
+            &self.params.backbone,
+            self.params.task,
+            self.params.fusion,
+            self.params.centroid,
+            self.params.top_k.unwrap_or(0),
+        )?;
+        let projection = projection(&setup.info.crs)?;
+        let b = self.boundary.bbox();
+        let class_map = std::fs::read(classes_dir.join(super::classes::MAP_FILE))
+            .ok()
+            .and_then(|png| png_size(&png).map(|(w, h)| (png, w, h)));
+        let data = FitData {
+            images: &setup.images,
+            stats: setup.info.normalisation,
+            train: setup.split(crate::dataset::Split::Train),
+            val: setup.split(crate::dataset::Split::Val),
+            test: setup.split(crate::dataset::Split::Test),
+            info: setup.info.clone(),
+            projection: projection.as_ref(),
+            country_km: diagonal_km(b.min_lat, b.min_lon, b.max_lat, b.max_lon),
+            class_map,
+        };
+        if data.train.is_empty() || data.val.is_empty() {
+            return Err(format!(
+                "training needs train and val locations; this dataset has {} and {}",
+                data.train.len(),
+                data.val.len()
+            )
+            .into());
+        }
+        let settings = self.settings();
+        let summary = fit(&settings, &data, &device, ctx)?;
+        let mut outcome = Outcome::default()
+            .with("device", format!("{device:?}"))
+            .with("best_epoch", summary.best.1)
+            .with(&format!("best_{}", settings.monitor), summary.best.0)
+            .with("epochs_run_by_this_attempt", summary.epochs_run);
+        for (k, v) in &summary.last.metrics {
+            outcome = outcome.with(&format!("last/{k}"), *v);
+        }
+        Ok(outcome)
+    }
+}
+
+/// What training and evaluation read from the classes and images entries.
+pub struct Setup {
+    /// The decoded views.
+    pub images: ImageTensor,
+    /// Model info for checkpoints.
+    pub info: ModelInfo,
+    samples: Vec<(crate::dataset::Split, Sample)>,
+}
+
+impl Setup {
+    /// Joins the classes entry's locations with the images entry's rows.
+    ///
+    /// # Errors
+    /// When an entry's file is unreadable or the two disagree.
+    pub fn read(
+        classes_dir: &Path,
+        images_dir: &Path,
+        backbone: &str,
+        task: Task,
+        fusion: Fusion,
+        centroid: Option<Centroid>,
+        top_k: usize,
+    ) -> Result<Setup, StageError> {
+        let scaling = read_scaling(classes_dir)?;
+        let located = read_classed_locations(classes_dir)?;
+        let by_uuid: HashMap<&str, &super::classes::ClassedLocation> =
+            located.iter().map(|l| (l.uuid.as_str(), l)).collect();
+        let centroids = read_centroids(classes_dir, centroid.unwrap_or(Centroid::Weighted))?;
+        let stats = read_stats(images_dir)?;
+        let images = ImageTensor::open(&images_dir.join(TENSOR_FILE))?;
+        let index = read_index(images_dir)?;
+        if index.len() != images.len() {
+            return Err(format!(
+                "{}: {} rows, but the tensor holds {} locations",
+                images_dir.join(super::images::INDEX_FILE).display(),
+                index.len(),
+                images.len()
+            )
+            .into());
+        }
+        let (sx, sy) = (
+            (scaling.x_max - scaling.x_min).max(f64::EPSILON),
+            (scaling.y_max - scaling.y_min).max(f64::EPSILON),
+        );
+        let samples = index
+            .iter()
+            .map(|row| {
+                let l = by_uuid.get(row.uuid.as_str()).ok_or_else(|| {
+                    format!("location {} has images but no class", row.uuid)
+                })?;
+                Ok((
+                    l.split,
+                    Sample {
+                        uuid: l.uuid.clone(),
+                        row: row.row,
+                        class: l.class,
+                        lat: l.latitude,
+                        lon: l.longitude,
+                        target: [(l.crs_x - scaling.x_min) / sx, (l.crs_y - scaling.y_min) / sy],
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>, StageError>>()?;
+        let classification = task == Task::Classification;
+        let info = ModelInfo {
+            backbone: backbone.to_owned(),
+            fusion: match fusion {
+                Fusion::Concat => "concat",
+                Fusion::Mean => "mean",
+            }
+            .to_owned(),
+            task: if classification {
+                "classification"
+            } else {
+                "regression"
+            }
+            .to_owned(),
+            outputs: if classification { centroids.len() } else { 2 },
+            image_size: stats.image_size,
+            normalisation: stats.stats,
+            classes_key: classes_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            crs: scaling.crs.clone(),
+            scaling: [scaling.x_min, scaling.x_max, scaling.y_min, scaling.y_max],
+            centroids,
+            top_k,
+        };
+        Ok(Setup {
+            images,
+            info,
+            samples,
+        })
+    }
+
+    /// The samples of `split`, in tensor order.
+    pub fn split(&self, split: crate::dataset::Split) -> Vec<Sample> {
+        self.samples
+            .iter()
+            .filter(|(s, _)| *s == split)
+            .map(|(_, sample)| sample.clone())
+            .collect()
+    }
+}
+
+/// Width and height from a PNG's IHDR chunk.
+fn png_size(png: &[u8]) -> Option<(u32, u32)> {
+    let w = u32::from_be_bytes(png.get(16..20)?.try_into().ok()?);
+    let h = u32::from_be_bytes(png.get(20..24)?.try_into().ok()?);
+    Some((w, h))
+}

@@ -1,0 +1,256 @@
+//! Checkpoints: one safetensors file holding the model, the optimiser moments and — in
+//! its `__metadata__` — everything else a resume or an inference needs, plus a TOML
+//! sidecar with the same metadata for people and tools.
+//!
+//! Tensor names: model variables as in the network (`backbone.conv1.weight`,
+//! `backbone.bn1.running_mean`, `head.weight`, ...), optimiser state under `optim.`.
+//! The metadata key [`META_KEY`] holds [`CheckpointMeta`] as JSON. Both files are written
+//! atomically (temporary file, fsync, rename), the tensors first, so a kill leaves the
+//! previous checkpoint whole.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+use serde::{Deserialize, Serialize};
+
+use crate::graph::write_atomic;
+use crate::images::ChannelStats;
+
+use super::scheduler::SchedulerState;
+
+/// The metadata entry holding [`CheckpointMeta`] as JSON.
+pub const META_KEY: &str = "geoexp";
+/// Prefix of optimiser-state tensors.
+pub const OPTIM_PREFIX: &str = "optim.";
+
+/// Why a checkpoint could not be written or read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    /// Reading or writing the file failed.
+    #[error("{path}: {message}")]
+    File {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A variable of the model has no tensor (or a different shape) in the file.
+    #[error("{path}: tensor `{name}` {problem}")]
+    Tensor {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The tensor.
+        name: String,
+        /// Missing, or the shapes.
+        problem: String,
+    },
+}
+
+impl CheckpointError {
+    fn file(path: &Path, message: impl std::fmt::Display) -> Self {
+        CheckpointError::File {
+            path: path.to_path_buf(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// Metrics of one finished epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// Epoch (0-based).
+    pub epoch: u32,
+    /// Learning rate at the epoch's last step.
+    pub lr: f64,
+    /// `train/loss`, `val/haversine_km_mean`, ...
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// What a model needs besides its weights to turn views into coordinates.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// Backbone name.
+    pub backbone: String,
+    /// `concat` or `mean`.
+    pub fusion: String,
+    /// `classification` or `regression`.
+    pub task: String,
+    /// Head outputs (classes, or 2).
+    pub outputs: usize,
+    /// Input side in pixels.
+    pub image_size: u32,
+    /// Per-channel normalisation (0..1 scale) fitted on the train split.
+    pub normalisation: ChannelStats,
+    /// The classes stage key the class indices refer to.
+    pub classes_key: String,
+    /// Projected CRS of the centroids and the regression targets.
+    pub crs: String,
+    /// Min-max scaling of projected coordinates: `[x_min, x_max, y_min, y_max]`.
+    pub scaling: [f64; 4],
+    /// Per class: `[lat, lon, x, y]` of the centroid predictions average.
+    pub centroids: Vec<[f64; 4]>,
+    /// Classes a prediction averages (0: all).
+    pub top_k: usize,
+}
+
+/// Everything in a checkpoint besides tensors.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    /// Format version of this struct.
+    pub format: u32,
+    /// Last finished epoch (0-based).
+    pub epoch: u32,
+    /// Optimiser steps taken so far.
+    pub step: u64,
+    /// Experiment seed; the shuffles and augmentations of epoch `e` derive from
+    /// (seed, e), so this and `epoch` are the whole RNG state.
+    pub seed: u64,
+    /// The monitored metric.
+    pub monitor: String,
+    /// Whether larger is better.
+    pub monitor_max: bool,
+    /// Best monitored value so far and its epoch.
+    pub best: Option<(f64, u32)>,
+    /// Scheduler state after this epoch.
+    pub scheduler: SchedulerState,
+    /// Event-file name and its length once this epoch's events were flushed.
+    pub events: Option<(String, u64)>,
+    /// Metrics of every finished epoch.
+    pub history: Vec<EpochRecord>,
+    /// How to use the model.
+    pub model: ModelInfo,
+}
+
+/// Current format version.
+pub const FORMAT: u32 = 1;
+
+/// Paths of a checkpoint named `name` (`best`, `last`) in `dir`.
+pub fn paths(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    (
+        dir.join(format!("{name}.safetensors")),
+        dir.join(format!("{name}.toml")),
+    )
+}
+
+/// Writes the checkpoint `name` into `dir`: model vars, `optim` tensors and `meta`.
+///
+/// # Errors
+/// When a tensor cannot be copied to the CPU or a file cannot be written.
+pub fn save(
+    dir: &Path,
+    name: &str,
+    varmap: &VarMap,
+    optim: Vec<(String, Tensor)>,
+    meta: &CheckpointMeta,
+) -> Result<(), CheckpointError> {
+    let (tensors_path, sidecar_path) = paths(dir, name);
+    let mut tensors: BTreeMap<String, Tensor> = BTreeMap::new();
+    {
+        let vars = varmap
+            .data()
+            .lock()
+            .map_err(|_| CheckpointError::file(&tensors_path, "variable map lock poisoned"))?;
+        for (n, v) in vars.iter() {
+            let t = v
+                .as_tensor()
+                .to_device(&Device::Cpu)
+                .map_err(|e| CheckpointError::file(&tensors_path, e))?;
+            tensors.insert(n.clone(), t);
+        }
+    }
+    for (n, t) in optim {
+        let t = t
+            .to_device(&Device::Cpu)
+            .map_err(|e| CheckpointError::file(&tensors_path, e))?;
+        tensors.insert(format!("{OPTIM_PREFIX}{n}"), t);
+    }
+    let json = serde_json::to_string(meta).map_err(|e| CheckpointError::file(&tensors_path, e))?;
+    let bytes = safetensors::serialize(&tensors, Some(HashMap::from([(META_KEY.to_owned(), json)])))
+        .map_err(|e| CheckpointError::file(&tensors_path, e))?;
+    write_atomic(&tensors_path, &bytes).map_err(|e| CheckpointError::file(&tensors_path, e))?;
+    let sidecar = toml::to_string(meta).map_err(|e| CheckpointError::file(&sidecar_path, e))?;
+    write_atomic(&sidecar_path, sidecar.as_bytes())
+        .map_err(|e| CheckpointError::file(&sidecar_path, e))?;
+    Ok(())
+}
+
+/// A checkpoint read back.
+pub struct Loaded {
+    /// Model tensors by variable name.
+    pub model: HashMap<String, Tensor>,
+    /// Optimiser tensors, without the `optim.` prefix.
+    pub optim: HashMap<String, Tensor>,
+    /// Its metadata.
+    pub meta: CheckpointMeta,
+}
+
+/// Reads a checkpoint's tensors (onto `device`) and metadata.
+///
+/// # Errors
+/// When the file is unreadable, not safetensors, or has no geoexp metadata.
+pub fn load(path: &Path, device: &Device) -> Result<Loaded, CheckpointError> {
+    let bytes = std::fs::read(path).map_err(|e| CheckpointError::file(path, e))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| CheckpointError::file(path, format!("not a safetensors file: {e}")))?;
+    let json = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(META_KEY))
+        .ok_or_else(|| CheckpointError::file(path, "no geoexp metadata: not a geoexp checkpoint"))?;
+    let meta: CheckpointMeta = serde_json::from_str(json)
+        .map_err(|e| CheckpointError::file(path, format!("metadata: {e}")))?;
+    if meta.format != FORMAT {
+        return Err(CheckpointError::file(
+            path,
+            format!("checkpoint format {} (this geoexp reads {FORMAT})", meta.format),
+        ));
+    }
+    let all = candle_core::safetensors::load_buffer(&bytes, device)
+        .map_err(|e| CheckpointError::file(path, e))?;
+    let (mut model, mut optim) = (HashMap::new(), HashMap::new());
+    for (n, t) in all {
+        match n.strip_prefix(OPTIM_PREFIX) {
+            Some(rest) => optim.insert(rest.to_owned(), t),
+            None => model.insert(n, t),
+        };
+    }
+    Ok(Loaded { model, optim, meta })
+}
+
+/// Copies checkpoint tensors into every variable of `varmap`; a variable without a tensor
+/// of its shape is an error naming it.
+///
+/// # Errors
+/// A missing or mis-shaped tensor, or a failed copy.
+pub fn restore_vars(
+    path: &Path,
+    varmap: &VarMap,
+    model: &HashMap<String, Tensor>,
+) -> Result<(), CheckpointError> {
+    let vars = varmap
+        .data()
+        .lock()
+        .map_err(|_| CheckpointError::file(path, "variable map lock poisoned"))?;
+    let mut names: Vec<&String> = vars.keys().collect();
+    names.sort();
+    for n in names {
+        let var = &vars[n];
+        let t = model.get(n).ok_or_else(|| CheckpointError::Tensor {
+            path: path.to_path_buf(),
+            name: n.clone(),
+            problem: "is missing".into(),
+        })?;
+        if t.dims() != var.dims() {
+            return Err(CheckpointError::Tensor {
+                path: path.to_path_buf(),
+                name: n.clone(),
+                problem: format!("has shape {:?}, the model expects {:?}", t.dims(), var.dims()),
+            });
+        }
+        var.set(t).map_err(|e| CheckpointError::file(path, e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,437 @@
+//! The training loop: epochs of shuffled, augmented batches; validation and test metrics
+//! after each; `best` and `last` checkpoints; TensorBoard events flushed at every epoch end.
+//!
+//! Everything a resumed run needs is in `last`: weights (batch-norm statistics included),
+//! optimiser moments, scheduler state, the epoch, the best value and the event file's
+//! length. Shuffles and augmentations derive from (seed, epoch), so resuming after epoch
+//! `e` replays exactly what an uninterrupted run does from epoch `e + 1`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+
+use crate::experiment::{AugmentConfig, Task, Unfreeze};
+use crate::geo::{LatLon, Projection};
+use crate::graph::{StageContext, StageError};
+use crate::images::{ChannelStats, ImageTensor};
+use crate::model::{Fusion, GeoNet, init_seeded, load_pretrained};
+use crate::track::tensorboard::{EventWriter, HParamValue};
+
+use super::augment::is_active;
+use super::checkpoint::{self, CheckpointMeta, EpochRecord, FORMAT, ModelInfo};
+use super::data::{BatchAugment, Sample, batch_classes, batch_images, batch_targets, epoch_order};
+use super::evaluate::{Predictor, scalar};
+use super::loss::{cross_entropy, haversine_targets, mse, soft_cross_entropy};
+use super::optimizer::{Optimizer, OptimizerSettings};
+use super::scheduler::{ScheduleParams, Scheduler};
+
+/// Name of the `best` checkpoint.
+pub const BEST: &str = "best";
+/// Name of the `last` checkpoint.
+pub const LAST: &str = "last";
+/// Per-epoch metrics table.
+pub const METRICS_FILE: &str = "metrics.csv";
+
+/// How to train.
+#[derive(Clone, Debug)]
+pub struct FitSettings {
+    /// Experiment seed.
+    pub seed: u64,
+    /// Epochs.
+    pub epochs: u32,
+    /// Locations per batch.
+    pub batch_size: usize,
+    /// Classification or regression.
+    pub task: Task,
+    /// View fusion.
+    pub fusion: Fusion,
+    /// Head learning rate (the schedule's base).
+    pub lr: f64,
+    /// Backbone learning rate once unfrozen (scaled by the schedule like `lr`).
+    pub backbone_lr: f64,
+    /// First epoch the backbone trains.
+    pub unfreeze_epoch: u32,
+    /// What of the backbone trains then.
+    pub unfreeze: Unfreeze,
+    /// Optimiser.
+    pub optimizer: OptimizerSettings,
+    /// Schedule kind and its parameters.
+    pub scheduler: (crate::experiment::SchedulerKind, ScheduleParams),
+    /// `val/<metric>` or `train/<metric>`.
+    pub monitor: String,
+    /// Whether the monitor improves upwards.
+    pub monitor_max: bool,
+    /// Label smoothing ε.
+    pub label_smoothing: f64,
+    /// Haversine smoothing τ in km (0: off).
+    pub haversine_tau_km: f64,
+    /// Training augmentations.
+    pub augment: AugmentConfig,
+    /// Pretrained backbone weights.
+    pub weights: Option<PathBuf>,
+    /// Hyperparameters for TensorBoard's HParams tab.
+    pub hparams: BTreeMap<String, HParamValue>,
+}
+
+/// What training reads.
+pub struct FitData<'a> {
+    /// Every view, decoded.
+    pub images: &'a ImageTensor,
+    /// Train-split normalisation.
+    pub stats: ChannelStats,
+    /// Training samples.
+    pub train: Vec<Sample>,
+    /// Validation samples.
+    pub val: Vec<Sample>,
+    /// Test samples (metrics logged per epoch; never used for selection).
+    pub test: Vec<Sample>,
+    /// How outputs become coordinates; stored in every checkpoint.
+    pub info: ModelInfo,
+    /// Projection of the centroids and targets.
+    pub projection: &'a dyn Projection,
+    /// The country score's scale `S` in km.
+    pub country_km: f64,
+    /// The class map PNG for TensorBoard.
+    pub class_map: Option<(Vec<u8>, u32, u32)>,
+}
+
+/// What training produced (files are in the output directory).
+#[derive(Clone, Debug)]
+pub struct FitSummary {
+    /// Best monitored value and its epoch.
+    pub best: (f64, u32),
+    /// Metrics of the last epoch.
+    pub last: EpochRecord,
+    /// The event file's name in the output directory.
+    pub events_file: String,
+    /// Epochs this call trained (less than all after a resume).
+    pub epochs_run: u32,
+}
+
+/// Builds the network on `device` and initialises it from the seed (and the pretrained
+/// weights, if any).
+///
+/// # Errors
+/// Unknown backbone, or unloadable weights.
+pub fn build_net(
+    info: &ModelInfo,
+    fusion: Fusion,
+    seed: u64,
+    weights: Option<&Path>,
+    device: &Device,
+) -> Result<(VarMap, GeoNet), StageError> {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+    let net = GeoNet::new(&info.backbone, fusion, info.outputs, vb)?;
+    init_seeded(&varmap, seed)?;
+    if let Some(w) = weights {
+        load_pretrained(&varmap, w, "backbone.")?;
+    }
+    Ok((varmap, net))
+}
+
+/// Trains into `ctx.work_dir()` (resuming whatever a killed attempt left there), then
+/// moves the checkpoints, metrics and events into `ctx.out_dir()`.
+///
+/// # Errors
+/// Tensor, checkpoint and event-file failures.
+pub fn fit(
+    settings: &FitSettings,
+    data: &FitData<'_>,
+    device: &Device,
+    ctx: &StageContext<'_>,
+) -> Result<FitSummary, StageError> {
+    let work = ctx.work_dir()?;
+    let (varmap, net) = build_net(
+        &data.info,
+        settings.fusion,
+        settings.seed,
+        settings.weights.as_deref(),
+        device,
+    )?;
+    let steps_per_epoch = data.train.len().div_ceil(settings.batch_size).max(1);
+    let (kind, params) = settings.scheduler;
+    let mut scheduler = Scheduler::new(kind, params, settings.lr, settings.epochs, steps_per_epoch);
+    let mut optimizer = Optimizer::new(settings.optimizer);
+    let mut history: Vec<EpochRecord> = Vec::new();
+    let mut best: Option<(f64, u32)> = None;
+    let (last_path, _) = checkpoint::paths(&work, LAST);
+    let (mut events, start_epoch) = if last_path.is_file() {
+        let loaded = checkpoint::load(&last_path, device)?;
+        checkpoint::restore_vars(&last_path, &varmap, &loaded.model)?;
+        optimizer.load_state(&loaded.optim, device)?;
+        scheduler.restore(loaded.meta.scheduler.clone());
+        history = loaded.meta.history.clone();
+        best = loaded.meta.best;
+        let events = match &loaded.meta.events {
+            Some((name, len)) => EventWriter::resume(&work.join(name), *len)?,
+            None => EventWriter::create(&work)?,
+        };
+        ctx.say(&format!(
+            "resuming from {} after epoch {}",
+            last_path.display(),
+            loaded.meta.epoch + 1
+        ));
+        (events, loaded.meta.epoch + 1)
+    } else {
+        let mut events = EventWriter::create(&work)?;
+        let metric_tags: Vec<String> = ["test/haversine_km_mean", "test/haversine_km_median"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .chain(std::iter::once(settings.monitor.clone()))
+            .collect();
+        events.hparams_start(&settings.hparams, &metric_tags);
+        if let Some((png, w, h)) = &data.class_map {
+            events.image("maps/classes", 0, png, *w, *h);
+        }
+        (events, 0)
+    };
+    let events_name = file_name(events.path());
+    let blocks = net.backbone_blocks();
+    let classification = settings.task == Task::Classification;
+    let centroids: Vec<LatLon> = data
+        .info
+        .centroids
+        .iter()
+        .map(|c| LatLon { lat: c[0], lon: c[1] })
+        .collect();
+    let augmenting = is_active(&settings.augment);
+    let predictor = Predictor {
+        net: &net,
+        info: &data.info,
+        projection: data.projection,
+        device,
+        batch_size: settings.batch_size,
+    };
+    let all_vars = named_vars(&varmap)?;
+    let mut epochs_run = 0;
+    for epoch in start_epoch..settings.epochs {
+        let trainable = if epoch < settings.unfreeze_epoch {
+            0
+        } else {
+            match settings.unfreeze {
+                Unfreeze::All => blocks,
+                Unfreeze::Last(n) => n.min(blocks),
+            }
+        };
+        let backbone_names: std::collections::BTreeSet<String> =
+            net.trainable_var_names(trainable).into_iter().collect();
+        let (head_vars, backbone_vars): (Vec<_>, Vec<_>) = all_vars
+            .iter()
+            .filter(|(n, _)| n.starts_with("head.") || backbone_names.contains(n))
+            .cloned()
+            .partition(|(n, _)| n.starts_with("head."));
+        let order = epoch_order(data.train.len(), settings.seed, epoch);
+        let tick = ctx.progress(
+            &format!("epoch {}/{}", epoch + 1, settings.epochs),
+            steps_per_epoch as u64,
+        );
+        let clock = Instant::now();
+        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        let mut lr = settings.lr;
+        for (i, chunk) in order.chunks(settings.batch_size).enumerate() {
+            let step = epoch as usize * steps_per_epoch + i;
+            lr = scheduler.lr(step);
+            let batch: Vec<&Sample> = chunk.iter().map(|&j| &data.train[j]).collect();
+            let augment = augmenting.then_some(BatchAugment {
+                config: &settings.augment,
+                seed: settings.seed,
+                epoch,
+            });
+            let x = batch_images(data.images, &batch, &data.stats, augment, device)?;
+            let y = net.forward(&x, trainable)?;
+            let loss = if classification {
+                let targets = batch_classes(&batch, device)?;
+                let predicted = y.argmax(candle_core::D::Minus1)?.to_vec1::<u32>()?;
+                correct += predicted
+                    .iter()
+                    .zip(&batch)
+                    .filter(|(p, s)| **p as usize == s.class)
+                    .count();
+                if settings.haversine_tau_km > 0.0 {
+                    let truth: Vec<LatLon> = batch
+                        .iter()
+                        .map(|s| LatLon { lat: s.lat, lon: s.lon })
+                        .collect();
+                    let classes: Vec<usize> = batch.iter().map(|s| s.class).collect();
+                    let soft = haversine_targets(
+                        &centroids,
+                        &truth,
+                        &classes,
+                        settings.haversine_tau_km,
+                    );
+                    let soft = Tensor::from_vec(soft, (batch.len(), centroids.len()), device)?;
+                    soft_cross_entropy(&y, &soft)?
+                } else {
+                    cross_entropy(&y, &targets, settings.label_smoothing)?
+                }
+            } else {
+                mse(&y, &batch_targets(&batch, device)?)?
+            };
+            let grads = loss.backward()?;
+            optimizer.step(&grads, &head_vars, lr)?;
+            if !backbone_vars.is_empty() {
+                optimizer.step(&grads, &backbone_vars, lr * settings.backbone_lr / settings.lr)?;
+            }
+            let loss = scalar(&loss)?;
+            loss_sum += loss * batch.len() as f64;
+            seen += batch.len();
+            events.scalar("lr", step as i64, lr);
+            events.scalar("train/batch_loss", step as i64, loss);
+            tick.inc(1);
+            tick.message(&format!(
+                "loss {:.4}  {:.1} loc/s",
+                loss_sum / seen as f64,
+                seen as f64 / clock.elapsed().as_secs_f64()
+            ));
+        }
+        tick.finish();
+        let mut metrics = BTreeMap::new();
+        metrics.insert("train/loss".to_owned(), loss_sum / seen.max(1) as f64);
+        if classification {
+            metrics.insert("train/acc".to_owned(), correct as f64 / seen.max(1) as f64);
+        }
+        for (split, samples) in [("val", &data.val), ("test", &data.test)] {
+            if samples.is_empty() {
+                continue;
+            }
+            let (_, m) = predictor.run(data.images, &data.stats, samples, data.country_km)?;
+            for (k, v) in m {
+                metrics.insert(format!("{split}/{k}"), v);
+            }
+        }
+        let monitored = metrics.get(&settings.monitor).copied().ok_or_else(|| {
+            format!(
+                "train.monitor {:?} is not a metric of this run (it has: {})",
+                settings.monitor,
+                metrics.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })?;
+        scheduler.end_epoch(Some(monitored));
+        for (k, v) in &metrics {
+            events.scalar(k, i64::from(epoch), *v);
+        }
+        let events_len = events.flush()?;
+        let record = EpochRecord {
+            epoch,
+            lr,
+            metrics,
+        };
+        history.push(record.clone());
+        let improved = match best {
+            None => true,
+            Some((b, _)) if settings.monitor_max => monitored > b,
+            Some((b, _)) => monitored < b,
+        };
+        if improved {
+            best = Some((monitored, epoch));
+        }
+        let meta = CheckpointMeta {
+            format: FORMAT,
+            epoch,
+            step: ((epoch + 1) as usize * steps_per_epoch) as u64,
+            seed: settings.seed,
+            monitor: settings.monitor.clone(),
+            monitor_max: settings.monitor_max,
+            best,
+            scheduler: scheduler.state(),
+            events: Some((events_name.clone(), events_len)),
+            history: history.clone(),
+            model: data.info.clone(),
+        };
+        if improved {
+            checkpoint::save(&work, BEST, &varmap, optimizer.state_tensors()?, &meta)?;
+        }
+        checkpoint::save(&work, LAST, &varmap, optimizer.state_tensors()?, &meta)?;
+        write_metrics(&work.join(METRICS_FILE), &history)?;
+        ctx.say(&epoch_line(&record, settings, clock.elapsed().as_secs_f64(), improved));
+        epochs_run += 1;
+    }
+    drop(events);
+    let out = ctx.out_dir();
+    for name in [BEST, LAST] {
+        let (t, s) = checkpoint::paths(&work, name);
+        let (t2, s2) = checkpoint::paths(out, name);
+        move_file(&t, &t2)?;
+        move_file(&s, &s2)?;
+    }
+    move_file(&work.join(METRICS_FILE), &out.join(METRICS_FILE))?;
+    move_file(&work.join(&events_name), &out.join(EVENTS_FILE))?;
+    let last = history
+        .last()
+        .cloned()
+        .ok_or("training ran no epoch (train.epochs is 0?)")?;
+    Ok(FitSummary {
+        best: best.ok_or("no epoch produced a monitored value")?,
+        last,
+        events_file: events_name,
+        epochs_run,
+    })
+}
+
+/// The train stage's event file inside its cache entry. Deliberately not named
+/// `*tfevents*`: TensorBoard would list every cache entry as a run; the run folders get
+/// hard links under a `events.out.tfevents.*` name instead.
+pub const EVENTS_FILE: &str = "train.events";
+
+fn named_vars(varmap: &VarMap) -> Result<Vec<(String, Var)>, StageError> {
+    let vars = varmap.data().lock().map_err(|_| "variable map lock poisoned")?;
+    let mut named: Vec<(String, Var)> = vars.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(named)
+}
+
+fn epoch_line(record: &EpochRecord, settings: &FitSettings, seconds: f64, best: bool) -> String {
+    let m = &record.metrics;
+    let get = |k: &str| m.get(k).map_or("-".to_owned(), |v| format!("{v:.4}"));
+    let km = |k: &str| m.get(k).map_or("-".to_owned(), |v| format!("{v:.1} km"));
+    format!(
+        "epoch {:>3}/{}  train loss {}  acc {}  val loss {}  val mean {}  median {}  lr {:.2e}  {:.1}s{}",
+        record.epoch + 1,
+        settings.epochs,
+        get("train/loss"),
+        get("train/acc"),
+        get("val/loss"),
+        km("val/haversine_km_mean"),
+        km("val/haversine_km_median"),
+        record.lr,
+        seconds,
+        if best { "  *best" } else { "" }
+    )
+}
+
+fn write_metrics(path: &Path, history: &[EpochRecord]) -> Result<(), StageError> {
+    let mut columns: Vec<&String> = history.iter().flat_map(|r| r.metrics.keys()).collect();
+    columns.sort();
+    columns.dedup();
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut header = vec!["epoch".to_owned(), "lr".to_owned()];
+    header.extend(columns.iter().map(|c| (*c).clone()));
+    w.write_record(&header)?;
+    for r in history {
+        let mut row = vec![r.epoch.to_string(), r.lr.to_string()];
+        row.extend(
+            columns
+                .iter()
+                .map(|c| r.metrics.get(*c).map_or(String::new(), ToString::to_string)),
+        );
+        w.write_record(&row)?;
+    }
+    let bytes = w.into_inner().map_err(|e| e.to_string())?;
+    crate::graph::write_atomic(path, &bytes)?;
+    Ok(())
+}
+
+fn move_file(from: &Path, to: &Path) -> Result<(), StageError> {
+    std::fs::rename(from, to)
+        .map_err(|e| format!("moving {} to {}: {e}", from.display(), to.display()).into())
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
