@@ -21,6 +21,20 @@ pub struct Args {
     force: Vec<String>,
 }
 
+/// The headline of an evaluated run: test error against the train-mean baseline.
+fn test_summary(manifest: &crate::graph::Manifest) -> Option<String> {
+    let r = &manifest.stages.get(crate::stages::evaluate::NAME)?.results;
+    let get = |k: &str| r.get(k).and_then(serde_json::Value::as_f64);
+    let mean = get("test/haversine_km_mean")?;
+    let baseline = get("test/baseline_km_mean")?;
+    Some(format!(
+        "test       mean {mean:.1} km, median {:.1} km, within 25 km {:.1}%, GeoGuessr score {:.0} (train-mean baseline: mean {baseline:.1} km)",
+        get("test/haversine_km_median")?,
+        100.0 * get("test/acc_25km")?,
+        get("test/geoguessr_score")?,
+    ))
+}
+
 pub fn run(args: Args, ctx: &Ctx) -> Result<ExitStatus> {
     let options = RunOptions {
         experiment: args.experiment.load_options(),
@@ -30,6 +44,9 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<ExitStatus> {
         command: std::env::args().collect(),
     };
     let report = run_experiment(&options, &ctx.reporter)?;
+    if let Some(line) = test_summary(&report.manifest) {
+        ctx.reporter.line(&line);
+    }
     ctx.reporter.line(&format!(
         "run {} → {}",
         report.run_id,

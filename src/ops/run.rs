@@ -102,6 +102,9 @@ pub fn run(options: &RunOptions, reporter: &dyn Reporter) -> Result<RunReport, O
     execution.write(&run_dir.join(EXECUTION_FILE))?;
     for s in &stages {
         link_stage(&run_dir, &s.stage, &s.entry.dir);
+        for (file, name) in crate::stages::run_links(&s.stage) {
+            link_file(&s.entry.dir.join(file), &run_dir.join(name));
+        }
     }
     Ok(RunReport {
         run_id,
@@ -137,6 +140,28 @@ fn link_stage(run_dir: &Path, stage: &str, entry: &Path) {
     let tmp = run_dir.join(format!(".{stage}.link.{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     if std::os::unix::fs::symlink(&target, &tmp).is_ok() && std::fs::rename(&tmp, &link).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
+/// Hard-links `entry_file` at `link` (replacing an older link atomically), or copies it
+/// where hard links are impossible. A convenience like the stage links: best effort.
+fn link_file(entry_file: &Path, link: &Path) {
+    let (Some(dir), Some(name)) = (link.parent(), link.file_name()) else {
+        return;
+    };
+    if !entry_file.is_file() || std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    let tmp = dir.join(format!(
+        ".{}.link.{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    let made = std::fs::hard_link(entry_file, &tmp).is_ok()
+        || std::fs::copy(entry_file, &tmp).is_ok();
+    if made && std::fs::rename(&tmp, link).is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
 }

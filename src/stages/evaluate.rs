@@ -176,16 +176,6 @@ impl Stage for EvaluateStage {
         draw_errors(&map, self.boundary.shape(), &lines)?;
         write_atomic(&out.join(METRICS_FILE), toml::to_string(&metrics)?.as_bytes())?;
         write_events(out, &metrics, &map, best.meta.epoch)?;
-        ctx.say(&format!(
-            "test: mean {:.1} km, median {:.1} km (best epoch {}); train-mean baseline {:.1} km",
-            metrics.get("haversine_km_mean").copied().unwrap_or(f64::NAN),
-            metrics
-                .get("haversine_km_median")
-                .copied()
-                .unwrap_or(f64::NAN),
-            best.meta.epoch + 1,
-            baseline
-        ));
         let mut outcome = Outcome::default()
             .with("best_epoch", best.meta.epoch)
             .with("locations", test.len());

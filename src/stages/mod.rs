@@ -93,6 +93,31 @@ pub fn build(loaded: &Loaded) -> Result<Graph, BuildError> {
     Ok(graph)
 }
 
+/// Files of a stage's cache entry that a run folder gets hard links to, as
+/// (file in the entry, name in the run folder): what `tensorboard --logdir runs` and a
+/// person look for. Event files get `tfevents` names only there, so TensorBoard lists
+/// runs, not cache entries.
+pub fn run_links(stage: &str) -> &'static [(&'static str, &'static str)] {
+    match stage {
+        train::NAME => &[
+            (crate::train::fit::EVENTS_FILE, "events.out.tfevents.train"),
+            ("best.safetensors", "checkpoints/best.safetensors"),
+            ("best.toml", "checkpoints/best.toml"),
+            ("last.safetensors", "checkpoints/last.safetensors"),
+            ("last.toml", "checkpoints/last.toml"),
+            (crate::train::fit::METRICS_FILE, "metrics.csv"),
+        ],
+        evaluate::NAME => &[
+            (evaluate::EVENTS_FILE, "events.out.tfevents.evaluate"),
+            (evaluate::PREDICTIONS_FILE, "predictions.csv"),
+            (evaluate::CELLS_FILE, "cells.csv"),
+            (evaluate::ERROR_MAP_FILE, "error_map.png"),
+            (evaluate::METRICS_FILE, "test_metrics.toml"),
+        ],
+        _ => &[],
+    }
+}
+
 /// Index of a split in per-split arrays and map colours (train 0, val 1, test 2).
 pub fn split_index(split: Split) -> usize {
     match split {

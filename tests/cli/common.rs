@@ -121,10 +121,15 @@ impl TestEnv {
     }
 }
 
-/// An experiment on a generated-in-cache synthetic dataset; `extra` is appended.
+/// Training settings that keep a full run of a test experiment to about a second.
+pub const FAST_TRAINING: &str =
+    "\n[model]\nbackbone = \"tiny-cnn\"\n[train]\nimage_size = 16\nbatch_size = 8\nepochs = 1\n";
+
+/// An experiment on a generated-in-cache synthetic dataset; `extra` is appended, then
+/// [`FAST_TRAINING`] (so `extra` must not open `[model]` or `[train]`).
 pub fn synthetic_experiment(locations: usize, extra: &str) -> String {
     format!(
-        "name = \"t\"\nseed = 1\n[dataset]\nsynthetic = {{ locations = {locations}, image_size = 16, seed = 3 }}\n{extra}"
+        "name = \"t\"\nseed = 1\n[dataset]\nsynthetic = {{ locations = {locations}, image_size = 16, seed = 3 }}\n{extra}{FAST_TRAINING}"
     )
 }
 
@@ -132,7 +137,7 @@ pub fn synthetic_experiment(locations: usize, extra: &str) -> String {
 pub fn dirs_experiment(dirs: &[&str], extra: &str) -> String {
     let list: Vec<String> = dirs.iter().map(|d| format!("\"{d}\"")).collect();
     format!(
-        "name = \"t\"\nseed = 1\n[dataset]\ndirs = [{}]\n{extra}",
+        "name = \"t\"\nseed = 1\n[dataset]\ndirs = [{}]\n{extra}{FAST_TRAINING}",
         list.join(", ")
     )
 }

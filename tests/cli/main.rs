@@ -7,3 +7,4 @@ mod help;
 mod plan;
 mod run;
 mod synth;
+mod train;

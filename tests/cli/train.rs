@@ -1,0 +1,278 @@
+//! Training end to end: the full graph on tiny synthetic data with `tiny-cnn`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use geoexp::track::tensorboard::read_scalars;
+
+use crate::common::TestEnv;
+
+/// 60 locations at 16 px, a few epochs of tiny-cnn: about a second per run.
+fn experiment(extra_train: &str) -> String {
+    format!(
+        "name = \"t\"\nseed = 5\n[dataset]\nsynthetic = {{ locations = 60, image_size = 16, seed = 2 }}\n\
+         [classes]\nspacing = 0.7\n[model]\nbackbone = \"tiny-cnn\"\n\
+         [train]\nimage_size = 16\nbatch_size = 8\nepochs = 3\nlr = 3e-3\ndevice = \"cpu\"\n{extra_train}"
+    )
+}
+
+fn metrics_csv(run_dir: &Path) -> String {
+    fs::read_to_string(run_dir.join("metrics.csv")).unwrap()
+}
+
+fn work_dirs(env: &TestEnv) -> Vec<PathBuf> {
+    fs::read_dir(env.path().join("runs/.cache/train/.work"))
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_full_run_trains_evaluates_and_reruns_from_cache_with_the_same_manifest() {
+    let env = TestEnv::new();
+    env.write("exp.toml", &experiment(""));
+    let first = env.run(&["run", "exp.toml"]).expect(0);
+    for stage in ["dataset", "classes", "images", "train", "evaluate"] {
+        assert!(
+            first.stdout.lines().any(|l| l.starts_with(stage) && l.contains("miss")),
+            "{stage}: {}",
+            first.stdout
+        );
+    }
+    assert!(first.stdout.contains("epoch   3/3"), "{}", first.stdout);
+    assert!(first.stdout.contains("train-mean baseline"), "{}", first.stdout);
+    let run_dir = env.run_dir("t");
+    let manifest = fs::read(run_dir.join("manifest.toml")).unwrap();
+    let text = String::from_utf8_lossy(&manifest);
+    for key in [
+        "\"test/haversine_km_mean\"",
+        "\"test/baseline_km_mean\"",
+        "\"test/acc_25km\"",
+        "\"test/geoguessr_score\"",
+        "\"test/country_score\"",
+        "best_epoch",
+    ] {
+        assert!(text.contains(key), "{key} missing from\n{text}");
+    }
+    for file in [
+        "events.out.tfevents.train",
+        "events.out.tfevents.evaluate",
+        "checkpoints/best.safetensors",
+        "checkpoints/best.toml",
+        "checkpoints/last.safetensors",
+        "metrics.csv",
+        "predictions.csv",
+        "error_map.png",
+    ] {
+        assert!(run_dir.join(file).is_file(), "{file} missing in {run_dir:?}");
+    }
+    assert!(work_dirs(&env).is_empty(), "work dir left behind");
+
+    let again = env.run(&["run", "exp.toml"]).expect(0);
+    assert_eq!(again.stdout.matches(" hit ").count(), 5, "{}", again.stdout);
+    assert_eq!(fs::read(run_dir.join("manifest.toml")).unwrap(), manifest);
+}
+
+#[test]
+fn a_changed_learning_rate_reuses_data_stages_and_retrains() {
+    let env = TestEnv::new();
+    env.write("exp.toml", &experiment(""));
+    env.run(&["run", "exp.toml"]).expect(0);
+    let out = env
+        .run(&["run", "exp.toml", "--set", "train.lr=1e-3"])
+        .expect(0);
+    let status = |stage: &str| {
+        out.stdout
+            .lines()
+            .find(|l| l.starts_with(stage))
+            .unwrap_or_else(|| panic!("{stage}: {}", out.stdout))
+            .to_owned()
+    };
+    for stage in ["dataset", "classes", "images"] {
+        assert!(status(stage).contains(" hit "), "{}", out.stdout);
+    }
+    for stage in ["train", "evaluate"] {
+        assert!(status(stage).contains(" miss "), "{}", out.stdout);
+    }
+    assert!(status("train").contains("train.lr"), "{}", out.stdout);
+}
+
+#[test]
+fn training_is_deterministic_on_cpu() {
+    let env = TestEnv::new();
+    env.write(
+        "exp.toml",
+        &experiment("augment = { crop_scale = 0.6, color_jitter = 0.2, noise_std = 0.02 }\n"),
+    );
+    env.run(&["run", "exp.toml", "--runs-dir", "a"]).expect(0);
+    env.run(&["run", "exp.toml", "--runs-dir", "b"]).expect(0);
+    let dir = |r: &str| {
+        let base = env.path().join(r).join("t");
+        fs::read_dir(base).unwrap().next().unwrap().unwrap().path()
+    };
+    assert_eq!(metrics_csv(&dir("a")), metrics_csv(&dir("b")));
+    assert_eq!(
+        fs::read(dir("a").join("checkpoints/last.safetensors")).unwrap(),
+        fs::read(dir("b").join("checkpoints/last.safetensors")).unwrap()
+    );
+}
+
+#[test]
+fn a_killed_training_resumes_from_last_and_ends_like_an_uninterrupted_run() {
+    let env = TestEnv::new();
+    env.write("exp.toml", &experiment("epochs = 6\n"));
+    env.run(&["run", "exp.toml", "--runs-dir", "whole"]).expect(0);
+    let whole = {
+        let base = env.path().join("whole/t");
+        fs::read_dir(base).unwrap().next().unwrap().unwrap().path()
+    };
+
+    // Kill the second process as soon as its first `last` checkpoint is on disk.
+    let mut child = env
+        .cmd(&["run", "exp.toml"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let checkpointed = work_dirs(&env)
+            .iter()
+            .any(|d| d.join("last.safetensors").is_file());
+        if checkpointed {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "training finished before it could be killed"
+        );
+        assert!(Instant::now() < deadline, "no checkpoint appeared");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(env.cache_entries("train").is_empty(), "a killed run committed");
+
+    let resumed = env.run(&["run", "exp.toml"]).expect(0);
+    assert!(resumed.stdout.contains("resuming from"), "{}", resumed.stdout);
+    let run_dir = env.run_dir("t");
+    assert_eq!(metrics_csv(&run_dir), metrics_csv(&whole));
+    assert_eq!(
+        fs::read(run_dir.join("checkpoints/last.safetensors")).unwrap(),
+        fs::read(whole.join("checkpoints/last.safetensors")).unwrap()
+    );
+    // The resumed event file holds each epoch's metrics once, as the whole run's does.
+    let tags = |dir: &Path| {
+        let mut s: Vec<(String, i64)> = read_scalars(&dir.join("events.out.tfevents.train"))
+            .unwrap()
+            .into_iter()
+            .filter(|(tag, _, _)| tag.starts_with("val/"))
+            .map(|(tag, step, _)| (tag, step))
+            .collect();
+        s.sort();
+        s
+    };
+    assert_eq!(tags(&run_dir), tags(&whole));
+}
+
+#[test]
+fn event_files_hold_the_epoch_metrics_and_every_step_lr() {
+    let env = TestEnv::new();
+    env.write("exp.toml", &experiment(""));
+    env.run(&["run", "exp.toml"]).expect(0);
+    let run_dir = env.run_dir("t");
+    let scalars = read_scalars(&run_dir.join("events.out.tfevents.train")).unwrap();
+    let csv = metrics_csv(&run_dir);
+    let mut rows = csv::Reader::from_reader(csv.as_bytes());
+    let header: Vec<String> = rows.headers().unwrap().iter().map(str::to_owned).collect();
+    for (epoch, row) in rows.records().enumerate() {
+        let row = row.unwrap();
+        for (name, value) in header.iter().zip(row.iter()).skip(2) {
+            let want: f64 = value.parse().unwrap();
+            let got = scalars
+                .iter()
+                .find(|(t, s, _)| t == name && *s == epoch as i64)
+                .unwrap_or_else(|| panic!("{name} at epoch {epoch} missing"));
+            assert!(
+                (got.2 - want).abs() <= 1e-6 * want.abs().max(1.0),
+                "{name}: {} vs {want}",
+                got.2
+            );
+        }
+    }
+    let lr_steps = scalars.iter().filter(|(t, _, _)| t == "lr").count();
+    // 60 locations → 48 train → 6 batches of 8, three epochs.
+    assert_eq!(lr_steps, 18);
+    for tag in ["train/loss", "train/acc", "val/haversine_km_mean", "test/acc_top5"] {
+        assert!(scalars.iter().any(|(t, _, _)| t == tag), "{tag}");
+    }
+}
+
+#[test]
+fn a_frozen_backbone_keeps_its_initial_weights_and_batch_norm_statistics() {
+    let env = TestEnv::new();
+    // Frozen for both epochs: only the head may change.
+    env.write("exp.toml", &experiment("epochs = 2\nunfreeze_epoch = 2\n"));
+    env.run(&["run", "exp.toml", "--runs-dir", "frozen"]).expect(0);
+    env.write("exp.toml", &experiment("epochs = 2\n"));
+    env.run(&["run", "exp.toml", "--runs-dir", "free"]).expect(0);
+    let load = |r: &str| {
+        let base = env.path().join(r).join("t");
+        let dir = fs::read_dir(base).unwrap().next().unwrap().unwrap().path();
+        fs::read(dir.join("checkpoints/last.safetensors")).unwrap()
+    };
+    let (frozen, free) = (load("frozen"), load("free"));
+    let frozen = safetensors::SafeTensors::deserialize(&frozen).unwrap();
+    let free = safetensors::SafeTensors::deserialize(&free).unwrap();
+    // Same seed → same initial weights; training the backbone must change them.
+    let init = geoexp_init_backbone();
+    let mut compared = 0;
+    for (name, initial) in &init {
+        let f = frozen.tensor(name).unwrap();
+        assert_eq!(f.data(), initial.as_slice(), "{name} changed while frozen");
+        compared += 1;
+    }
+    assert!(compared > 0);
+    let changed = init
+        .iter()
+        .any(|(name, initial)| free.tensor(name).unwrap().data() != initial.as_slice());
+    assert!(changed, "an unfrozen backbone did not train");
+}
+
+/// The seeded initial backbone tensors of the test experiment (seed 5, tiny-cnn), as
+/// bytes, from the library's own initialisation.
+fn geoexp_init_backbone() -> Vec<(String, Vec<u8>)> {
+    init_tensors()
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("backbone."))
+        .collect()
+}
+
+fn init_tensors() -> Vec<(String, Vec<u8>)> {
+    use candle_nn::{VarBuilder, VarMap};
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &candle_core::Device::Cpu);
+    // Initial values derive from (seed, variable name), so the head size is irrelevant.
+    let _net = geoexp::model::GeoNet::new("tiny-cnn", geoexp::model::Fusion::Concat, 2, vb).unwrap();
+    geoexp::model::init_seeded(&varmap, 5).unwrap();
+    let vars = varmap.data().lock().unwrap();
+    vars.iter()
+        .map(|(n, v)| {
+            let t = v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let bytes = t.iter().flat_map(|x| x.to_le_bytes()).collect();
+            (n.clone(), bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn cuda_in_a_cpu_build_is_a_clear_error() {
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    let env = TestEnv::new();
+    env.write("exp.toml", &experiment("").replace("\"cpu\"", "\"cuda:0\""));
+    let out = env.run(&["run", "exp.toml"]).expect(1);
+    assert!(out.stderr.contains("--features cuda"), "{}", out.stderr);
+}
