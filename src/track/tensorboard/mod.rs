@@ -173,7 +173,7 @@ impl EventWriter {
         let (path, file) = loop {
             let nonce = NONCE.fetch_add(1, Ordering::Relaxed);
             let name = format!(
-                "events.out.tfevents.{}.{host}.{pid}.{nonce}{:09}",
+                "events.out.tfevents.{}.{host}.{pid}.{:09}{nonce}",
                 now.as_secs(),
                 now.subsec_nanos()
             );
@@ -270,7 +270,7 @@ impl EventWriter {
     }
 
     /// Queues a histogram of `values`: min, max, count, sum, sum of squares and
-    /// [`HISTOGRAM_BUCKETS`] equal-width buckets between min and max.
+    /// 30 equal-width buckets between min and max (one bucket when they are equal).
     ///
     /// Non-finite values are left out, since they have no bucket and would turn the sums into
     /// NaN; an input with no finite values gives an empty histogram.

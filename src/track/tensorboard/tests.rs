@@ -260,6 +260,11 @@ fn a_removed_directory_is_an_error_not_a_panic() {
     let gone = dir.path().join("gone");
     let err = EventWriter::create(&gone).unwrap_err();
     assert!(err.to_string().contains("gone"), "{err}");
+    // A path that is a file, not a directory: fails even for root, unlike a read-only directory.
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"").unwrap();
+    let err = EventWriter::create(&file).unwrap_err();
+    assert!(matches!(err, TensorboardError::Io { .. }), "{err}");
 }
 
 #[cfg(unix)]
