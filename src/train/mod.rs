@@ -3,4 +3,5 @@
 pub mod loss;
 pub mod metrics;
 pub mod optimizer;
+pub mod predict;
 pub mod scheduler;
