@@ -90,7 +90,6 @@ impl TrainStage {
     fn settings(&self) -> FitSettings {
         let p = &self.params;
         let t = &p.train;
-        let s = &t.scheduler;
         let monitor_max = match t.monitor_mode {
             MonitorMode::Auto => monitor_mode_max(&t.monitor),
             MonitorMode::Min => false,
@@ -109,28 +108,10 @@ impl TrainStage {
             backbone_lr: t.backbone_lr.unwrap_or(t.lr),
             unfreeze_epoch: t.unfreeze_epoch,
             unfreeze: t.unfreeze,
-            optimizer: OptimizerSettings {
-                kind: t.optimizer,
-                weight_decay: t.weight_decay,
-                momentum: t.momentum,
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-            },
+            optimizer: OptimizerSettings::new(t.optimizer, t.weight_decay, t.momentum),
             scheduler: (
-                s.kind,
-                ScheduleParams {
-                    factor: s.factor,
-                    patience: s.patience,
-                    step_size: s.step_size,
-                    min_lr: s.min_lr,
-                    pct_start: s.pct_start,
-                    warmup_epochs: s.warmup_epochs,
-                    mode_max: monitor_max,
-                    div_factor: 25.0,
-                    final_div_factor: 1e4,
-                    threshold: 1e-4,
-                },
+                t.scheduler.kind,
+                ScheduleParams::from_config(&t.scheduler, monitor_max),
             ),
             monitor: t.monitor.clone(),
             monitor_max,

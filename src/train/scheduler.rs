@@ -64,7 +64,7 @@ impl ScheduleParams {
             step_size: cfg.step_size,
             min_lr: cfg.min_lr,
             pct_start: cfg.pct_start,
-            warmup_epochs: 0,
+            warmup_epochs: cfg.warmup_epochs,
             mode_max,
             div_factor: 25.0,
             final_div_factor: 1e4,
