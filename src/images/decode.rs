@@ -32,9 +32,21 @@ pub const MAX_SIDE: u32 = u16::MAX as u32;
 pub struct DecodeOptions {
     /// Output side in pixels (the output is `side×side×3`).
     pub side: u32,
-    /// Decode JPEGs at a reduced DCT scale when the target is much smaller than the
-    /// source. Off only to measure what it buys.
-    pub dct_scaling: bool,
+    /// How JPEGs are decoded.
+    pub jpeg: JpegMode,
+}
+
+/// How JPEGs are decoded; only [`JpegMode::DctScaled`] is meant for real use, the
+/// others exist to measure it against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum JpegMode {
+    /// `jpeg-decoder` at the smallest DCT scale that still covers `side`.
+    #[default]
+    DctScaled,
+    /// `jpeg-decoder` at full size, then resized.
+    Full,
+    /// The `image` crate (zune-jpeg) at full size, then resized.
+    Zune,
 }
 
 impl DecodeOptions {
@@ -42,7 +54,7 @@ impl DecodeOptions {
     pub fn new(side: u32) -> Self {
         DecodeOptions {
             side,
-            dct_scaling: true,
+            jpeg: JpegMode::DctScaled,
         }
     }
 
@@ -137,6 +149,9 @@ fn decode_bytes(path: &Path, bytes: &[u8], opts: DecodeOptions) -> Result<Decode
         return Err(fail("truncated (the file is empty)".into()));
     }
     if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        if opts.jpeg == JpegMode::Zune {
+            return decode_with_image(path, bytes, image::ImageFormat::Jpeg);
+        }
         decode_jpeg(path, bytes, opts)
     } else if bytes.starts_with(PNG_SIGNATURE) {
         decode_with_image(path, bytes, image::ImageFormat::Png)
@@ -176,7 +191,7 @@ fn decode_jpeg(path: &Path, bytes: &[u8], opts: DecodeOptions) -> Result<Decoded
         // CMYK and 16-bit grey are rare in view data; the image crate converts them.
         return decode_with_image(path, bytes, image::ImageFormat::Jpeg);
     }
-    if opts.dct_scaling {
+    if opts.jpeg == JpegMode::DctScaled {
         // jpeg-decoder picks the smallest scale at which *either* requested dimension is
         // reached, so the long side is asked for an unreachable size: only the shorter
         // side decides, and it never drops below `side`.
@@ -433,7 +448,7 @@ mod tests {
             let mut full = vec![0; side as usize * side as usize * 3];
             let opts = DecodeOptions {
                 side,
-                dct_scaling: false,
+                jpeg: JpegMode::Full,
             };
             decode_view_into(&path, opts, &mut full).unwrap();
             let diff = mean_abs_diff(&scaled, &full);
