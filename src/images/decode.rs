@@ -50,7 +50,7 @@ pub enum JpegMode {
 }
 
 impl DecodeOptions {
-    /// Options for `side` with DCT scaling on.
+    /// Options for `side`, JPEGs decoded DCT-scaled.
     pub fn new(side: u32) -> Self {
         DecodeOptions {
             side,

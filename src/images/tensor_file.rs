@@ -47,7 +47,7 @@ pub struct BuildSummary {
 /// How to build a tensor file; [`build_tensor_file`] uses the defaults.
 #[derive(Clone, Copy, Debug)]
 pub struct BuildOptions {
-    /// How each view is decoded (output side, DCT scaling).
+    /// How each view is decoded (output side, JPEG mode).
     pub decode: DecodeOptions,
     /// Drop locations with a bad view instead of failing.
     pub skip_bad: bool,
@@ -57,7 +57,7 @@ pub struct BuildOptions {
 }
 
 impl BuildOptions {
-    /// Defaults for output side `side`: DCT scaling on, failing on bad views, chunks
+    /// Defaults for output side `side`: DCT-scaled JPEGs, failing on bad views, chunks
     /// of 128 locations (enough work per chunk to keep every core busy).
     pub fn new(side: u32) -> Self {
         BuildOptions {
