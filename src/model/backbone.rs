@@ -4,6 +4,7 @@ use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 use super::ModelError;
+use super::conv::Conv;
 use super::resnet::{ResNet, ResNetConfig};
 use super::tiny_cnn::TinyCnn;
 
@@ -88,9 +89,15 @@ impl Names {
         k: usize,
         cfg: candle_nn::Conv2dConfig,
         vb: VarBuilder,
-    ) -> candle_core::Result<candle_nn::Conv2d> {
+    ) -> candle_core::Result<Conv> {
         self.0.push(format!("{}.weight", vb.prefix()));
-        candle_nn::conv2d_no_bias(cin, cout, k, cfg, vb)
+        let conv = candle_nn::conv2d_no_bias(cin, cout, k, cfg, vb)?;
+        Ok(Conv::new(
+            conv.weight().clone(),
+            cfg.stride,
+            cfg.padding,
+            cfg.groups,
+        ))
     }
 
     /// A BatchNorm under `vb`: torchvision's `weight`, `bias`, `running_mean`, `running_var`

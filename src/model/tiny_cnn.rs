@@ -3,16 +3,17 @@
 //! quick experiments exercise the real training path.
 
 use candle_core::{Result, Tensor};
-use candle_nn::{Module, ModuleT, VarBuilder};
+use candle_nn::{ModuleT, VarBuilder};
 
 use super::backbone::{Backbone, Names, conv_cfg, first_trainable};
+use super::conv::Conv;
 
 /// Channels of the four blocks; the last is the feature dimension.
 const CHANNELS: [usize; 4] = [16, 32, 64, 128];
 
 /// One conv + BN + ReLU block, vars `block{i}.conv.weight` and `block{i}.bn.*`.
 struct Block {
-    conv: candle_nn::Conv2d,
+    conv: Conv,
     bn: candle_nn::BatchNorm,
 }
 
