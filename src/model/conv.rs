@@ -5,8 +5,12 @@
 //! is data or detached. Here the forward is candle's own (im2col + GEMM), and a custom op
 //! attaches a backward that expresses the input gradient as another im2col conv: the output
 //! gradient, dilated by the stride and zero-padded by `k − 1 − p`, convolved with the kernel
-//! flipped and with in/out channels swapped (per group). The kernel gradient is candle's formula.
-//! Input gradients are only computed when the input is tracked.
+//! flipped and with in/out channels swapped (per group). Measured at 32 × 64 ch × 28 px, 3×3:
+//! ~0.11 s instead of ~0.85 s. Exceptions: 1×1 convs are one matmul plus a strided scatter, and
+//! ungrouped strided convs keep candle's transposed conv (dilation would spend 3/4 of the work
+//! on zeros; both cost about the same there). The kernel gradient is candle's formula.
+//! Input gradients are only computed when the input is tracked (not for images or the output
+//! of frozen blocks).
 //! Non-CPU devices keep candle's conv and backward (cuDNN's are fast).
 
 use candle_core::backend::BackendStorage;
@@ -119,7 +123,7 @@ impl ConvGrad {
     fn input_grad(&self, x: &Tensor, w: &Tensor, grad: &Tensor) -> Result<Tensor> {
         let (_, _, h, wd) = x.dims4()?;
         let (cout, cin_g, k, _) = w.dims4()?;
-        let (n, _, ho, wo) = grad.dims4()?;
+        let (_, _, ho, wo) = grad.dims4()?;
         let (s, p, g) = (self.stride, self.padding, self.groups);
         if p >= k {
             bail!("conv2d backward: padding {p} ≥ kernel {k} is not supported")
@@ -134,17 +138,27 @@ impl ConvGrad {
             }
         };
         let (rh, rw) = (extra(h, ho)?, extra(wd, wo)?);
-        let grad = if s > 1 {
-            // Dilate: each gradient value followed by s − 1 zeros along both axes.
-            grad.reshape((n, cout, ho, 1, wo, 1))?
-                .pad_with_zeros(3, 0, s - 1)?
-                .pad_with_zeros(5, 0, s - 1)?
-                .reshape((n, cout, ho * s, wo * s))?
-                .narrow(2, 0, (ho - 1) * s + 1)?
-                .narrow(3, 0, (wo - 1) * s + 1)?
-        } else {
-            grad.clone()
-        };
+        // Per group: [Cout/g, Cin/g, k, k] → [Cin/g, Cout/g, k, k], spatially flipped.
+        let wt = w
+            .reshape((g, cout / g, cin_g, k, k))?
+            .transpose(1, 2)?
+            .reshape((g * cin_g, cout / g, k, k))?
+            .flip(&[2, 3])?
+            .contiguous()?;
+        if k == 1 && p == 0 {
+            // 1×1 (the downsample shortcuts): a matmul at the output resolution, then each
+            // value placed back at its strided input position.
+            let small = grad.contiguous()?.conv2d(&wt, 0, 1, 1, g)?;
+            return fit(&fit(&dilate(&small, s)?, 2, h)?, 3, wd);
+        }
+        if s > 1 && g == 1 {
+            // Dilating would make 3/4 of the work multiply zeros; candle's transposed conv is
+            // cheaper here. Its output padding (the rows/cols the forward read only partly)
+            // applies to both axes, so take the larger and cut the other axis back.
+            let gx = grad.conv_transpose2d(w, p, rh.max(rw), s, 1)?;
+            return gx.narrow(2, 0, h)?.narrow(3, 0, wd);
+        }
+        let grad = dilate(grad, s)?;
         let q = k - 1 - p;
         let (grad, pad) = if rh == 0 && rw == 0 {
             (grad, q)
@@ -154,13 +168,6 @@ impl ConvGrad {
                 .pad_with_zeros(3, q, q + rw)?;
             (grad, 0)
         };
-        // Per group: [Cout/g, Cin/g, k, k] → [Cin/g, Cout/g, k, k], spatially flipped.
-        let wt = w
-            .reshape((g, cout / g, cin_g, k, k))?
-            .transpose(1, 2)?
-            .reshape((g * cin_g, cout / g, k, k))?
-            .flip(&[2, 3])?
-            .contiguous()?;
         grad.contiguous()?.conv2d(&wt, pad, 1, 1, g)
     }
 
@@ -185,6 +192,31 @@ impl ConvGrad {
             });
         }
         Tensor::cat(&parts, 0)
+    }
+}
+
+/// Each value followed by `s − 1` zeros along both spatial axes, trailing zeros dropped:
+/// `[N, C, H, W]` → `[N, C, (H−1)·s+1, (W−1)·s+1]`.
+fn dilate(t: &Tensor, s: usize) -> Result<Tensor> {
+    if s == 1 {
+        return Ok(t.clone());
+    }
+    let (n, c, h, w) = t.dims4()?;
+    t.reshape((n, c, h, 1, w, 1))?
+        .pad_with_zeros(3, 0, s - 1)?
+        .pad_with_zeros(5, 0, s - 1)?
+        .reshape((n, c, h * s, w * s))?
+        .narrow(2, 0, (h - 1) * s + 1)?
+        .narrow(3, 0, (w - 1) * s + 1)
+}
+
+/// Cuts or zero-pads dimension `dim` at the end to `len`.
+fn fit(t: &Tensor, dim: usize, len: usize) -> Result<Tensor> {
+    let cur = t.dim(dim)?;
+    if cur > len {
+        t.narrow(dim, 0, len)
+    } else {
+        t.pad_with_zeros(dim, 0, len - cur)
     }
 }
 
