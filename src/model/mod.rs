@@ -1,1 +1,138 @@
-//! Backbones, view fusion and the head (being written).
+//! Backbones, four-view fusion and the head: everything between a batch of normalised images
+//! and the logits (or regression outputs) a loss reads.
+//!
+//! | file          | owns                                                                          |
+//! |---------------|-------------------------------------------------------------------------------|
+//! | `backbone.rs` | the [`Backbone`] trait, the [`BACKBONES`] list and [`build_backbone`]          |
+//! | `tiny_cnn.rs` | a small CNN fast enough for CPU runs and tests                                |
+//! | `resnet.rs`   | ResNet 18/34/50/101/152 and ResNeXt 50_32x4d / 101_32x8d, torchvision layout   |
+//! | `conv.rs`     | conv with a fast CPU backward (candle's input gradient is a naive loop)       |
+//! | `maxpool.rs`  | the stem's 3×3 / stride 2 / padding 1 max-pool, with a backward pass          |
+//! | `net.rs`      | [`GeoNet`]: backbone on all views as one batch, [`Fusion`], linear head        |
+//! | `init.rs`     | [`init_seeded`]: reproducible initialisation (candle's CPU RNG has no seed)   |
+//! | `weights.rs`  | [`load_pretrained`]: torchvision/timm safetensors into the backbone's vars     |
+//!
+//! Var names follow torchvision (`backbone.conv1.weight`, `backbone.layer1.0.downsample.1.running_var`,
+//! `head.weight`), so pretrained files load without renaming and checkpoints are readable by torch.
+//!
+//! Freezing: candle has no `requires_grad`. A backbone runs its first blocks with BatchNorm in eval
+//! mode and `detach()`es their output, so backward stops there; the trainer optimises only
+//! [`GeoNet::trainable_var_names`] (plus the head). BatchNorm running statistics are vars without
+//! gradients, which optimisers skip.
+//!
+//! This module must not read images, configs or datasets, nor know about losses or optimisers.
+
+mod backbone;
+mod conv;
+mod init;
+mod maxpool;
+mod net;
+mod resnet;
+mod tiny_cnn;
+mod weights;
+
+pub use backbone::{BACKBONES, Backbone, build_backbone};
+pub use conv::{Conv, conv2d};
+pub use init::init_seeded;
+pub use maxpool::{max_pool_3x3_s2_p1, max_pool_3x3_s2_p1_composed};
+pub use net::{Fusion, GeoNet};
+pub use resnet::{BlockKind, ResNet, ResNetConfig};
+pub use tiny_cnn::TinyCnn;
+pub use weights::load_pretrained;
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong building, initialising or loading a model.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ModelError {
+    /// The backbone name is not one of [`BACKBONES`].
+    #[error("unknown backbone `{name}`; known backbones: {}", BACKBONES.join(", "))]
+    UnknownBackbone {
+        /// The name asked for.
+        name: String,
+    },
+    /// A head needs at least one output.
+    #[error("the head needs at least one output, got {outputs}")]
+    NoOutputs {
+        /// The number of outputs asked for.
+        outputs: usize,
+    },
+    /// Building a part of the model failed (a var with a clashing shape, an allocation, ..).
+    #[error("building {what}")]
+    Build {
+        /// Which part: `backbone resnet18`, `head`, ..
+        what: String,
+        /// candle's error.
+        #[source]
+        source: candle_core::Error,
+    },
+    /// Writing one var failed.
+    #[error("setting tensor `{name}`")]
+    SetVar {
+        /// The var's full name in the VarMap.
+        name: String,
+        /// candle's error.
+        #[source]
+        source: candle_core::Error,
+    },
+    /// A weights file could not be read or parsed as safetensors.
+    #[error("reading weights file {}", path.display())]
+    ReadWeights {
+        /// The file.
+        path: PathBuf,
+        /// candle's error (I/O or safetensors).
+        #[source]
+        source: candle_core::Error,
+    },
+    /// The weights file lacks tensors the model needs.
+    #[error("weights file {} lacks {} tensor(s) the model needs: {}", path.display(), names.len(), list(names))]
+    MissingTensors {
+        /// The file.
+        path: PathBuf,
+        /// Names as they would appear in the file (no model prefix).
+        names: Vec<String>,
+    },
+    /// A tensor in the weights file has another shape than the model's var.
+    #[error("tensor `{name}` in {} has shape {found:?}, the model expects {expected:?}", path.display())]
+    ShapeMismatch {
+        /// The file.
+        path: PathBuf,
+        /// Name as in the file.
+        name: String,
+        /// The var's shape.
+        expected: Vec<usize>,
+        /// The file's shape.
+        found: Vec<usize>,
+    },
+    /// The weights file has tensors the model does not (usually: another architecture).
+    #[error(
+        "weights file {} has {} tensor(s) the model does not (another architecture?): {}",
+        path.display(), names.len(), list(names)
+    )]
+    UnexpectedTensors {
+        /// The file.
+        path: PathBuf,
+        /// Names as in the file.
+        names: Vec<String>,
+    },
+}
+
+/// Joins names for an error message, cut after a few so a wrong architecture does not print
+/// hundreds of lines.
+fn list(names: &[String]) -> String {
+    const SHOWN: usize = 8;
+    let mut s = names
+        .iter()
+        .take(SHOWN)
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        s.push_str(&format!(", and {} more", names.len() - SHOWN));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,123 @@
+//! The [`Backbone`] trait and the registry of backbone names.
+
+use candle_core::Tensor;
+use candle_nn::VarBuilder;
+
+use super::ModelError;
+use super::conv::Conv;
+use super::resnet::{ResNet, ResNetConfig};
+use super::tiny_cnn::TinyCnn;
+
+/// Every backbone [`build_backbone`] knows, in the order shown to users.
+pub const BACKBONES: &[&str] = &[
+    "tiny-cnn",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "resnext50_32x4d",
+    "resnext101_32x8d",
+];
+
+/// A feature extractor: images in, one pooled feature vector per image out.
+pub trait Backbone: Send + Sync {
+    /// `x`: `[N, 3, S, S]` f32, normalised → pooled features `[N, feature_dim]` (global average
+    /// pool, no classifier).
+    ///
+    /// `trainable` = how many of the LAST blocks (see [`Backbone::blocks`]) are being trained:
+    /// their BatchNorms run in train mode (batch statistics, running-statistics update); all
+    /// earlier blocks run BatchNorm in eval mode (running statistics untouched) and their output
+    /// is `detach()`ed before the first trainable block, so backward stops there.
+    /// `trainable == 0` → everything in eval mode and the output is detached (frozen backbone
+    /// or inference). Values above the number of blocks mean all blocks.
+    fn forward(&self, x: &Tensor, trainable: usize) -> candle_core::Result<Tensor>;
+
+    /// Length of the feature vector per image.
+    fn feature_dim(&self) -> usize;
+
+    /// The blocks, input to output; each is a list of var-name prefixes relative to the
+    /// backbone's VarBuilder. ResNets: the stem `["conv1", "bn1"]`, then one entry per residual
+    /// block (`["layer1.0"]`, .., `["layer4.2"]`).
+    fn blocks(&self) -> &[Vec<String>];
+
+    /// Full var names (as in the VarMap, e.g. `backbone.layer1.0.conv1.weight`) of each block,
+    /// in the order of [`Backbone::blocks`]. Includes BatchNorm running statistics.
+    fn block_var_names(&self) -> &[Vec<String>];
+}
+
+/// Builds the backbone called `name` with its vars under `vb` (torchvision names).
+pub fn build_backbone(name: &str, vb: VarBuilder) -> Result<Box<dyn Backbone>, ModelError> {
+    let build = |e| ModelError::Build {
+        what: format!("backbone {name}"),
+        source: e,
+    };
+    let config = match name {
+        "tiny-cnn" => return Ok(Box::new(TinyCnn::new(vb).map_err(build)?)),
+        "resnet18" => ResNetConfig::resnet18(),
+        "resnet34" => ResNetConfig::resnet34(),
+        "resnet50" => ResNetConfig::resnet50(),
+        "resnet101" => ResNetConfig::resnet101(),
+        "resnet152" => ResNetConfig::resnet152(),
+        "resnext50_32x4d" => ResNetConfig::resnext50_32x4d(),
+        "resnext101_32x8d" => ResNetConfig::resnext101_32x8d(),
+        _ => {
+            return Err(ModelError::UnknownBackbone {
+                name: name.to_string(),
+            });
+        }
+    };
+    Ok(Box::new(ResNet::new(&config, vb).map_err(build)?))
+}
+
+/// Shared by the backbones: which block index is the first trainable one.
+pub(super) fn first_trainable(blocks: usize, trainable: usize) -> usize {
+    blocks - trainable.min(blocks)
+}
+
+/// Records the full names of the vars a block creates, so [`Backbone::block_var_names`] needs no
+/// VarMap (a VarBuilder cannot list what it made).
+#[derive(Default)]
+pub(super) struct Names(pub Vec<String>);
+
+impl Names {
+    /// A conv (no bias) under `vb`, torchvision's `Conv2d(.., bias=False)`; see [`conv_cfg`].
+    pub fn conv(
+        &mut self,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        cfg: candle_nn::Conv2dConfig,
+        vb: VarBuilder,
+    ) -> candle_core::Result<Conv> {
+        self.0.push(format!("{}.weight", vb.prefix()));
+        let conv = candle_nn::conv2d_no_bias(cin, cout, k, cfg, vb)?;
+        Ok(Conv::new(
+            conv.weight().clone(),
+            cfg.stride,
+            cfg.padding,
+            cfg.groups,
+        ))
+    }
+
+    /// A BatchNorm under `vb`: torchvision's `weight`, `bias`, `running_mean`, `running_var`
+    /// (eps 1e-5, momentum 0.1, like torch).
+    pub fn bn(&mut self, c: usize, vb: VarBuilder) -> candle_core::Result<candle_nn::BatchNorm> {
+        let p = vb.prefix();
+        for n in ["weight", "bias", "running_mean", "running_var"] {
+            self.0.push(format!("{p}.{n}"));
+        }
+        candle_nn::batch_norm(c, candle_nn::BatchNormConfig::default(), vb)
+    }
+}
+
+/// Conv settings from stride, padding and groups (dilation 1).
+pub(super) fn conv_cfg(stride: usize, padding: usize, groups: usize) -> candle_nn::Conv2dConfig {
+    candle_nn::Conv2dConfig {
+        padding,
+        stride,
+        dilation: 1,
+        groups,
+        cudnn_fwd_algo: None,
+    }
+}
