@@ -37,7 +37,7 @@ pub use manifest::{Execution, Manifest, RunInfo, StageExecution, StageManifest};
 pub use plan::{PlanEntry, PlanStatus, plan};
 pub use reason::RerunReason;
 pub use stage::{Input, Outcome, Params, Stage, StageContext, StageError, params_of};
-pub use store::{Lookup, Store};
+pub use store::{Lookup, Store, write_atomic};
 
 #[cfg(test)]
 mod tests;
