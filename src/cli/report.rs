@@ -70,9 +70,11 @@ impl Progress for Console {
     fn start(&self, label: &str, total: u64) -> Box<dyn Tick> {
         let bar = self.bars.add(ProgressBar::new(total));
         bar.set_style(
-            ProgressStyle::with_template("{prefix:>30} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{prefix:>30} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
         );
         bar.set_prefix(label.to_owned());
         Box::new(Bar(bar))

@@ -96,10 +96,10 @@ pub fn is_leaf(path: &str) -> bool {
 }
 
 /// The candidate most similar to `word` (Jaro-Winkler ≥ 0.8), judged on `name(candidate)`.
-pub fn closest<T: Copy>(
+pub fn closest<'a, T: Copy>(
     word: &str,
     candidates: impl IntoIterator<Item = T>,
-    name: impl Fn(T) -> &'static str,
+    name: impl Fn(T) -> &'a str,
 ) -> Option<T> {
     candidates
         .into_iter()

@@ -402,7 +402,8 @@ impl<'de> Deserialize<'de> for Unfreeze {
                     .map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
             }
             fn visit_i64<E: Error>(self, v: i64) -> Result<Unfreeze, E> {
-                let n = u64::try_from(v).map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))?;
+                let n =
+                    u64::try_from(v).map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))?;
                 self.visit_u64(n)
             }
         }

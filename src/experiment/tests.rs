@@ -312,3 +312,55 @@ fn several_problems_are_reported_together() {
     let msg = error_text(&path, &["classes.spacing=0", "dataset.fraction=2"], &[]);
     assert!(msg.contains("2 problems"), "{msg}");
 }
+
+#[test]
+fn unfreeze_takes_all_or_a_block_count() {
+    let f = Files::new();
+    let path = f.write("e.toml", &format!("{SYNTH}[train]\nunfreeze = \"all\"\n"));
+    let e = load_with(&path, &[], &[]).unwrap().experiment;
+    assert_eq!(e.train.unfreeze, Unfreeze::All);
+    let e = load_with(&path, &["train.unfreeze=3"], &[])
+        .unwrap()
+        .experiment;
+    assert_eq!(e.train.unfreeze, Unfreeze::Last(3));
+    let bad = f.write("b.toml", &format!("{SYNTH}[train]\nunfreeze = \"some\"\n"));
+    let err = error_text(&bad, &[], &[]);
+    assert!(err.contains("b.toml:4") && err.contains("\"all\""), "{err}");
+    let err = error_text(&path, &["train.unfreeze=0"], &[]);
+    assert!(err.contains("train.unfreeze"), "{err}");
+}
+
+#[test]
+fn an_unknown_monitor_suggests_the_metric_meant() {
+    let f = Files::new();
+    let path = f.write(
+        "e.toml",
+        &format!("{SYNTH}[train]\nmonitor = \"val/haversine_mean\"\n"),
+    );
+    let err = error_text(&path, &[], &[]);
+    assert!(
+        err.contains("did you mean `val/haversine_km_mean`?"),
+        "{err}"
+    );
+    // Accuracy needs classes, so regression cannot monitor it.
+    let err = error_text(
+        &path,
+        &["model.task=\"regression\"", "train.monitor=\"val/acc\""],
+        &[],
+    );
+    assert!(err.contains("\"val/acc\" is not a metric"), "{err}");
+}
+
+#[test]
+fn classification_only_settings_are_refused_for_regression() {
+    let f = Files::new();
+    let path = f.write(
+        "e.toml",
+        &format!("{SYNTH}[model]\ntask = \"regression\"\n[train]\nlabel_smoothing = 0.1\n"),
+    );
+    let err = error_text(&path, &[], &[]);
+    assert!(
+        err.contains("train.label_smoothing") && err.contains("classification only"),
+        "{err}"
+    );
+}

@@ -226,16 +226,7 @@ impl Checker<'_> {
         self.check(device_ok, "train.device", || {
             format!("{:?} is not `cpu`, `cuda`, `cuda:N` or `auto`", t.device)
         });
-        let monitor_ok = t.monitor.split_once('/').is_some_and(|(split, metric)| {
-            matches!(split, "train" | "val")
-                && !metric.is_empty()
-                && metric
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        });
-        self.check(monitor_ok, "train.monitor", || {
-            format!("{:?} is not `val/<metric>` or `train/<metric>`", t.monitor)
-        });
+        self.monitor();
         if let Some(lr) = t.backbone_lr {
             self.check(lr.is_finite() && lr > 0.0, "train.backbone_lr", || {
                 format!("must be > 0, got {lr}")
@@ -246,11 +237,9 @@ impl Checker<'_> {
                 "must be \"all\" or a number of blocks ≥ 1".into()
             });
         }
-        self.check(
-            (0.0..1.0).contains(&t.momentum),
-            "train.momentum",
-            || format!("must be in [0, 1), got {}", t.momentum),
-        );
+        self.check((0.0..1.0).contains(&t.momentum), "train.momentum", || {
+            format!("must be in [0, 1), got {}", t.momentum)
+        });
         self.check(
             (0.0..1.0).contains(&t.label_smoothing),
             "train.label_smoothing",
@@ -292,6 +281,32 @@ impl Checker<'_> {
             || format!("must be ≥ 0, got {}", a.noise_std),
         );
         self.scheduler();
+    }
+
+    fn monitor(&mut self) {
+        use crate::train::metrics::{CLASSIFICATION_METRICS, SPLIT_METRICS, TRAIN_METRICS};
+        let t = &self.loaded.experiment.train;
+        let regression = self.loaded.experiment.model.task == Task::Regression;
+        let known: Vec<String> = TRAIN_METRICS
+            .iter()
+            .map(|m| ("train", m))
+            .chain(SPLIT_METRICS.iter().map(|m| ("val", m)))
+            .filter(|(_, m)| !(regression && CLASSIFICATION_METRICS.contains(m)))
+            .map(|(split, m)| format!("{split}/{m}"))
+            .collect();
+        if known.contains(&t.monitor) {
+            return;
+        }
+        let close = super::keys::closest(&t.monitor, known.iter().map(String::as_str), |m| m);
+        let hint = close.map_or(String::new(), |m| format!("did you mean `{m}`? "));
+        self.fail(
+            "train.monitor",
+            format!(
+                "{:?} is not a metric of this task; {hint}known: {}",
+                t.monitor,
+                known.join(", ")
+            ),
+        );
     }
 
     fn scheduler(&mut self) {
@@ -353,7 +368,12 @@ impl Checker<'_> {
             self.check(
                 s.warmup_epochs < epochs,
                 "train.scheduler.warmup_epochs",
-                || format!("must be below train.epochs ({epochs}), got {}", s.warmup_epochs),
+                || {
+                    format!(
+                        "must be below train.epochs ({epochs}), got {}",
+                        s.warmup_epochs
+                    )
+                },
             );
         }
         if uses("pct_start") {

@@ -159,8 +159,8 @@ fn link_file(entry_file: &Path, link: &Path) {
         std::process::id()
     ));
     let _ = std::fs::remove_file(&tmp);
-    let made = std::fs::hard_link(entry_file, &tmp).is_ok()
-        || std::fs::copy(entry_file, &tmp).is_ok();
+    let made =
+        std::fs::hard_link(entry_file, &tmp).is_ok() || std::fs::copy(entry_file, &tmp).is_ok();
     if made && std::fs::rename(&tmp, link).is_err() {
         let _ = std::fs::remove_file(&tmp);
     }

@@ -227,7 +227,8 @@ pub fn read_centroids(dir: &Path, mode: Centroid) -> Result<Vec<[f64; 4]>, Stage
                 _ => None,
             },
         };
-        let c = c.ok_or_else(|| format!("{}: class {class} has no {mode:?} centroid", path.display()))?;
+        let c =
+            c.ok_or_else(|| format!("{}: class {class} has no {mode:?} centroid", path.display()))?;
         out.push((class, c));
     }
     out.sort_by_key(|(class, _)| *class);

@@ -174,7 +174,10 @@ impl Stage for EvaluateStage {
             .collect();
         let map = out.join(ERROR_MAP_FILE);
         draw_errors(&map, self.boundary.shape(), &lines)?;
-        write_atomic(&out.join(METRICS_FILE), toml::to_string(&metrics)?.as_bytes())?;
+        write_atomic(
+            &out.join(METRICS_FILE),
+            toml::to_string(&metrics)?.as_bytes(),
+        )?;
         write_events(out, &metrics, &map, best.meta.epoch)?;
         let mut outcome = Outcome::default()
             .with("best_epoch", best.meta.epoch)

@@ -88,7 +88,10 @@ pub fn build(loaded: &Loaded) -> Result<Graph, BuildError> {
         Arc::clone(&boundary),
     )))?;
     graph.add(Box::new(images::ImagesStage::new(loaded)))?;
-    graph.add(Box::new(train::TrainStage::new(loaded, Arc::clone(&boundary))))?;
+    graph.add(Box::new(train::TrainStage::new(
+        loaded,
+        Arc::clone(&boundary),
+    )))?;
     graph.add(Box::new(evaluate::EvaluateStage::new(loaded, boundary)))?;
     Ok(graph)
 }

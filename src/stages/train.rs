@@ -269,9 +269,9 @@ impl Setup {
         let samples = index
             .iter()
             .map(|row| {
-                let l = by_uuid.get(row.uuid.as_str()).ok_or_else(|| {
-                    format!("location {} has images but no class", row.uuid)
-                })?;
+                let l = by_uuid
+                    .get(row.uuid.as_str())
+                    .ok_or_else(|| format!("location {} has images but no class", row.uuid))?;
                 Ok((
                     l.split,
                     Sample {
@@ -280,7 +280,10 @@ impl Setup {
                         class: l.class,
                         lat: l.latitude,
                         lon: l.longitude,
-                        target: [(l.crs_x - scaling.x_min) / sx, (l.crs_y - scaling.y_min) / sy],
+                        target: [
+                            (l.crs_x - scaling.x_min) / sx,
+                            (l.crs_y - scaling.y_min) / sy,
+                        ],
                     },
                 ))
             })

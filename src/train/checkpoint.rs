@@ -168,8 +168,9 @@ pub fn save(
         tensors.insert(format!("{OPTIM_PREFIX}{n}"), t);
     }
     let json = serde_json::to_string(meta).map_err(|e| CheckpointError::file(&tensors_path, e))?;
-    let bytes = safetensors::serialize(&tensors, Some(HashMap::from([(META_KEY.to_owned(), json)])))
-        .map_err(|e| CheckpointError::file(&tensors_path, e))?;
+    let bytes =
+        safetensors::serialize(&tensors, Some(HashMap::from([(META_KEY.to_owned(), json)])))
+            .map_err(|e| CheckpointError::file(&tensors_path, e))?;
     write_atomic(&tensors_path, &bytes).map_err(|e| CheckpointError::file(&tensors_path, e))?;
     let sidecar = toml::to_string(meta).map_err(|e| CheckpointError::file(&sidecar_path, e))?;
     write_atomic(&sidecar_path, sidecar.as_bytes())
@@ -199,13 +200,18 @@ pub fn load(path: &Path, device: &Device) -> Result<Loaded, CheckpointError> {
         .metadata()
         .as_ref()
         .and_then(|m| m.get(META_KEY))
-        .ok_or_else(|| CheckpointError::file(path, "no geoexp metadata: not a geoexp checkpoint"))?;
+        .ok_or_else(|| {
+            CheckpointError::file(path, "no geoexp metadata: not a geoexp checkpoint")
+        })?;
     let meta: CheckpointMeta = serde_json::from_str(json)
         .map_err(|e| CheckpointError::file(path, format!("metadata: {e}")))?;
     if meta.format != FORMAT {
         return Err(CheckpointError::file(
             path,
-            format!("checkpoint format {} (this geoexp reads {FORMAT})", meta.format),
+            format!(
+                "checkpoint format {} (this geoexp reads {FORMAT})",
+                meta.format
+            ),
         ));
     }
     let all = candle_core::safetensors::load_buffer(&bytes, device)
@@ -247,7 +253,11 @@ pub fn restore_vars(
             return Err(CheckpointError::Tensor {
                 path: path.to_path_buf(),
                 name: n.clone(),
-                problem: format!("has shape {:?}, the model expects {:?}", t.dims(), var.dims()),
+                problem: format!(
+                    "has shape {:?}, the model expects {:?}",
+                    t.dims(),
+                    var.dims()
+                ),
             });
         }
         var.set(t).map_err(|e| CheckpointError::file(path, e))?;

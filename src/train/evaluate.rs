@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use candle_core::{D, Device, Tensor};
 
 use crate::geo::{Projection, haversine_km};
+use crate::graph::StageError;
 use crate::images::{ChannelStats, ImageTensor};
 use crate::model::GeoNet;
 
@@ -60,8 +61,7 @@ impl Predictor<'_> {
         stats: &ChannelStats,
         samples: &[Sample],
         country_km: f64,
-    ) -> Result<(Vec<Prediction>, BTreeMap<String, f64>), Box<dyn std::error::Error + Send + Sync>>
-    {
+    ) -> Result<(Vec<Prediction>, BTreeMap<String, f64>), StageError> {
         let mut eval = Evaluation::new(country_km);
         let mut out = Vec::with_capacity(samples.len());
         let refs: Vec<&Sample> = samples.iter().collect();
@@ -144,5 +144,7 @@ pub fn diagonal_km(min_lat: f64, min_lon: f64, max_lat: f64, max_lon: f64) -> f6
 /// # Errors
 /// A tensor operation failed.
 pub fn scalar(t: &Tensor) -> candle_core::Result<f64> {
-    Ok(f64::from(t.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?))
+    Ok(f64::from(
+        t.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?,
+    ))
 }

@@ -196,7 +196,10 @@ pub fn fit(
         .info
         .centroids
         .iter()
-        .map(|c| LatLon { lat: c[0], lon: c[1] })
+        .map(|c| LatLon {
+            lat: c[0],
+            lon: c[1],
+        })
         .collect();
     let augmenting = is_active(&settings.augment);
     let predictor = Predictor {
@@ -254,15 +257,14 @@ pub fn fit(
                 if settings.haversine_tau_km > 0.0 {
                     let truth: Vec<LatLon> = batch
                         .iter()
-                        .map(|s| LatLon { lat: s.lat, lon: s.lon })
+                        .map(|s| LatLon {
+                            lat: s.lat,
+                            lon: s.lon,
+                        })
                         .collect();
                     let classes: Vec<usize> = batch.iter().map(|s| s.class).collect();
-                    let soft = haversine_targets(
-                        &centroids,
-                        &truth,
-                        &classes,
-                        settings.haversine_tau_km,
-                    );
+                    let soft =
+                        haversine_targets(&centroids, &truth, &classes, settings.haversine_tau_km);
                     let soft = Tensor::from_vec(soft, (batch.len(), centroids.len()), device)?;
                     soft_cross_entropy(&y, &soft)?
                 } else {
@@ -274,7 +276,11 @@ pub fn fit(
             let grads = loss.backward()?;
             optimizer.step(&grads, &head_vars, lr)?;
             if !backbone_vars.is_empty() {
-                optimizer.step(&grads, &backbone_vars, lr * settings.backbone_lr / settings.lr)?;
+                optimizer.step(
+                    &grads,
+                    &backbone_vars,
+                    lr * settings.backbone_lr / settings.lr,
+                )?;
             }
             let loss = scalar(&loss)?;
             loss_sum += loss * batch.len() as f64;
@@ -315,11 +321,7 @@ pub fn fit(
             events.scalar(k, i64::from(epoch), *v);
         }
         let events_len = events.flush()?;
-        let record = EpochRecord {
-            epoch,
-            lr,
-            metrics,
-        };
+        let record = EpochRecord { epoch, lr, metrics };
         history.push(record.clone());
         let improved = match best {
             None => true,
@@ -347,7 +349,12 @@ pub fn fit(
         }
         checkpoint::save(&work, LAST, &varmap, optimizer.state_tensors()?, &meta)?;
         write_metrics(&work.join(METRICS_FILE), &history)?;
-        ctx.say(&epoch_line(&record, settings, clock.elapsed().as_secs_f64(), improved));
+        ctx.say(&epoch_line(
+            &record,
+            settings,
+            clock.elapsed().as_secs_f64(),
+            improved,
+        ));
         epochs_run += 1;
     }
     drop(events);
@@ -378,7 +385,10 @@ pub fn fit(
 pub const EVENTS_FILE: &str = "train.events";
 
 fn named_vars(varmap: &VarMap) -> Result<Vec<(String, Var)>, StageError> {
-    let vars = varmap.data().lock().map_err(|_| "variable map lock poisoned")?;
+    let vars = varmap
+        .data()
+        .lock()
+        .map_err(|_| "variable map lock poisoned")?;
     let mut named: Vec<(String, Var)> = vars.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(named)

@@ -22,6 +22,27 @@ use std::collections::BTreeMap;
 /// Scale of the GeoGuessr world-map score: 5000 points at 0 km, 5000/e at this distance.
 pub const GEOGUESSR_SCALE_KM: f64 = 1492.7;
 
+/// Every metric of a validation or test split, by name (`val/<name>`, `test/<name>`).
+pub const SPLIT_METRICS: &[&str] = &[
+    "loss",
+    "acc",
+    "acc_top5",
+    "haversine_km_mean",
+    "haversine_km_median",
+    "acc_1km",
+    "acc_5km",
+    "acc_25km",
+    "acc_100km",
+    "geoguessr_score",
+    "country_score",
+];
+
+/// Metrics of the training split (`train/<name>`).
+pub const TRAIN_METRICS: &[&str] = &["loss", "acc"];
+
+/// Metrics that exist only for classification (they need a true class).
+pub const CLASSIFICATION_METRICS: &[&str] = &["acc", "acc_top5"];
+
 /// Distance thresholds of the `acc_<n>km` metrics.
 const DISTANCE_THRESHOLDS_KM: [(f64, &str); 4] = [
     (1.0, "acc_1km"),

@@ -49,13 +49,20 @@ fn a_full_run_trains_evaluates_and_reruns_from_cache_with_the_same_manifest() {
     let first = env.run(&["run", "exp.toml"]).expect(0);
     for stage in ["dataset", "classes", "images", "train", "evaluate"] {
         assert!(
-            first.stdout.lines().any(|l| l.starts_with(stage) && l.contains("miss")),
+            first
+                .stdout
+                .lines()
+                .any(|l| l.starts_with(stage) && l.contains("miss")),
             "{stage}: {}",
             first.stdout
         );
     }
     assert!(first.stdout.contains("epoch   3/3"), "{}", first.stdout);
-    assert!(first.stdout.contains("train-mean baseline"), "{}", first.stdout);
+    assert!(
+        first.stdout.contains("train-mean baseline"),
+        "{}",
+        first.stdout
+    );
     let run_dir = env.run_dir("t");
     let manifest = fs::read(run_dir.join("manifest.toml")).unwrap();
     let text = String::from_utf8_lossy(&manifest);
@@ -79,7 +86,10 @@ fn a_full_run_trains_evaluates_and_reruns_from_cache_with_the_same_manifest() {
         "predictions.csv",
         "error_map.png",
     ] {
-        assert!(run_dir.join(file).is_file(), "{file} missing in {run_dir:?}");
+        assert!(
+            run_dir.join(file).is_file(),
+            "{file} missing in {run_dir:?}"
+        );
     }
     assert!(work_dirs(&env).is_empty(), "work dir left behind");
 
@@ -117,7 +127,10 @@ fn training_is_deterministic_on_cpu() {
     let env = TestEnv::new();
     env.write(
         "exp.toml",
-        &experiment(3, "augment = { crop_scale = 0.6, color_jitter = 0.2, noise_std = 0.02 }\n"),
+        &experiment(
+            3,
+            "augment = { crop_scale = 0.6, color_jitter = 0.2, noise_std = 0.02 }\n",
+        ),
     );
     env.run(&["run", "exp.toml", "--runs-dir", "a"]).expect(0);
     env.run(&["run", "exp.toml", "--runs-dir", "b"]).expect(0);
@@ -136,7 +149,8 @@ fn training_is_deterministic_on_cpu() {
 fn a_killed_training_resumes_from_last_and_ends_like_an_uninterrupted_run() {
     let env = TestEnv::new();
     env.write("exp.toml", &experiment(6, ""));
-    env.run(&["run", "exp.toml", "--runs-dir", "whole"]).expect(0);
+    env.run(&["run", "exp.toml", "--runs-dir", "whole"])
+        .expect(0);
     let whole = {
         let base = env.path().join("whole/t");
         fs::read_dir(base).unwrap().next().unwrap().unwrap().path()
@@ -166,10 +180,17 @@ fn a_killed_training_resumes_from_last_and_ends_like_an_uninterrupted_run() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(env.cache_entries("train").is_empty(), "a killed run committed");
+    assert!(
+        env.cache_entries("train").is_empty(),
+        "a killed run committed"
+    );
 
     let resumed = env.run(&["run", "exp.toml"]).expect(0);
-    assert!(resumed.stdout.contains("resuming from"), "{}", resumed.stdout);
+    assert!(
+        resumed.stdout.contains("resuming from"),
+        "{}",
+        resumed.stdout
+    );
     let run_dir = env.run_dir("t");
     assert_eq!(metrics_csv(&run_dir), metrics_csv(&whole));
     assert_eq!(
@@ -218,7 +239,12 @@ fn event_files_hold_the_epoch_metrics_and_every_step_lr() {
     let lr_steps = scalars.iter().filter(|(t, _, _)| t == "lr").count();
     // 60 locations → 48 train → 6 batches of 8, three epochs.
     assert_eq!(lr_steps, 18);
-    for tag in ["train/loss", "train/acc", "val/haversine_km_mean", "test/acc_top5"] {
+    for tag in [
+        "train/loss",
+        "train/acc",
+        "val/haversine_km_mean",
+        "test/acc_top5",
+    ] {
         assert!(scalars.iter().any(|(t, _, _)| t == tag), "{tag}");
     }
 }
@@ -228,9 +254,11 @@ fn a_frozen_backbone_keeps_its_initial_weights_and_batch_norm_statistics() {
     let env = TestEnv::new();
     // Frozen for both epochs: only the head may change.
     env.write("exp.toml", &experiment(2, "unfreeze_epoch = 2\n"));
-    env.run(&["run", "exp.toml", "--runs-dir", "frozen"]).expect(0);
+    env.run(&["run", "exp.toml", "--runs-dir", "frozen"])
+        .expect(0);
     env.write("exp.toml", &experiment(2, ""));
-    env.run(&["run", "exp.toml", "--runs-dir", "free"]).expect(0);
+    env.run(&["run", "exp.toml", "--runs-dir", "free"])
+        .expect(0);
     let load = |r: &str| {
         let base = env.path().join(r).join("t");
         let dir = fs::read_dir(base).unwrap().next().unwrap().unwrap().path();
@@ -268,12 +296,18 @@ fn init_tensors() -> Vec<(String, Vec<u8>)> {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &candle_core::Device::Cpu);
     // Initial values derive from (seed, variable name), so the head size is irrelevant.
-    let _net = geoexp::model::GeoNet::new("tiny-cnn", geoexp::model::Fusion::Concat, 2, vb).unwrap();
+    let _net =
+        geoexp::model::GeoNet::new("tiny-cnn", geoexp::model::Fusion::Concat, 2, vb).unwrap();
     geoexp::model::init_seeded(&varmap, 5).unwrap();
     let vars = varmap.data().lock().unwrap();
     vars.iter()
         .map(|(n, v)| {
-            let t = v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let t = v
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
             let bytes = t.iter().flat_map(|x| x.to_le_bytes()).collect();
             (n.clone(), bytes)
         })
@@ -286,7 +320,56 @@ fn cuda_in_a_cpu_build_is_a_clear_error() {
         return;
     }
     let env = TestEnv::new();
-    env.write("exp.toml", &experiment(3, "").replace("\"cpu\"", "\"cuda:0\""));
+    env.write(
+        "exp.toml",
+        &experiment(3, "").replace("\"cpu\"", "\"cuda:0\""),
+    );
     let out = env.run(&["run", "exp.toml"]).expect(1);
     assert!(out.stderr.contains("--features cuda"), "{}", out.stderr);
+}
+
+#[test]
+fn a_corrupt_view_names_its_file_unless_bad_images_are_skipped() {
+    let env = TestEnv::new();
+    env.synth("d", 40, 4);
+    let victim = fs::read_dir(env.path().join("data/d/images"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("90.jpg");
+    fs::write(&victim, b"\xff\xd8\xff\xe0 not really a jpeg").unwrap();
+    env.write(
+        "exp.toml",
+        &crate::common::dirs_experiment(&["data/d"], "[classes]\nspacing = 0.7\n"),
+    );
+    let out = env.run(&["run", "exp.toml"]).expect(1);
+    let uuid = victim
+        .parent()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_string_lossy();
+    assert!(
+        out.stderr.contains(&format!("{uuid}/90.jpg")),
+        "{}",
+        out.stderr
+    );
+    assert!(env.cache_entries("images").is_empty());
+
+    let out = env
+        .run(&["run", "exp.toml", "--set", "dataset.skip_bad_images=true"])
+        .expect(0);
+    let manifest_path = out
+        .stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("run ")?
+                .split_once(" → ")
+                .map(|(_, p)| p.to_owned())
+        })
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    let manifest = fs::read_to_string(env.path().join(manifest_path)).unwrap();
+    assert!(manifest.contains("dropped_bad_images = 1"), "{manifest}");
 }

@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""PyTorch training-step throughput on the CPU, the baseline for `benches/step.rs`.
+
+What it measures: seconds per optimiser step and locations/s (one location = 4 views) for
+the same set-up as geoexp's Rust bench: batch 8 locations × 4 views at 112 px, 50 classes,
+random inputs, 2 threads (`torch.set_num_threads(2)`), for two backbones:
+
+* `tiny-cnn`: 4 × [Conv2d 3×3 stride 2 padding 1 (no bias) + BatchNorm2d + ReLU],
+  channels 3→16→32→64→128, then global average pool → 128 features (replica of geoexp's);
+* `resnet18`: torchvision `resnet18(weights=None)` with `fc = Identity` → 512 features.
+
+The wrapper runs the backbone on all 4 views as one batch ([B,4,3,S,S] → [4B,3,S,S]),
+concatenates the features per location ([B, 4·D]), applies a Linear head to 50 classes,
+cross entropy, AdamW (lr 1e-3). Two modes:
+
+* `frozen`: backbone in eval() under `torch.no_grad()`, only the head in the optimiser;
+* `full`: everything in train(), all parameters in the optimiser.
+
+Warm-up 3 steps, then `--steps` timed steps (default 10).
+
+How to run (from the repository root):
+
+    python3 benches/torch_step.py [--steps N] [--batch B] [--size S] [--threads T]
+                                  [--models tiny-cnn,resnet18]
+
+It installs torch + torchvision into its OWN virtual environment at
+`$HOME/.cache/geoexp-torch-venv` (created on first run; PyPI's torch is the CUDA build,
+~3 GB with the nvidia-* wheels, and runs fine on the CPU) and re-executes itself with that
+environment's python. It never installs into the system Python, and it is not part of, and
+never touches, the project's build or tests (`cargo test` does not see it).
+"""
+
+import os
+import sys
+
+VENV = os.path.join(os.path.expanduser("~"), ".cache", "geoexp-torch-venv")
+PACKAGES = ["torch", "torchvision", "pillow", "numpy"]
+
+
+def ensure_venv():
+    """Create the private venv and install the packages once, then re-exec inside it."""
+    if os.path.realpath(sys.prefix) == os.path.realpath(VENV):
+        return
+    import fcntl
+    import subprocess
+
+    python = os.path.join(VENV, "bin", "python")
+    marker = os.path.join(VENV, ".geoexp-ready")
+    os.makedirs(os.path.dirname(VENV), exist_ok=True)
+    with open(VENV + ".lock", "w") as lock:  # serialise concurrent first runs
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(marker):
+            if not os.path.exists(python):
+                print(f"creating venv {VENV}", file=sys.stderr, flush=True)
+                subprocess.check_call([sys.executable, "-m", "venv", VENV])
+            print(
+                f"installing {' '.join(PACKAGES)} into {VENV} (PyPI, ~3 GB, takes a while)",
+                file=sys.stderr,
+                flush=True,
+            )
+            subprocess.check_call([python, "-m", "pip", "install", "-q", "--upgrade", "pip"])
+            subprocess.check_call([python, "-m", "pip", "install", "-q", *PACKAGES])
+            open(marker, "w").close()
+    os.execv(python, [python, os.path.abspath(__file__), *sys.argv[1:]])
+
+
+ensure_venv()
+
+import argparse  # noqa: E402
+import time  # noqa: E402
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torchvision  # noqa: E402
+
+CLASSES = 50
+VIEWS = 4
+
+
+def tiny_cnn():
+    layers = []
+    chans = [3, 16, 32, 64, 128]
+    for cin, cout in zip(chans, chans[1:]):
+        layers += [
+            nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        ]
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    return nn.Sequential(*layers), 128
+
+
+def resnet18():
+    net = torchvision.models.resnet18(weights=None)
+    net.fc = nn.Identity()
+    return net, 512
+
+
+BACKBONES = {"tiny-cnn": tiny_cnn, "resnet18": resnet18}
+
+
+class GeoNet(nn.Module):
+    def __init__(self, backbone, dim, classes):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(VIEWS * dim, classes)
+
+    def forward(self, x, frozen):
+        b, v = x.shape[:2]
+        flat = x.reshape(b * v, *x.shape[2:])
+        if frozen:
+            with torch.no_grad():
+                feats = self.backbone(flat)
+        else:
+            feats = self.backbone(flat)
+        return self.head(feats.reshape(b, -1))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=8, help="locations per step")
+    ap.add_argument("--size", type=int, default=112, help="pixels")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--models", default="tiny-cnn,resnet18")
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
+          f"{torch.get_num_threads()} threads (CPU)")
+    print(f"batch {args.batch} locations × {VIEWS} views, {args.size} px, {CLASSES} classes, "
+          f"{args.warmup} warmup + {args.steps} timed steps")
+    print(f"{'model':<12} {'mode':<10} {'s/step':>10} {'locations/s':>12}", flush=True)
+
+    x = torch.randn(args.batch, VIEWS, 3, args.size, args.size)
+    y = torch.arange(args.batch) % CLASSES
+    loss_fn = nn.CrossEntropyLoss()
+    for name in args.models.split(","):
+        for mode in ("frozen", "full"):
+            backbone, dim = BACKBONES[name]()
+            net = GeoNet(backbone, dim, CLASSES)
+            frozen = mode == "frozen"
+            net.train()
+            if frozen:
+                net.backbone.eval()
+                params = list(net.head.parameters())
+            else:
+                params = list(net.parameters())
+            opt = torch.optim.AdamW(params, lr=1e-3)
+
+            def step():
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(net(x, frozen), y)
+                loss.backward()
+                opt.step()
+
+            for _ in range(args.warmup):
+                step()
+            t = time.perf_counter()
+            for _ in range(args.steps):
+                step()
+            per_step = (time.perf_counter() - t) / args.steps
+            print(f"{name:<12} {mode:<10} {per_step:>10.3f} {args.batch / per_step:>12.2f}",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
