@@ -9,13 +9,17 @@
 //! | [`cli`]        | argument parsing, printing, exit codes (the only `anyhow` user)       |
 //! | [`ops`]        | what each command does, as plain functions over options structs       |
 //! | [`experiment`] | schema, layered loading (figment), validation, provenance             |
-//! | [`stages`]     | the dataset and classes stages, and the graph they form               |
+//! | [`stages`]     | dataset, classes, images, train, evaluate, and the graph they form    |
+//! | [`train`]      | the training loop, optimisers, schedules, losses, metrics, checkpoints|
+//! | [`model`]      | backbones (tiny-cnn, ResNet/ResNeXt), view fusion, head, weights      |
+//! | [`images`]     | decoding and resizing views into one memory-mapped tensor file        |
 //! | [`dataset`]    | the on-disk dataset layout, CSVs, splits, the synthetic generator     |
 //! | [`geo`]        | boundaries, grids, centroids, projections, haversine                  |
-//! | [`track`]      | pictures for people: maps                                             |
+//! | [`track`]      | what people look at: maps, TensorBoard event files                    |
 //! | [`graph`]      | stages, keys, fingerprints, cache, locks, plans, execution, manifests |
 //!
-//! Dependencies point down: `cli → ops → stages → (dataset, geo, track) → graph`.
+//! Dependencies point down: `cli → ops → stages → train → (model, images, dataset, geo,
+//! track) → graph`.
 //!
 //! Files geoexp writes (under the runs directory, `runs/` by default):
 //!
@@ -29,6 +33,9 @@
 //! | `<name>/<run-id>/manifest.toml`        | deterministic record of a run                      |
 //! | `<name>/<run-id>/execution.toml`       | volatile facts: times, host, hits and misses       |
 //! | `<name>/<run-id>/<stage>`              | symlink to that stage's cache entry                |
+//! | `<name>/<run-id>/events.out.tfevents.*`| hard links to the train/evaluate event files       |
+//! | `<name>/<run-id>/checkpoints/`         | hard links to the `best` and `last` checkpoints    |
+//! | `.cache/train/.work/<key>/`            | a training in progress; resumed after a crash      |
 
 #![warn(missing_docs)]
 
