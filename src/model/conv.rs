@@ -162,6 +162,7 @@ impl ConvGrad {
         Ok((gx, gw))
     }
 
+    /// Input gradient of a grouped conv (ungrouped ones take [`ConvGrad::gemm_grads`]).
     fn input_grad(&self, x: &Tensor, w: &Tensor, grad: &Tensor) -> Result<Tensor> {
         let (_, _, h, wd) = x.dims4()?;
         let (cout, cin_g, k, _) = w.dims4()?;
@@ -192,13 +193,6 @@ impl ConvGrad {
             // value placed back at its strided input position.
             let small = grad.contiguous()?.conv2d(&wt, 0, 1, 1, g)?;
             return fit(&fit(&dilate(&small, s)?, 2, h)?, 3, wd);
-        }
-        if s > 1 && g == 1 {
-            // Dilating would make 3/4 of the work multiply zeros; candle's transposed conv is
-            // cheaper here. Its output padding (the rows/cols the forward read only partly)
-            // applies to both axes, so take the larger and cut the other axis back.
-            let gx = grad.conv_transpose2d(w, p, rh.max(rw), s, 1)?;
-            return gx.narrow(2, 0, h)?.narrow(3, 0, wd);
         }
         let grad = dilate(grad, s)?;
         let q = k - 1 - p;

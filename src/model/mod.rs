@@ -6,6 +6,7 @@
 //! | `backbone.rs` | the [`Backbone`] trait, the [`BACKBONES`] list and [`build_backbone`]          |
 //! | `tiny_cnn.rs` | a small CNN fast enough for CPU runs and tests                                |
 //! | `resnet.rs`   | ResNet 18/34/50/101/152 and ResNeXt 50_32x4d / 101_32x8d, torchvision layout   |
+//! | `batch_norm.rs` | BatchNorm with fused CPU kernels (candle's train mode is a dozen passes)   |
 //! | `conv.rs`     | conv with a fast CPU backward (candle's input gradient is a naive loop)       |
 //! | `maxpool.rs`  | the stem's 3×3 / stride 2 / padding 1 max-pool, with a backward pass          |
 //! | `net.rs`      | [`GeoNet`]: backbone on all views as one batch, [`Fusion`], linear head        |
@@ -23,6 +24,7 @@
 //! This module must not read images, configs or datasets, nor know about losses or optimisers.
 
 mod backbone;
+mod batch_norm;
 mod conv;
 mod init;
 mod maxpool;
@@ -32,6 +34,7 @@ mod tiny_cnn;
 mod weights;
 
 pub use backbone::{BACKBONES, Backbone, build_backbone};
+pub use batch_norm::BatchNorm;
 pub use conv::{Conv, conv2d};
 pub use init::init_seeded;
 pub use maxpool::{max_pool_3x3_s2_p1, max_pool_3x3_s2_p1_composed};

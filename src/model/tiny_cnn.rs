@@ -3,9 +3,10 @@
 //! quick experiments exercise the real training path.
 
 use candle_core::{Result, Tensor};
-use candle_nn::{ModuleT, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::backbone::{Backbone, Names, conv_cfg, first_trainable};
+use super::batch_norm::BatchNorm;
 use super::conv::Conv;
 
 /// Channels of the four blocks; the last is the feature dimension.
@@ -14,7 +15,7 @@ const CHANNELS: [usize; 4] = [16, 32, 64, 128];
 /// One conv + BN + ReLU block, vars `block{i}.conv.weight` and `block{i}.bn.*`.
 struct Block {
     conv: Conv,
-    bn: candle_nn::BatchNorm,
+    bn: BatchNorm,
 }
 
 /// The `tiny-cnn` backbone.
