@@ -39,6 +39,17 @@ impl Conv {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         conv2d(x, &self.weight, self.stride, self.padding, self.groups)
     }
+
+    /// Like [`Conv::forward`]; `train == false` promises no backward will pass through (frozen
+    /// blocks, whose output is detached), so candle's conv runs without the custom op and its
+    /// copy of the output.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if train {
+            self.forward(x)
+        } else {
+            x.conv2d(&self.weight, self.padding, self.stride, 1, self.groups)
+        }
+    }
 }
 
 /// `x` `[N, Cin, H, W]` ⊛ `w` `[Cout, Cin / groups, k, k]` with the given stride and padding;

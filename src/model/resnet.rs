@@ -91,7 +91,7 @@ struct ConvBn {
 
 impl ConvBn {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.bn.forward_t(&self.conv.forward(x)?, train)
+        self.bn.forward_t(&self.conv.forward_t(x, train)?, train)
     }
 }
 

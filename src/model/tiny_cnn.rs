@@ -60,7 +60,10 @@ impl Backbone for TinyCnn {
             if i == first && i > 0 {
                 x = x.detach();
             }
-            x = b.bn.forward_t(&b.conv.forward(&x)?, i >= first)?.relu()?;
+            let train = i >= first;
+            x =
+                b.bn.forward_t(&b.conv.forward_t(&x, train)?, train)?
+                    .relu()?;
         }
         let x = x.mean((2, 3))?;
         Ok(if trainable == 0 { x.detach() } else { x })
