@@ -4,6 +4,7 @@ use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 use super::ModelError;
+use super::batch_norm::BatchNorm;
 use super::conv::Conv;
 use super::resnet::{ResNet, ResNetConfig};
 use super::tiny_cnn::TinyCnn;
@@ -102,12 +103,12 @@ impl Names {
 
     /// A BatchNorm under `vb`: torchvision's `weight`, `bias`, `running_mean`, `running_var`
     /// (eps 1e-5, momentum 0.1, like torch).
-    pub fn bn(&mut self, c: usize, vb: VarBuilder) -> candle_core::Result<candle_nn::BatchNorm> {
+    pub fn bn(&mut self, c: usize, vb: VarBuilder) -> candle_core::Result<BatchNorm> {
         let p = vb.prefix();
         for n in ["weight", "bias", "running_mean", "running_var"] {
             self.0.push(format!("{p}.{n}"));
         }
-        candle_nn::batch_norm(c, candle_nn::BatchNormConfig::default(), vb)
+        BatchNorm::new(c, vb)
     }
 }
 

@@ -6,9 +6,10 @@
 //! fine-tuned: its BatchNorm is eval-only and its stem max-pool has no working backward.
 
 use candle_core::{Result, Tensor};
-use candle_nn::{ModuleT, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::backbone::{Backbone, Names, conv_cfg, first_trainable};
+use super::batch_norm::BatchNorm;
 use super::conv::Conv;
 use super::maxpool::max_pool_3x3_s2_p1;
 
@@ -85,12 +86,12 @@ impl ResNetConfig {
 /// conv + BatchNorm, the unit every block is made of.
 struct ConvBn {
     conv: Conv,
-    bn: candle_nn::BatchNorm,
+    bn: BatchNorm,
 }
 
 impl ConvBn {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.bn.forward_t(&self.conv.forward(x)?, train)
+        self.bn.forward_t(&self.conv.forward_t(x, train)?, train)
     }
 }
 

@@ -357,3 +357,19 @@ fn load_pretrained_names_missing_misshapen_and_foreign_tensors() {
     let err = load_pretrained(&r18, &dir.path().join("nope.safetensors"), "backbone.").unwrap_err();
     assert!(matches!(err, ModelError::ReadWeights { .. }));
 }
+
+#[test]
+fn resnext50_runs_forward_and_backward_with_grouped_convs() {
+    let (varmap, net) = build("resnext50_32x4d", Fusion::Mean, 3);
+    let out = net
+        .forward(&images(1, 32, 13), net.backbone_blocks())
+        .unwrap();
+    assert_eq!(out.dims(), [1, 3]);
+    let grads = out.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    let grouped = var(&varmap, "backbone.layer1.0.conv2.weight");
+    assert!(
+        values(grads.get(&grouped).expect("grouped conv trains"))
+            .iter()
+            .any(|v| *v != 0.0)
+    );
+}

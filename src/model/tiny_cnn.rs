@@ -3,9 +3,10 @@
 //! quick experiments exercise the real training path.
 
 use candle_core::{Result, Tensor};
-use candle_nn::{ModuleT, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::backbone::{Backbone, Names, conv_cfg, first_trainable};
+use super::batch_norm::BatchNorm;
 use super::conv::Conv;
 
 /// Channels of the four blocks; the last is the feature dimension.
@@ -14,7 +15,7 @@ const CHANNELS: [usize; 4] = [16, 32, 64, 128];
 /// One conv + BN + ReLU block, vars `block{i}.conv.weight` and `block{i}.bn.*`.
 struct Block {
     conv: Conv,
-    bn: candle_nn::BatchNorm,
+    bn: BatchNorm,
 }
 
 /// The `tiny-cnn` backbone.
@@ -59,7 +60,10 @@ impl Backbone for TinyCnn {
             if i == first && i > 0 {
                 x = x.detach();
             }
-            x = b.bn.forward_t(&b.conv.forward(&x)?, i >= first)?.relu()?;
+            let train = i >= first;
+            x =
+                b.bn.forward_t(&b.conv.forward_t(&x, train)?, train)?
+                    .relu()?;
         }
         let x = x.mean((2, 3))?;
         Ok(if trainable == 0 { x.detach() } else { x })

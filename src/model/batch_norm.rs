@@ -1,0 +1,422 @@
+//! BatchNorm with fused CPU kernels, same vars and semantics as `candle_nn::BatchNorm`
+//! (torch's: batch statistics in train mode, biased variance for normalising, unbiased for the
+//! running variance, momentum 0.1, eps 1e-5).
+//!
+//! candle's train-mode BatchNorm is a dozen broadcast ops (transpose, copy, mean, sub, sqr,
+//! mean, div, sqrt, mul, add, ..) each a pass over the activation, and as many again in
+//! backward; in a ResNet fine-tuning step on the CPU that was a large share of the time. Here
+//! the statistics are one pass, the normalisation one pass, and the backward two (per-channel
+//! sums, then the input gradient). Other devices use candle's BatchNorm.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{
+    CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, Var, WithDType, bail,
+};
+use candle_nn::{ModuleT, VarBuilder};
+use rayon::prelude::*;
+
+/// A BatchNorm over dimension 1 of an `[N, C, H, W]` tensor, vars `weight`, `bias`,
+/// `running_mean`, `running_var` (torchvision's names).
+#[derive(Clone, Debug)]
+pub struct BatchNorm {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Var,
+    running_var: Var,
+    eps: f64,
+    momentum: f64,
+    /// candle's own, sharing the same vars: the path for non-CPU devices and other dtypes.
+    fallback: candle_nn::BatchNorm,
+}
+
+impl BatchNorm {
+    /// Creates (or fetches) the four vars under `vb` with torch's defaults: weight 1, bias 0,
+    /// running mean 0, running variance 1; eps 1e-5, momentum 0.1.
+    pub fn new(c: usize, vb: VarBuilder) -> Result<Self> {
+        use candle_nn::Init::Const;
+        let running_mean = vb.get_with_hints(c, "running_mean", Const(0.))?;
+        let running_var = vb.get_with_hints(c, "running_var", Const(1.))?;
+        let weight = vb.get_with_hints(c, "weight", Const(1.))?;
+        let bias = vb.get_with_hints(c, "bias", Const(0.))?;
+        let (eps, momentum) = (1e-5, 0.1);
+        let fallback = candle_nn::BatchNorm::new_with_momentum(
+            c,
+            running_mean.clone(),
+            running_var.clone(),
+            weight.clone(),
+            bias.clone(),
+            eps,
+            momentum,
+        )?;
+        Ok(Self {
+            weight,
+            bias,
+            // From a VarMap these are vars already and `from_tensor` shares their storage, so
+            // updates land in the VarMap (and in `fallback`, which does the same).
+            running_mean: Var::from_tensor(&running_mean)?,
+            running_var: Var::from_tensor(&running_var)?,
+            eps,
+            momentum,
+            fallback,
+        })
+    }
+
+    /// `train`: normalise with the batch's statistics and update the running ones; else
+    /// normalise with the running statistics (left untouched).
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let fused = x.device().is_cpu()
+            && matches!(x.dtype(), DType::F32 | DType::F64)
+            && x.rank() == 4
+            && self.weight.dtype() == x.dtype();
+        if !fused {
+            return self.fallback.forward_t(x, train);
+        }
+        if train {
+            self.forward_train(x)
+        } else {
+            self.forward_eval(x)
+        }
+    }
+
+    /// y = x·scale + shift with per-channel scale and shift: two passes instead of four.
+    fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {
+        let c = x.dim(1)?;
+        let rm = self.running_mean.as_detached_tensor();
+        let rv = self.running_var.as_detached_tensor();
+        let scale = (&self.weight / (rv + self.eps)?.sqrt()?)?;
+        let shift = (&self.bias - (rm * &scale)?)?;
+        x.broadcast_mul(&scale.reshape((1, c, 1, 1))?)?
+            .broadcast_add(&shift.reshape((1, c, 1, 1))?)
+    }
+
+    fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
+        let x = x.contiguous()?;
+        let (n, c, h, w) = x.dims4()?;
+        let m = n * h * w;
+        if m < 2 {
+            bail!(
+                "batch-norm in train mode needs more than one value per channel, got {:?}",
+                x.shape()
+            )
+        }
+        let (mean, var) = match &*x.storage_and_layout().0 {
+            candle_core::Storage::Cpu(CpuStorage::F32(v)) => {
+                stats(contiguous(v, x.layout())?, c, h * w)
+            }
+            candle_core::Storage::Cpu(CpuStorage::F64(v)) => {
+                stats(contiguous(v, x.layout())?, c, h * w)
+            }
+            _ => bail!("batch-norm: unexpected storage"),
+        };
+        let mom = self.momentum;
+        let dev = x.device();
+        let upd = |run: &Var, batch: Vec<f64>, factor: f64| -> Result<()> {
+            let batch = Tensor::from_vec(batch, c, dev)?.to_dtype(run.dtype())?;
+            run.set(&((run.as_detached_tensor() * (1.0 - mom))? + (batch * (mom * factor))?)?)
+        };
+        upd(&self.running_mean, mean.clone(), 1.0)?;
+        upd(&self.running_var, var.clone(), m as f64 / (m as f64 - 1.0))?;
+        let invstd = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
+        x.apply_op3(&self.weight, &self.bias, BnTrain { mean, invstd })
+    }
+}
+
+/// The contiguous slice a layout covers.
+fn contiguous<'a, T>(v: &'a [T], l: &Layout) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => bail!("batch-norm: expected a contiguous tensor"),
+    }
+}
+
+/// Per-channel mean and biased variance of a contiguous `[N, C, HW]` buffer, in f64 and two
+/// passes (one-pass sums of squares lose precision on large activations).
+fn stats<T: WithDType>(x: &[T], c: usize, hw: usize) -> (Vec<f64>, Vec<f64>) {
+    let n = x.len() / (c * hw);
+    let m = (n * hw) as f64;
+    let planes = |ch: usize| (0..n).map(move |b| &x[(b * c + ch) * hw..(b * c + ch + 1) * hw]);
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let mean = planes(ch).flatten().map(|v| v.to_f64()).sum::<f64>() / m;
+            let var = planes(ch)
+                .flatten()
+                .map(|v| (v.to_f64() - mean).powi(2))
+                .sum::<f64>()
+                / m;
+            (mean, var)
+        })
+        .unzip()
+}
+
+/// Train-mode normalisation with the batch statistics computed beforehand.
+struct BnTrain {
+    mean: Vec<f64>,
+    invstd: Vec<f64>,
+}
+
+fn per_channel<T: WithDType>(t: &[T]) -> Vec<f64> {
+    t.iter().map(|v| v.to_f64()).collect()
+}
+
+fn normalise<T: WithDType>(x: &[T], w: &[T], b: &[T], op: &BnTrain, hw: usize) -> Vec<T> {
+    let c = w.len();
+    let (w, b) = (per_channel(w), per_channel(b));
+    let mut y = vec![T::from_f64(0.0); x.len()];
+    y.par_chunks_mut(hw)
+        .zip(x.par_chunks(hw))
+        .enumerate()
+        .for_each(|(plane, (y, x))| {
+            let ch = plane % c;
+            let scale = op.invstd[ch] * w[ch];
+            let shift = b[ch] - op.mean[ch] * scale;
+            for (y, x) in y.iter_mut().zip(x) {
+                *y = T::from_f64(x.to_f64() * scale + shift);
+            }
+        });
+    y
+}
+
+impl CustomOp3 for BnTrain {
+    fn name(&self) -> &'static str {
+        "batch-norm-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (_, _, h, w) = l1.shape().dims4()?;
+        let y = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(wt), CpuStorage::F32(b)) => {
+                CpuStorage::F32(normalise(
+                    contiguous(x, l1)?,
+                    contiguous(wt, l2)?,
+                    contiguous(b, l3)?,
+                    self,
+                    h * w,
+                ))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(wt), CpuStorage::F64(b)) => {
+                CpuStorage::F64(normalise(
+                    contiguous(x, l1)?,
+                    contiguous(wt, l2)?,
+                    contiguous(b, l3)?,
+                    self,
+                    h * w,
+                ))
+            }
+            (x, _, _) => bail!("batch-norm: unsupported dtype {:?}", x.dtype()),
+        };
+        Ok((y, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, c, h, wd) = x.dims4()?;
+        let len = n * c * h * wd;
+        let grad = grad.contiguous()?;
+        let packed = x.detach().apply_op3_no_bwd(
+            &grad.detach(),
+            &w.detach().contiguous()?,
+            &BnTrainGrad {
+                mean: self.mean.clone(),
+                invstd: self.invstd.clone(),
+            },
+        )?;
+        let dx = x
+            .track_op()
+            .then(|| packed.narrow(0, 0, len)?.reshape(x.shape()))
+            .transpose()?;
+        Ok((
+            dx,
+            Some(packed.narrow(0, len, c)?),
+            Some(packed.narrow(0, len + c, c)?),
+        ))
+    }
+}
+
+/// `(x, grad, weight)` → `[dx (flattened), dweight (C), dbias (C)]` in one buffer, since a
+/// custom op has one output.
+struct BnTrainGrad {
+    mean: Vec<f64>,
+    invstd: Vec<f64>,
+}
+
+fn bn_grad<T: WithDType>(x: &[T], g: &[T], w: &[T], op: &BnTrainGrad, hw: usize) -> Vec<T> {
+    let c = w.len();
+    let n = x.len() / (c * hw);
+    let m = (n * hw) as f64;
+    let plane = |b: usize, ch: usize| (b * c + ch) * hw..(b * c + ch + 1) * hw;
+    // Per channel: Σg (= dbias) and Σg·x̂ (= dweight).
+    let (db, dw): (Vec<f64>, Vec<f64>) = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let (mean, inv) = (op.mean[ch], op.invstd[ch]);
+            let (mut sg, mut sgx) = (0.0, 0.0);
+            for b in 0..n {
+                let r = plane(b, ch);
+                for (xv, gv) in x[r.clone()].iter().zip(&g[r]) {
+                    let gv = gv.to_f64();
+                    sg += gv;
+                    sgx += gv * (xv.to_f64() - mean) * inv;
+                }
+            }
+            (sg, sgx)
+        })
+        .unzip();
+    let w = per_channel(w);
+    let mut out = vec![T::from_f64(0.0); x.len() + 2 * c];
+    let (dx, rest) = out.split_at_mut(x.len());
+    // dx = w·invstd/M · (M·g − Σg − x̂·Σg·x̂)
+    dx.par_chunks_mut(hw).enumerate().for_each(|(p, dx)| {
+        let ch = p % c;
+        let (mean, inv) = (op.mean[ch], op.invstd[ch]);
+        let k = w[ch] * inv / m;
+        let r = p * hw..(p + 1) * hw;
+        for ((d, xv), gv) in dx.iter_mut().zip(&x[r.clone()]).zip(&g[r]) {
+            let xhat = (xv.to_f64() - mean) * inv;
+            *d = T::from_f64(k * (m * gv.to_f64() - db[ch] - xhat * dw[ch]));
+        }
+    });
+    for ch in 0..c {
+        rest[ch] = T::from_f64(dw[ch]);
+        rest[c + ch] = T::from_f64(db[ch]);
+    }
+    out
+}
+
+impl CustomOp3 for BnTrainGrad {
+    fn name(&self) -> &'static str {
+        "batch-norm-train-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l1.shape().dims4()?;
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(g), CpuStorage::F32(wt)) => {
+                CpuStorage::F32(bn_grad(
+                    contiguous(x, l1)?,
+                    contiguous(g, l2)?,
+                    contiguous(wt, l3)?,
+                    self,
+                    h * w,
+                ))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(g), CpuStorage::F64(wt)) => {
+                CpuStorage::F64(bn_grad(
+                    contiguous(x, l1)?,
+                    contiguous(g, l2)?,
+                    contiguous(wt, l3)?,
+                    self,
+                    h * w,
+                ))
+            }
+            (x, _, _) => bail!("batch-norm backward: unsupported dtype {:?}", x.dtype()),
+        };
+        Ok((out, Shape::from(n * c * h * w + 2 * c)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+    use candle_nn::VarMap;
+
+    fn data(len: usize, salt: usize) -> Vec<f64> {
+        (0..len)
+            .map(|i| (((i * 7919 + salt * 104729) % 1009) as f64 / 1009.0) * 3.0 - 1.0)
+            .collect()
+    }
+
+    fn flat(t: &Tensor) -> Vec<f64> {
+        t.flatten_all().and_then(|t| t.to_vec1()).expect("f64")
+    }
+
+    fn close(a: &[f64], b: &[f64], what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}");
+        for (u, v) in a.iter().zip(b) {
+            assert!((u - v).abs() < 1e-9 * (1.0 + v.abs()), "{what}: {u} vs {v}");
+        }
+    }
+
+    #[test]
+    fn matches_candles_batch_norm_in_train_and_eval_mode_with_gradients() -> Result<()> {
+        let dev = Device::Cpu;
+        let (n, c, h, w) = (3, 4, 5, 3);
+        let build = || -> Result<(VarMap, BatchNorm)> {
+            let vm = VarMap::new();
+            let bn = BatchNorm::new(c, VarBuilder::from_varmap(&vm, DType::F64, &dev))?;
+            let data_ = vm.data().lock().expect("lock");
+            data_["weight"].set(&Tensor::new(&[0.5f64, 1.5, -1.0, 2.0], &dev)?)?;
+            data_["bias"].set(&Tensor::new(&[0.1f64, -0.2, 0.3, 0.0], &dev)?)?;
+            drop(data_);
+            Ok((vm, bn))
+        };
+        let (ours_vm, ours) = build()?;
+        let (ref_vm, _) = build()?;
+        let reference = {
+            let d = ref_vm.data().lock().expect("lock");
+            candle_nn::BatchNorm::new_with_momentum(
+                c,
+                d["running_mean"].as_tensor().clone(),
+                d["running_var"].as_tensor().clone(),
+                d["weight"].as_tensor().clone(),
+                d["bias"].as_tensor().clone(),
+                1e-5,
+                0.1,
+            )?
+        };
+        let x = Var::from_vec(data(n * c * h * w, 1), (n, c, h, w), &dev)?;
+        let r = Tensor::from_vec(data(n * c * h * w, 2), (n, c, h, w), &dev)?;
+        for train in [true, false, true] {
+            let a = ours.forward_t(&x, train)?;
+            let b = reference.forward_t(&x, train)?;
+            close(&flat(&a), &flat(&b), "y");
+            let ga = (a * &r)?.sum_all()?.backward()?;
+            let gb = (b * &r)?.sum_all()?.backward()?;
+            let (od, rd) = (
+                ours_vm.data().lock().expect("lock"),
+                ref_vm.data().lock().expect("lock"),
+            );
+            close(
+                &flat(ga.get(&x).expect("dx")),
+                &flat(gb.get(&x).expect("dx")),
+                "dx",
+            );
+            for name in ["weight", "bias"] {
+                let g1 = ga.get(&od[name]).expect("ours");
+                let g2 = gb.get(&rd[name]).expect("reference");
+                close(&flat(g1), &flat(g2), name);
+            }
+            for name in ["running_mean", "running_var"] {
+                close(
+                    &flat(od[name].as_tensor()),
+                    &flat(rd[name].as_tensor()),
+                    name,
+                );
+            }
+        }
+        Ok(())
+    }
+}
