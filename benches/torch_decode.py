@@ -134,7 +134,7 @@ def write_views(folder, n):
         synthetic(k).save(p + ".tmp", "JPEG", quality=90)
         os.replace(p + ".tmp", p)
     size = sum(os.path.getsize(p) for p in paths) / n / 1024
-    verb = f"wrote {len(missing)}" if missing else "reused"
+    verb = f"wrote {len(missing)} of" if missing else "reused"
     print(f"{verb} {n} synthetic {SOURCE}×{SOURCE} q90 JPEGs in {folder} "
           f"({size:.0f} KiB each) in {time.perf_counter() - t:.1f} s")
     return paths

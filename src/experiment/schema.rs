@@ -179,17 +179,8 @@ pub enum Fusion {
     Mean,
 }
 
-/// Backbone names geoexp knows.
-pub const BACKBONES: &[&str] = &[
-    "tiny-cnn",
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "resnet152",
-    "resnext50_32x4d",
-    "resnext101_32x8d",
-];
+/// Backbone names geoexp knows (the model module's registry).
+pub use crate::model::BACKBONES;
 
 /// `[model]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
