@@ -38,6 +38,9 @@ pub const CELLS_FILE: &str = "cells.csv";
 pub const ERROR_MAP_FILE: &str = "error_map.png";
 /// Test metrics.
 pub const METRICS_FILE: &str = "metrics.toml";
+/// Tag prefix of the best checkpoint's test metrics in TensorBoard (the train stage logs
+/// `test/*` for every epoch; these are the final ones, at the best epoch's step).
+pub const EVENT_PREFIX: &str = "evaluate/";
 /// TensorBoard events (not named `*tfevents*`; see [`crate::train::fit::EVENTS_FILE`]).
 pub const EVENTS_FILE: &str = "evaluate.events";
 
@@ -275,7 +278,7 @@ fn write_events(
 ) -> Result<(), StageError> {
     let mut events = EventWriter::create(out)?;
     for (k, v) in metrics {
-        events.scalar(&format!("test/{k}"), i64::from(epoch), *v);
+        events.scalar(&format!("{EVENT_PREFIX}{k}"), i64::from(epoch), *v);
     }
     let png = std::fs::read(map)?;
     let (w, h) = image::image_dimensions(map)?;

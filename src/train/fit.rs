@@ -178,11 +178,16 @@ pub fn fit(
         (events, loaded.meta.epoch + 1)
     } else {
         let mut events = EventWriter::create(&work)?;
-        let metric_tags: Vec<String> = ["test/haversine_km_mean", "test/haversine_km_median"]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .chain(std::iter::once(settings.monitor.clone()))
-            .collect();
+        // The evaluate stage logs the best checkpoint's test metrics under these tags.
+        let metric_tags: Vec<String> = [
+            "evaluate/haversine_km_mean",
+            "evaluate/haversine_km_median",
+            "evaluate/geoguessr_score",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .chain(std::iter::once(settings.monitor.clone()))
+        .collect();
         events.hparams_start(&settings.hparams, &metric_tags);
         if let Some((png, w, h)) = &data.class_map {
             events.image("maps/classes", 0, png, *w, *h);
