@@ -23,7 +23,7 @@ use super::scheduler::SchedulerState;
 /// The metadata entry holding [`CheckpointMeta`] as JSON.
 pub const META_KEY: &str = "geoexp";
 /// Prefix of optimiser-state tensors.
-pub const OPTIM_PREFIX: &str = "optim.";
+pub const OPTIM_PREFIX: &str = super::optimizer::STATE_PREFIX;
 
 /// Why a checkpoint could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -165,7 +165,12 @@ pub fn save(
         let t = t
             .to_device(&Device::Cpu)
             .map_err(|e| CheckpointError::file(&tensors_path, e))?;
-        tensors.insert(format!("{OPTIM_PREFIX}{n}"), t);
+        let name = if n.starts_with(OPTIM_PREFIX) {
+            n
+        } else {
+            format!("{OPTIM_PREFIX}{n}")
+        };
+        tensors.insert(name, t);
     }
     let json = serde_json::to_string(meta).map_err(|e| CheckpointError::file(&tensors_path, e))?;
     let bytes =
@@ -182,7 +187,7 @@ pub fn save(
 pub struct Loaded {
     /// Model tensors by variable name.
     pub model: HashMap<String, Tensor>,
-    /// Optimiser tensors, without the `optim.` prefix.
+    /// Optimiser tensors, by their full `optim.` names.
     pub optim: HashMap<String, Tensor>,
     /// Its metadata.
     pub meta: CheckpointMeta,
@@ -218,10 +223,11 @@ pub fn load(path: &Path, device: &Device) -> Result<Loaded, CheckpointError> {
         .map_err(|e| CheckpointError::file(path, e))?;
     let (mut model, mut optim) = (HashMap::new(), HashMap::new());
     for (n, t) in all {
-        match n.strip_prefix(OPTIM_PREFIX) {
-            Some(rest) => optim.insert(rest.to_owned(), t),
-            None => model.insert(n, t),
-        };
+        if n.starts_with(OPTIM_PREFIX) {
+            optim.insert(n, t);
+        } else {
+            model.insert(n, t);
+        }
     }
     Ok(Loaded { model, optim, meta })
 }

@@ -35,7 +35,8 @@ use candle_core::{DType, Device, Tensor, Var};
 use crate::experiment::Optimizer as OptimizerKind;
 
 /// Prefix of every optimiser entry in a checkpoint.
-const PREFIX: &str = "optim.";
+/// Prefix of every optimiser-state tensor name.
+pub const STATE_PREFIX: &str = "optim.";
 const STEP: &str = "step";
 const EXP_AVG: &str = "exp_avg";
 const EXP_AVG_SQ: &str = "exp_avg_sq";
@@ -236,7 +237,7 @@ impl Optimizer {
         let mut names: Vec<&String> = tensors.keys().collect();
         names.sort();
         for name in names {
-            let Some(rest) = name.strip_prefix(PREFIX) else {
+            let Some(rest) = name.strip_prefix(STATE_PREFIX) else {
                 continue;
             };
             let known = [STEP].iter().chain(fields).find_map(|field| {
@@ -333,7 +334,7 @@ impl Optimizer {
 }
 
 fn entry_name(var: &str, field: &str) -> String {
-    format!("{PREFIX}{var}.{field}")
+    format!("{STATE_PREFIX}{var}.{field}")
 }
 
 fn read_step(name: &str, t: &Tensor) -> Result<u64, OptimizerError> {

@@ -92,6 +92,21 @@ fn a_full_run_trains_evaluates_and_reruns_from_cache_with_the_same_manifest() {
         );
     }
     assert!(work_dirs(&env).is_empty(), "work dir left behind");
+    // The tensor names the README documents for Python users.
+    let names: Vec<String> = checkpoint_tensors(&run_dir.join("checkpoints/best.safetensors"))
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    for name in [
+        "head.weight",
+        "backbone.block0.conv.weight",
+        "backbone.block0.bn.running_mean",
+        "optim.head.weight.exp_avg",
+        "optim.head.weight.exp_avg_sq",
+        "optim.head.weight.step",
+    ] {
+        assert!(names.iter().any(|n| n == name), "{name} not in {names:?}");
+    }
 
     let again = env.run(&["run", "exp.toml"]).expect(0);
     assert_eq!(again.stdout.matches(" hit ").count(), 5, "{}", again.stdout);
