@@ -349,10 +349,11 @@ pub fn fit(
             history: history.clone(),
             model: data.info.clone(),
         };
+        let optim_state = optimizer.state_tensors()?;
         if improved {
-            checkpoint::save(&work, BEST, &varmap, optimizer.state_tensors()?, &meta)?;
+            checkpoint::save(&work, BEST, &varmap, optim_state.clone(), &meta)?;
         }
-        checkpoint::save(&work, LAST, &varmap, optimizer.state_tensors()?, &meta)?;
+        checkpoint::save(&work, LAST, &varmap, optim_state, &meta)?;
         write_metrics(&work.join(METRICS_FILE), &history)?;
         ctx.say(&epoch_line(
             &record,

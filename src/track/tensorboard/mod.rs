@@ -6,8 +6,8 @@
 //! it writes on a background thread, so events still queued when the process exits, aborts or is
 //! killed are lost (its `flush()` does not wait for the thread); two writers opened in the same
 //! second in one directory get the same file name and the second truncates the first; every I/O
-//! error panics; `add_image` swaps width and height of non-square images; and HParams are
-//! `unimplemented!()`. So [`EventWriter`] builds the `Event` protobufs itself (the message types
+//! error panics; `add_image` swaps width and height of non-square images; and its HParams calls
+//! panic as unimplemented. So [`EventWriter`] builds the `Event` protobufs itself (the message types
 //! come from `tensorboard-proto`), frames the records with `tensorboard-rs`'s `RecordWriter` into
 //! an in-memory buffer (that part is synchronous and correct), and writes the buffer with
 //! `std::fs` only in [`EventWriter::flush`], which fsyncs and reports errors as values. The file
