@@ -96,7 +96,6 @@ impl Loaded {
         let mut out = BTreeMap::new();
         let config = self.config();
         for k in keys::KEYS.iter().filter(|k| keys::is_leaf(k.path)) {
-            // `sweep` keys contain dots, so the whole table has one provenance.
             if k.path == "extends" || keys::lookup(&config, k.path).is_none() {
                 continue;
             }
@@ -105,9 +104,16 @@ impl Loaded {
         out
     }
 
-    /// The resolved config as a JSON value (what manifests record).
+    /// The resolved config as a JSON value (what manifests record and run ids hash).
+    ///
+    /// The `[sweep]` table is left out: it describes other runs, not this one, so a sweep
+    /// trial and a plain `run` with the same values are the same run.
     pub fn config(&self) -> Value {
-        serde_json::to_value(&self.experiment).unwrap_or(Value::Null)
+        let mut config = serde_json::to_value(&self.experiment).unwrap_or(Value::Null);
+        if let Some(table) = config.as_object_mut() {
+            table.remove("sweep");
+        }
+        config
     }
 
     /// Resolves a path-valued setting relative to the file that set `key` (or the working
