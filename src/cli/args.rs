@@ -45,6 +45,7 @@ impl ExperimentArgs {
             file: self.file.clone(),
             sets: self.sets.clone(),
             env: None,
+            trial: Vec::new(),
         }
     }
 }

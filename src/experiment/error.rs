@@ -19,6 +19,8 @@ pub enum Origin {
     Env(String),
     /// A `--set key=value` flag, as typed.
     Set(String),
+    /// A sweep trial's value, `key=value`.
+    Sweep(String),
 }
 
 impl Origin {
@@ -30,6 +32,7 @@ impl Origin {
             Origin::File { path, .. } => display_path(path),
             Origin::Env(var) => format!("env {var}"),
             Origin::Set(raw) => format!("--set {raw}"),
+            Origin::Sweep(_) => "sweep".into(),
         }
     }
 }
@@ -43,6 +46,7 @@ impl fmt::Display for Origin {
             } => write!(f, "{}:{line}:{col}", display_path(path)),
             Origin::Env(var) => write!(f, "environment variable {var}"),
             Origin::Set(raw) => write!(f, "--set {raw}"),
+            Origin::Sweep(raw) => write!(f, "sweep value {raw}"),
             other => f.write_str(&other.label()),
         }
     }

@@ -4,7 +4,8 @@
 //! 2. the `extends` chain, base first (each path relative to the file naming it);
 //! 3. the experiment file itself;
 //! 4. `GEOEXP_SECTION__KEY=value` environment variables (`GEOEXP_TRAIN__LR=1e-4`);
-//! 5. `--set key.path=value` flags, in order.
+//! 5. `--set key.path=value` flags, in order;
+//! 6. a sweep trial's values (`geoexp sweep`), which replace any of the above.
 //!
 //! Figment merges the layers and remembers which layer set each value (provenance). Each
 //! file is also checked on its own first, with `toml`'s spans, so an unknown key or a wrong
@@ -24,12 +25,12 @@ use toml::de::{DeTable, DeValue};
 use super::error::{ConfigError, ConfigErrorKind, ConfigErrors, Origin};
 use super::keys;
 use super::schema::Experiment;
+use super::sweep::{NOT_SWEPT, RESERVED, Sweep};
 use super::validate::validate;
 
 /// Prefix of experiment environment variables.
 pub const ENV_PREFIX: &str = "GEOEXP_";
 const DEFAULT_LAYER: &str = "default";
-const SWEEP_EXCLUDED: &[&str] = &["name", "extends", "sweep"];
 
 /// What to load.
 #[derive(Clone, Debug, Default)]
@@ -40,6 +41,8 @@ pub struct LoadOptions {
     pub sets: Vec<String>,
     /// Environment variables to consider; `None` reads the process environment.
     pub env: Option<Vec<(String, String)>>,
+    /// A sweep trial's values (key path → value), applied last.
+    pub trial: Vec<(String, Value)>,
 }
 
 /// A loaded, validated experiment and where each of its values came from.
@@ -75,6 +78,8 @@ impl Loaded {
             Origin::Env(var.to_owned())
         } else if let Some(raw) = name.strip_prefix("--set ") {
             Origin::Set(raw.to_owned())
+        } else if let Some(raw) = name.strip_prefix("sweep ") {
+            Origin::Sweep(raw.to_owned())
         } else {
             Origin::Default
         }
@@ -88,6 +93,7 @@ impl Loaded {
             Origin::File { path, .. } => 1 + self.chain.iter().position(|p| p == path).unwrap_or(0),
             Origin::Env(_) => 1 + self.chain.len(),
             Origin::Set(_) => 2 + self.chain.len(),
+            Origin::Sweep(_) => 3 + self.chain.len(),
         }
     }
 
@@ -102,6 +108,19 @@ impl Loaded {
             out.insert(k.path.to_owned(), self.origin(k.path).label());
         }
         out
+    }
+
+    /// Why `value` cannot be the value of `key` (a type mismatch), if it cannot.
+    pub fn value_problem(&self, key: &str, value: &Value) -> Option<String> {
+        let trial = FigValue::serialize(value).map(|v| {
+            self.figment
+                .clone()
+                .merge(Layer::single("sweep".into(), key, v))
+        });
+        match trial {
+            Ok(f) => f.extract::<Experiment>().err().map(|e| e.kind.to_string()),
+            Err(e) => Some(e.to_string()),
+        }
     }
 
     /// The resolved config as a JSON value (what manifests record and run ids hash).
@@ -158,6 +177,16 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, ConfigErrors> {
     }
     for layer in set_layers(&options.sets, &mut errors) {
         figment = figment.merge(layer);
+    }
+    for (key, value) in &options.trial {
+        match FigValue::serialize(value) {
+            Ok(v) => figment = figment.merge(Layer::single(format!("sweep {key}={value}"), key, v)),
+            Err(e) => errors.push(ConfigError::invalid(
+                Origin::Sweep(format!("{key}={value}")),
+                key,
+                e.to_string(),
+            )),
+        }
     }
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
@@ -220,32 +249,23 @@ fn prefer_later_dataset_choice(loaded: &mut Loaded) {
     }
 }
 
-/// Checks that every sweep axis is a non-empty list whose values fit the swept key.
+/// Checks the sweep definition and that every axis value fits the swept key.
 fn sweep_errors(loaded: &Loaded) -> Vec<ConfigError> {
+    let origin = loaded.origin("sweep");
+    let sweep = match Sweep::from_table(&loaded.experiment.sweep) {
+        Ok(sweep) => sweep,
+        Err(problems) => {
+            return problems
+                .into_iter()
+                .map(|p| ConfigError::invalid(origin.clone(), &p.key, p.message))
+                .collect();
+        }
+    };
     let mut errors = Vec::new();
-    for (axis, values) in &loaded.experiment.sweep {
-        let key = format!("sweep.\"{axis}\"");
-        let origin = loaded.origin("sweep");
-        let Some(values) = values.as_array().filter(|v| !v.is_empty()) else {
-            errors.push(ConfigError::invalid(
-                origin,
-                &key,
-                "must be a non-empty list of values, e.g. [1e-3, 3e-4]",
-            ));
-            continue;
-        };
-        for value in values {
-            let trial = FigValue::serialize(value).map(|v| {
-                loaded
-                    .figment
-                    .clone()
-                    .merge(Layer::single("sweep".into(), axis, v))
-            });
-            let problem = match trial {
-                Ok(f) => f.extract::<Experiment>().err().map(|e| e.kind.to_string()),
-                Err(e) => Some(e.to_string()),
-            };
-            if let Some(problem) = problem {
+    for axis in &sweep.axes {
+        let key = format!("sweep.\"{}\"", axis.key);
+        for value in &axis.values {
+            if let Some(problem) = loaded.value_problem(&axis.key, value) {
                 errors.push(ConfigError::invalid(
                     origin.clone(),
                     &key,
@@ -347,17 +367,8 @@ fn check_keys(
         let path = join(prefix, key.get_ref());
         if prefix == "sweep" {
             let axis: &str = key.get_ref();
-            if !keys::is_leaf(axis) || SWEEP_EXCLUDED.contains(&axis) {
-                errors.push(ConfigError {
-                    origin: at(key.span().start),
-                    key: Some(format!("sweep.\"{axis}\"")),
-                    kind: ConfigErrorKind::Invalid(match keys::suggest(axis) {
-                        Some(s) if keys::is_leaf(s) && !SWEEP_EXCLUDED.contains(&s) => {
-                            format!("`{axis}` is not a key that can be swept; did you mean `{s}`?")
-                        }
-                        _ => format!("`{axis}` is not a key that can be swept"),
-                    }),
-                });
+            if !RESERVED.contains(&axis) {
+                check_sweep_axis(axis, key.span().start, value.get_ref(), at, errors);
             }
             continue;
         }
@@ -378,6 +389,39 @@ fn check_keys(
             },
         });
     }
+}
+
+/// A `[sweep]` axis must be a key that can be swept; unquoted dotted keys
+/// (`train.lr = [...]`) arrive as nested tables and are followed.
+fn check_sweep_axis(
+    axis: &str,
+    offset: usize,
+    value: &DeValue<'_>,
+    at: &dyn Fn(usize) -> Origin,
+    errors: &mut Vec<ConfigError>,
+) {
+    if keys::is_leaf(axis) && !NOT_SWEPT.contains(&axis) {
+        return;
+    }
+    if keys::is_table(axis)
+        && let DeValue::Table(inner) = value
+    {
+        for (k, v) in inner.iter() {
+            let path = join(axis, k.get_ref());
+            check_sweep_axis(&path, k.span().start, v.get_ref(), at, errors);
+        }
+        return;
+    }
+    errors.push(ConfigError {
+        origin: at(offset),
+        key: Some(format!("sweep.\"{axis}\"")),
+        kind: ConfigErrorKind::Invalid(match keys::suggest(axis) {
+            Some(s) if keys::is_leaf(s) && !NOT_SWEPT.contains(&s) => {
+                format!("`{axis}` is not a key that can be swept; did you mean `{s}`?")
+            }
+            _ => format!("`{axis}` is not a key that can be swept"),
+        }),
+    });
 }
 
 /// The deepest key whose value span contains `offset`.

@@ -3,6 +3,7 @@
 //! - [`schema`]: the serde structs and their defaults (the only source of defaults).
 //! - [`keys`]: the documented key table behind unknown-key errors and the README reference.
 //! - [`load`]: defaults < `extends` chain < file < `GEOEXP_*` < `--set`, with provenance.
+//! - [`sweep`]: the `[sweep]` table and `--grid` flags expanded into trial points.
 //! - [`validate`]: ranges and consistency, before any stage runs.
 //! - [`error`]: errors that name the file and line, variable, or flag at fault.
 //!
@@ -12,6 +13,7 @@ pub mod error;
 pub mod keys;
 pub mod load;
 pub mod schema;
+pub mod sweep;
 pub mod validate;
 
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, Origin};

@@ -37,6 +37,7 @@ fn load_with(file: &Path, sets: &[&str], env: &[(&str, &str)]) -> Result<Loaded,
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
         ),
+        trial: Vec::new(),
     })
 }
 
@@ -302,7 +303,55 @@ fn sweep_axes_must_be_known_keys_with_values_of_the_right_type() {
     assert!(msg.contains("\"fast\""), "{msg}");
 
     let path = f.write("e4.toml", &format!("{SYNTH}[sweep]\n\"train.lr\" = []\n"));
-    assert!(error_text(&path, &[], &[]).contains("non-empty"));
+    assert!(error_text(&path, &[], &[]).contains("must not be empty"));
+}
+
+#[test]
+fn a_sweep_table_takes_zip_exclude_seeds_helpers_and_unquoted_dotted_keys() {
+    let f = Files::new();
+    let path = f.write(
+        "e.toml",
+        &format!(
+            "{SYNTH}[sweep]\ntrain.lr = \"logspace(-4, -3, 2)\"\n\"train.batch_size\" = [8, 16]\n\
+             \"classes.spacing\" = [0.5, 0.7]\nzip = [[\"train.lr\", \"train.batch_size\"]]\n\
+             exclude = [{{ \"classes.spacing\" = 0.7, \"train.batch_size\" = 16 }}]\nseeds = 2\n"
+        ),
+    );
+    let loaded = load_with(&path, &[], &[]).unwrap();
+    let sweep = crate::experiment::sweep::Sweep::from_table(&loaded.experiment.sweep).unwrap();
+    assert_eq!(sweep.points(loaded.experiment.seed).unwrap().len(), 6);
+
+    let path = f.write("e2.toml", &format!("{SYNTH}[sweep]\ntrain.lrr = [1e-3]\n"));
+    let msg = error_text(&path, &[], &[]);
+    assert!(msg.contains("did you mean `train.lr`?"), "{msg}");
+    assert!(msg.contains("e2.toml:"), "{msg}");
+
+    let path = f.write(
+        "e3.toml",
+        &format!(
+            "{SYNTH}[sweep]\n\"train.lr\" = [1e-3]\nzip = [[\"train.lr\", \"train.epochs\"]]\n"
+        ),
+    );
+    let msg = error_text(&path, &[], &[]);
+    assert!(
+        msg.contains("sweep.zip[0]") && msg.contains("`train.epochs` is not a sweep axis"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn trial_values_override_every_layer_and_are_labelled_sweep() {
+    let f = Files::new();
+    let path = f.write("e.toml", &format!("{SYNTH}[train]\nlr = 1e-3\n"));
+    let loaded = load(&LoadOptions {
+        file: path,
+        sets: vec!["train.lr=5e-4".into()],
+        env: Some(Vec::new()),
+        trial: vec![("train.lr".into(), serde_json::json!(3e-4))],
+    })
+    .unwrap();
+    assert_eq!(loaded.experiment.train.lr, 3e-4);
+    assert_eq!(loaded.provenance()["train.lr"], "sweep");
 }
 
 #[test]
