@@ -8,6 +8,7 @@ mod args;
 mod plan;
 mod report;
 mod run;
+mod sweep;
 mod synth;
 
 use std::process::ExitCode;
@@ -33,6 +34,8 @@ enum Command {
     Run(run::Args),
     /// Show the run graph: each stage's key, whether it is cached, and if not, why.
     Plan(plan::Args),
+    /// Run a grid of trials that share cached stages, here or as a Slurm array job.
+    Sweep(sweep::Args),
     /// Write a synthetic dataset in the real on-disk layout (data.csv + images/).
     Synth(synth::Args),
 }
@@ -75,6 +78,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args, &ctx),
         Command::Plan(args) => plan::run(args, &ctx),
+        Command::Sweep(args) => sweep::run(args, &ctx),
         Command::Synth(args) => synth::run(args, &ctx),
     };
     match result {

@@ -46,6 +46,14 @@ impl Console {
         });
     }
 
+    /// Prints a line to stderr above the bars, even when quiet: failures and warnings.
+    pub fn warn(&self, text: &str) {
+        self.bars.suspend(|| {
+            let mut out = std::io::stderr().lock();
+            let _ = writeln!(out, "{text}");
+        });
+    }
+
     fn stage_line(&self, stage: &str, status: &str, key: &str, duration: Duration, note: &str) {
         self.line(&format!(
             "{stage:<10} {status:<5} {key}  {:>8}  {note}",

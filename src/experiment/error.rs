@@ -21,6 +21,8 @@ pub enum Origin {
     Set(String),
     /// A sweep trial's value, `key=value`.
     Sweep(String),
+    /// A `--grid key=v1,v2` flag of `geoexp sweep`, as typed.
+    Grid(String),
 }
 
 impl Origin {
@@ -33,6 +35,7 @@ impl Origin {
             Origin::Env(var) => format!("env {var}"),
             Origin::Set(raw) => format!("--set {raw}"),
             Origin::Sweep(_) => "sweep".into(),
+            Origin::Grid(raw) => format!("--grid {raw}"),
         }
     }
 }
@@ -47,6 +50,7 @@ impl fmt::Display for Origin {
             Origin::Env(var) => write!(f, "environment variable {var}"),
             Origin::Set(raw) => write!(f, "--set {raw}"),
             Origin::Sweep(raw) => write!(f, "sweep value {raw}"),
+            Origin::Grid(raw) => write!(f, "--grid {raw}"),
             other => f.write_str(&other.label()),
         }
     }

@@ -93,7 +93,7 @@ impl Loaded {
             Origin::File { path, .. } => 1 + self.chain.iter().position(|p| p == path).unwrap_or(0),
             Origin::Env(_) => 1 + self.chain.len(),
             Origin::Set(_) => 2 + self.chain.len(),
-            Origin::Sweep(_) => 3 + self.chain.len(),
+            Origin::Sweep(_) | Origin::Grid(_) => 3 + self.chain.len(),
         }
     }
 

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::keys;
@@ -25,7 +25,7 @@ pub const NOT_SWEPT: &[&str] = &["name", "extends", "sweep"];
 const MAX_VALUES: usize = 10_000;
 
 /// One swept key and its values.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Axis {
     /// Key path, e.g. `train.lr`.
     pub key: String,
@@ -34,15 +34,15 @@ pub struct Axis {
 }
 
 /// A whole sweep definition.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Sweep {
     /// Axes, sorted by key path.
     pub axes: Vec<Axis>,
     /// Groups of axes whose values are paired by position instead of crossed.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub zip: Vec<Vec<String>>,
     /// Combinations to drop: every key of an entry must match for it to apply.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<BTreeMap<String, Value>>,
     /// Repeat every combination with this many seeds (1: once, with the experiment's seed).
     pub seeds: u64,
@@ -51,7 +51,7 @@ pub struct Sweep {
 /// A problem in a sweep definition: the key it concerns and what is wrong.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SweepProblem {
-    /// `sweep."train.lr"`, `sweep.zip`, `--grid train.lr=…`.
+    /// `sweep."train.lr"`, `sweep.zip`; for a `--grid` flag, the swept key.
     pub key: String,
     /// What is wrong.
     pub message: String,
@@ -126,23 +126,19 @@ impl Sweep {
     /// # Errors
     /// When the flag has no `=`, names a key that cannot be swept, or has bad values.
     pub fn apply_grid(&mut self, raw: &str) -> Result<(), SweepProblem> {
-        let name = format!("--grid {raw}");
         let Some((key, values)) = raw.split_once('=') else {
             return Err(SweepProblem::new(
-                name,
+                "--grid",
                 "expected KEY=V1,V2,... (e.g. --grid train.lr=1e-3,3e-4)",
             ));
         };
         let key = key.trim();
-        if let Some(p) = check_axis_key(key, &name) {
+        if let Some(p) = check_axis_key(key, key) {
             return Err(p);
         }
-        let values = parse_list(values).map_err(|m| SweepProblem::new(&name, m))?;
+        let values = parse_list(values).map_err(|m| SweepProblem::new(key, m))?;
         if let Some(dup) = first_duplicate(&values) {
-            return Err(SweepProblem::new(
-                name,
-                format!("value {dup} appears twice"),
-            ));
+            return Err(SweepProblem::new(key, format!("value {dup} appears twice")));
         }
         match self.axes.iter_mut().find(|a| a.key == key) {
             Some(axis) => axis.values = values,

@@ -184,6 +184,14 @@ impl Drop for KeyLock {
     }
 }
 
+/// The live owner of the lock at `path`, if any: `None` when there is no lock or it is stale.
+pub fn live_holder(path: &Path) -> Option<LockOwner> {
+    match inspect(path) {
+        Holder::Live(owner) => Some(owner),
+        Holder::Gone | Holder::Stale(_) => None,
+    }
+}
+
 enum Holder {
     Gone,
     Stale(u64),

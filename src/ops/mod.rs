@@ -2,12 +2,14 @@
 //!
 //! - [`run`]: load, build, resolve, execute, write the manifest.
 //! - [`plan`]: load, build, resolve, and say what would run and why.
+//! - [`sweep`]: expand a sweep into trials; run them here or on Slurm; record them.
 //! - [`synth`]: write a synthetic dataset in the real layout.
 //!
 //! Nothing here prints: progress and stage events go to a [`Reporter`](crate::graph::Reporter).
 
 pub mod plan;
 pub mod run;
+pub mod sweep;
 pub mod synth;
 
 use std::collections::BTreeMap;
@@ -46,6 +48,26 @@ pub enum OpError {
     /// A boundary could not be loaded.
     #[error(transparent)]
     Geo(#[from] crate::geo::GeoError),
+    /// Some sweep trials do not load; all of them are listed.
+    #[error("{}", invalid_trials(.0))]
+    InvalidTrials(Vec<sweep::record::InvalidTrial>),
+    /// Slurm could not be asked to run a sweep.
+    #[error(transparent)]
+    Slurm(#[from] sweep::slurm::SlurmError),
+}
+
+fn invalid_trials(trials: &[sweep::record::InvalidTrial]) -> String {
+    let mut out = format!(
+        "{} of the sweep's trials are invalid; nothing was run:",
+        trials.len()
+    );
+    for t in trials {
+        out.push_str(&format!(
+            "\n  trial {} ({}): {}",
+            t.index, t.values, t.errors
+        ));
+    }
+    out
 }
 
 impl From<BuildError> for OpError {

@@ -52,8 +52,20 @@ pub struct RunReport {
 /// Config, build and stage errors; on a stage error `execution.toml` records the failure
 /// and the previous manifest (if any) is left untouched.
 pub fn run(options: &RunOptions, reporter: &dyn Reporter) -> Result<RunReport, OpError> {
-    let started_at = now();
     let prepared = Prepared::new(&options.experiment, &options.runs_dir)?;
+    run_prepared(&prepared, options, reporter)
+}
+
+/// Runs an experiment already loaded and built (a sweep trial checks its id first).
+///
+/// # Errors
+/// As [`run`], less the loading errors.
+pub fn run_prepared(
+    prepared: &Prepared,
+    options: &RunOptions,
+    reporter: &dyn Reporter,
+) -> Result<RunReport, OpError> {
+    let started_at = now();
     let selection = prepared.selection(options.until.as_deref())?;
     let forced = prepared.forced(&options.force)?;
     let resolved = prepared.resolve(reporter)?;
@@ -126,7 +138,7 @@ pub fn versions() -> BTreeMap<String, String> {
     ])
 }
 
-fn now() -> String {
+pub(crate) fn now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 

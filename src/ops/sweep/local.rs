@@ -1,0 +1,212 @@
+//! Running a sweep on this machine: one trial after another in this process (with the
+//! usual progress bars), or `--jobs N` at once as child processes `geoexp sweep --trial`,
+//! each writing its output to `logs/<trial-id>.log`. Children coordinate only through the
+//! cache's per-key locks and their own trial locks, exactly as Slurm tasks do.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::graph::{GraphError, Reporter};
+
+use super::record::{self, TrialRecord, TrialRow, TrialState};
+use super::{OpError, SweepPlan, TrialOutcome, TrialSpec, run_trial};
+
+const POLL: Duration = Duration::from_millis(100);
+
+/// How to run.
+#[derive(Clone, Debug)]
+pub struct LocalOptions {
+    /// Trials at once (1: in this process).
+    pub jobs: usize,
+    /// Stop at the first failure (running children are stopped; they resume next time).
+    pub fail_fast: bool,
+    /// Run trials that failed before again.
+    pub rerun_failed: bool,
+    /// The geoexp binary to start children with.
+    pub exe: PathBuf,
+    /// Pass `--quiet` to children.
+    pub quiet_children: bool,
+}
+
+/// What a sweep tells its caller as it goes.
+pub trait SweepEvents: Sync {
+    /// A trial is about to run (`position` counts from 1 among those that run now).
+    fn trial_started(&self, trial: &TrialSpec, position: usize, total: usize);
+    /// A trial ended (or turned out to be done already).
+    fn trial_finished(&self, trial: &TrialSpec, outcome: &TrialOutcome);
+}
+
+/// What a local sweep did.
+#[derive(Debug)]
+pub struct LocalReport {
+    /// Every trial's state afterwards.
+    pub rows: Vec<TrialRow>,
+    /// How many trials this invocation ran.
+    pub ran: usize,
+    /// Trials finished before, not run again.
+    pub already_done: usize,
+    /// Trials that failed before and were left alone (no `--rerun-failed`).
+    pub skipped_failed: Vec<TrialSpec>,
+    /// Whether `--fail-fast` stopped the sweep early.
+    pub stopped_early: bool,
+}
+
+/// Which trials this invocation runs, and the failed ones it leaves.
+pub fn select(plan: &SweepPlan, rerun_failed: bool) -> (Vec<TrialSpec>, usize, Vec<TrialSpec>) {
+    let mut run = Vec::new();
+    let mut done = 0;
+    let mut failed = Vec::new();
+    for row in record::gather(plan) {
+        match row.state {
+            TrialState::Ok => done += 1,
+            TrialState::Failed if !rerun_failed => failed.push(row.spec),
+            _ => run.push(row.spec),
+        }
+    }
+    (run, done, failed)
+}
+
+/// Runs the trials that are missing, interrupted (or failed, with `rerun_failed`), then
+/// writes the sweep record.
+///
+/// # Errors
+/// When the sweep folder cannot be written or a child cannot be started.
+pub fn run_local(
+    plan: &SweepPlan,
+    options: &LocalOptions,
+    reporter: &dyn Reporter,
+    events: &dyn SweepEvents,
+) -> Result<LocalReport, OpError> {
+    record::write_trials(plan)?;
+    let (todo, already_done, skipped_failed) = select(plan, options.rerun_failed);
+    let (ran, stopped_early) = if options.jobs <= 1 {
+        in_process(plan, &todo, options, reporter, events)?
+    } else {
+        in_children(plan, &todo, options, events)?
+    };
+    let rows = record::gather(plan);
+    record::write_summary(plan, &rows, record::read_slurm(&plan.dir).as_ref())?;
+    Ok(LocalReport {
+        rows,
+        ran,
+        already_done,
+        skipped_failed,
+        stopped_early,
+    })
+}
+
+fn in_process(
+    plan: &SweepPlan,
+    todo: &[TrialSpec],
+    options: &LocalOptions,
+    reporter: &dyn Reporter,
+    events: &dyn SweepEvents,
+) -> Result<(usize, bool), OpError> {
+    for (i, trial) in todo.iter().enumerate() {
+        events.trial_started(trial, i + 1, todo.len());
+        let outcome = run_trial(&plan.dir, &plan.runs_dir, trial, reporter)?;
+        events.trial_finished(trial, &outcome);
+        if options.fail_fast && matches!(outcome, TrialOutcome::Failed(_)) {
+            return Ok((i + 1, i + 1 < todo.len()));
+        }
+    }
+    Ok((todo.len(), false))
+}
+
+fn in_children(
+    plan: &SweepPlan,
+    todo: &[TrialSpec],
+    options: &LocalOptions,
+    events: &dyn SweepEvents,
+) -> Result<(usize, bool), OpError> {
+    let mut queue = todo.iter().enumerate();
+    let mut running: Vec<(TrialSpec, Child)> = Vec::new();
+    let mut started = 0;
+    let mut stop = false;
+    loop {
+        while !stop && running.len() < options.jobs {
+            let Some((i, trial)) = queue.next() else {
+                break;
+            };
+            events.trial_started(trial, i + 1, todo.len());
+            running.push((trial.clone(), spawn(plan, trial, options)?));
+            started += 1;
+        }
+        if running.is_empty() {
+            break;
+        }
+        let mut j = 0;
+        while j < running.len() {
+            let status = running[j]
+                .1
+                .try_wait()
+                .map_err(GraphError::io("waiting for", &options.exe))?;
+            let Some(status) = status else {
+                j += 1;
+                continue;
+            };
+            let (trial, _) = running.swap_remove(j);
+            let outcome = child_outcome(plan, &trial, status);
+            events.trial_finished(&trial, &outcome);
+            if options.fail_fast && matches!(outcome, TrialOutcome::Failed(_)) {
+                stop = true;
+            }
+        }
+        if stop {
+            // Stopped children leave their trials interrupted: the next sweep resumes them.
+            for (_, child) in &mut running {
+                let _ = child.kill();
+            }
+            for (_, mut child) in running.drain(..) {
+                let _ = child.wait();
+            }
+            break;
+        }
+        std::thread::sleep(POLL);
+    }
+    Ok((started, stop))
+}
+
+fn spawn(plan: &SweepPlan, trial: &TrialSpec, options: &LocalOptions) -> Result<Child, OpError> {
+    let log = log_path(&plan.dir, &trial.id);
+    let file = std::fs::File::create(&log).map_err(GraphError::io("creating", &log))?;
+    let err = file.try_clone().map_err(GraphError::io("creating", &log))?;
+    let mut cmd = Command::new(&options.exe);
+    cmd.arg("--runs-dir").arg(&plan.runs_dir);
+    if options.quiet_children {
+        cmd.arg("--quiet");
+    }
+    cmd.args(["sweep", "--trial", &plan.id, &trial.index.to_string()])
+        .stdin(Stdio::null())
+        .stdout(file)
+        .stderr(err);
+    Ok(cmd
+        .spawn()
+        .map_err(GraphError::io("starting", &options.exe))?)
+}
+
+/// Where a child's output goes.
+pub fn log_path(sweep_dir: &Path, id: &str) -> PathBuf {
+    sweep_dir.join(record::LOGS_DIR).join(format!("{id}.log"))
+}
+
+/// The outcome a child recorded; a child that died without recording one failed.
+fn child_outcome(
+    plan: &SweepPlan,
+    trial: &TrialSpec,
+    status: std::process::ExitStatus,
+) -> TrialOutcome {
+    match record::read_trial(&plan.dir, &trial.id) {
+        Some(r) if r.state == TrialState::Ok => TrialOutcome::Ran(r),
+        Some(r) if r.state == TrialState::Failed => TrialOutcome::Failed(r),
+        other => {
+            let mut r = other.unwrap_or_else(|| TrialRecord::started(trial));
+            r.finish_failed(&format!(
+                "its process ended ({status}) without recording a result; see {}",
+                log_path(&plan.dir, &trial.id).display()
+            ));
+            TrialOutcome::Failed(r)
+        }
+    }
+}
