@@ -147,14 +147,14 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<ExitStatus> {
             )?;
             let c = &ctx.reporter;
             c.line(&format!(
-                "sweep {}: {} trials, {} to run, {} done before{}",
+                "sweep {}: {}, {} to run, {} done before{}",
                 plan.id,
-                plan.trials.len(),
+                trials(plan.trials.len()),
                 report.submitted,
                 report.already_done,
                 if report.skipped_failed > 0 {
                     format!(
-                        ", {} failed before (left out; --rerun-failed retries them)",
+                        ", {} failed before (left out; --rerun-failed retries)",
                         report.skipped_failed
                     )
                 } else {
@@ -180,10 +180,10 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<ExitStatus> {
                 parallel: args.jobs.unwrap_or(1) > 1,
             };
             ctx.reporter.line(&format!(
-                "sweep {} → {}: {} trials",
+                "sweep {} → {}: {}",
                 plan.id,
                 plan.dir.display(),
-                plan.trials.len()
+                trials(plan.trials.len())
             ));
             let report = run_local(
                 &plan,
@@ -199,15 +199,15 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<ExitStatus> {
             )?;
             if report.already_done > 0 {
                 ctx.reporter.line(&format!(
-                    "{} trials had finished before and were not run again",
-                    report.already_done
+                    "{} finished before and not run again",
+                    trials(report.already_done)
                 ));
             }
             print_summary(&plan, &report.rows, ctx);
             if !report.skipped_failed.is_empty() {
                 ctx.reporter.warn(&format!(
-                    "{} trials failed in an earlier invocation and were not retried (use --rerun-failed)",
-                    report.skipped_failed.len()
+                    "{} failed in an earlier invocation and not retried (use --rerun-failed)",
+                    trials(report.skipped_failed.len())
                 ));
             }
             if report.stopped_early {
@@ -383,6 +383,11 @@ fn show_dry_run(plan: &SweepPlan, ctx: &Ctx) -> Result<ExitStatus> {
         parts.join(", ")
     ));
     Ok(ExitStatus::Success)
+}
+
+/// `1 trial`, `3 trials`.
+fn trials(n: usize) -> String {
+    format!("{n} trial{}", if n == 1 { "" } else { "s" })
 }
 
 fn values(spec: &TrialSpec, keys: &[String]) -> Vec<String> {

@@ -6,5 +6,6 @@ mod dataset;
 mod help;
 mod plan;
 mod run;
+mod sweep;
 mod synth;
 mod train;

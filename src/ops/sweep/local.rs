@@ -79,6 +79,7 @@ pub fn run_local(
     events: &dyn SweepEvents,
 ) -> Result<LocalReport, OpError> {
     record::write_trials(plan)?;
+    refresh(plan)?;
     let (todo, already_done, skipped_failed) = select(plan, options.rerun_failed);
     let (ran, stopped_early) = if options.jobs <= 1 {
         in_process(plan, &todo, options, reporter, events)?
@@ -96,6 +97,13 @@ pub fn run_local(
     })
 }
 
+/// Rewrites `sweep.toml` and `summary.csv` from the trials' status files, so they are
+/// current while the sweep runs (`--status`, a killed sweep).
+fn refresh(plan: &SweepPlan) -> Result<(), GraphError> {
+    let rows = record::gather(plan);
+    record::write_summary(plan, &rows, record::read_slurm(&plan.dir).as_ref())
+}
+
 fn in_process(
     plan: &SweepPlan,
     todo: &[TrialSpec],
@@ -106,6 +114,7 @@ fn in_process(
     for (i, trial) in todo.iter().enumerate() {
         events.trial_started(trial, i + 1, todo.len());
         let outcome = run_trial(&plan.dir, &plan.runs_dir, trial, reporter)?;
+        refresh(plan)?;
         events.trial_finished(trial, &outcome);
         if options.fail_fast && matches!(outcome, TrialOutcome::Failed(_)) {
             return Ok((i + 1, i + 1 < todo.len()));
@@ -148,6 +157,7 @@ fn in_children(
             };
             let (trial, _) = running.swap_remove(j);
             let outcome = child_outcome(plan, &trial, status);
+            refresh(plan)?;
             events.trial_finished(&trial, &outcome);
             if options.fail_fast && matches!(outcome, TrialOutcome::Failed(_)) {
                 stop = true;

@@ -1,0 +1,381 @@
+//! `geoexp sweep`: expansion, shared stages, concurrency, resumption, failure policies.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::common::{TestEnv, synthetic_experiment};
+
+const GRID: &str = "[sweep]\n\"train.lr\" = [1e-3, 3e-4]\n\"classes.spacing\" = [0.5, 0.7]\n";
+
+/// How many times each stage ran (not hit) over every run of experiment `name`.
+fn stage_runs(runs: &Path, name: &str) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for run in fs::read_dir(runs.join(name)).unwrap() {
+        let text = fs::read_to_string(run.unwrap().path().join("execution.toml")).unwrap();
+        let exec: toml::Table = toml::from_str(&text).unwrap();
+        for stage in exec["stages"].as_array().unwrap() {
+            if stage["status"].as_str() == Some("ran") {
+                *counts
+                    .entry(stage["stage"].as_str().unwrap().to_owned())
+                    .or_insert(0) += 1;
+            }
+        }
+    }
+    counts
+}
+
+fn expected_counts() -> BTreeMap<String, usize> {
+    [
+        ("dataset", 1),
+        ("classes", 2),
+        ("images", 1),
+        ("train", 4),
+        ("evaluate", 4),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// The only sweep folder.
+fn sweep_dir(env: &TestEnv) -> std::path::PathBuf {
+    let dirs: Vec<_> = fs::read_dir(env.path().join("runs/sweeps"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs.into_iter().next().unwrap()
+}
+
+fn sweep_record(env: &TestEnv) -> toml::Table {
+    toml::from_str(&fs::read_to_string(sweep_dir(env).join("sweep.toml")).unwrap()).unwrap()
+}
+
+fn statuses(record: &toml::Table) -> Vec<String> {
+    record["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["status"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_two_by_two_sweep_computes_shared_stages_once_and_records_every_trial() {
+    let env = TestEnv::new();
+    env.write("exp.toml", &synthetic_experiment(60, GRID));
+
+    let dry = env.run(&["sweep", "exp.toml", "--dry-run"]).expect(0);
+    assert!(
+        dry.stdout
+            .contains("stages to compute: dataset 1, classes 2, images 1, train 4, evaluate 4"),
+        "{}",
+        dry.stdout
+    );
+    assert!(
+        !env.path().join("runs/t").exists(),
+        "a dry run ran something"
+    );
+
+    let out = env.run(&["sweep", "exp.toml"]).expect(0);
+    assert_eq!(stage_runs(&env.path().join("runs"), "t"), expected_counts());
+    assert!(
+        out.stdout
+            .contains("ranked by best_val/haversine_km_mean (lower is better)")
+    );
+    let record = sweep_record(&env);
+    assert_eq!(statuses(&record), ["ok"; 4]);
+    assert_eq!(record["sweep"]["keys"].as_array().unwrap().len(), 2);
+    let dir = sweep_dir(&env);
+    let summary = fs::read_to_string(dir.join("summary.csv")).unwrap();
+    assert_eq!(summary.lines().count(), 5, "{summary}");
+    assert!(summary.starts_with(
+        "rank,index,trial,status,run,classes.spacing,train.lr,best_val/haversine_km_mean,"
+    ));
+    // Ranked: the monitored metric never gets worse down the file.
+    let metric: Vec<f64> = summary
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(7).unwrap().parse().unwrap())
+        .collect();
+    assert!(metric.windows(2).all(|w| w[0] <= w[1]), "{metric:?}");
+    assert!(
+        fs::read(dir.join("heatmap.png"))
+            .unwrap()
+            .starts_with(b"\x89PNG")
+    );
+    for t in record["trials"].as_array().unwrap() {
+        let run = env.path().join("runs").join(t["run"].as_str().unwrap());
+        assert!(run.join("manifest.toml").is_file(), "{}", run.display());
+    }
+
+    // Dry run again: everything is cached; a real run again runs nothing.
+    let dry = env.run(&["sweep", "exp.toml", "--dry-run"]).expect(0);
+    assert!(
+        dry.stdout.contains("train 0 (of 4; 4 cached)"),
+        "{}",
+        dry.stdout
+    );
+    let again = env.run(&["sweep", "exp.toml"]).expect(0);
+    assert!(
+        again
+            .stdout
+            .contains("4 trials finished before and not run again"),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(stage_runs(&env.path().join("runs"), "t"), expected_counts());
+}
+
+#[test]
+fn expanding_the_same_sweep_twice_gives_the_same_trials_in_the_same_order() {
+    let env = TestEnv::new();
+    env.write("exp.toml", &synthetic_experiment(40, GRID));
+    let first = env.run(&["sweep", "exp.toml", "--dry-run"]).expect(0);
+    let second = env.run(&["sweep", "exp.toml", "--dry-run"]).expect(0);
+    assert_eq!(first.stdout, second.stdout);
+    // The same grid given as flags is the same sweep.
+    let flags = env
+        .run(&[
+            "sweep",
+            "exp.toml",
+            "--dry-run",
+            "--grid",
+            "train.lr=1e-3,3e-4",
+            "--grid",
+            "classes.spacing=range(0.5, 0.8, 0.2)",
+        ])
+        .expect(0);
+    assert_eq!(first.stdout, flags.stdout);
+    // A trial of a sweep is the same run as `geoexp run` with those values.
+    let changed = env
+        .run(&["sweep", "exp.toml", "--dry-run", "--grid", "train.lr=1e-3"])
+        .expect(0);
+    assert_eq!(
+        changed.stdout.lines().count(),
+        first.stdout.lines().count() - 2
+    );
+    assert_ne!(first.stdout.lines().next(), changed.stdout.lines().next());
+}
+
+#[test]
+fn a_bad_value_in_one_trial_stops_the_sweep_before_anything_runs() {
+    let env = TestEnv::new();
+    env.write("exp.toml", &synthetic_experiment(40, GRID));
+    let out = env
+        .run(&["sweep", "exp.toml", "--grid", "train.batch_size=8,0"])
+        .expect(2);
+    assert!(out.stderr.contains("trial"), "{}", out.stderr);
+    assert!(out.stderr.contains("train.batch_size=0"), "{}", out.stderr);
+    assert!(!env.path().join("runs").exists());
+
+    let out = env
+        .run(&["sweep", "exp.toml", "--grid", "train.lrr=1e-3"])
+        .expect(2);
+    assert!(
+        out.stderr.contains("did you mean `train.lr`"),
+        "{}",
+        out.stderr
+    );
+
+    env.write("plain.toml", &synthetic_experiment(40, ""));
+    let out = env.run(&["sweep", "plain.toml"]).expect(2);
+    assert!(out.stderr.contains("nothing to sweep"), "{}", out.stderr);
+}
+
+#[test]
+fn concurrent_sweeps_with_jobs_compute_each_shared_stage_once() {
+    let env = TestEnv::new();
+    env.write("exp.toml", &synthetic_experiment(60, GRID));
+    // Two invocations at once, each with two children: four processes race for the same
+    // dataset, classes and images entries and for the same trials.
+    let spawn = || {
+        env.cmd(&["sweep", "exp.toml", "--jobs", "2"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    for child in [a, b] {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(stage_runs(&env.path().join("runs"), "t"), expected_counts());
+    assert_eq!(env.cache_entries("train").len(), 4);
+    assert_eq!(statuses(&sweep_record(&env)), ["ok"; 4]);
+    let logs = fs::read_dir(sweep_dir(&env).join("logs")).unwrap().count();
+    assert!(logs >= 4, "one log per trial child, got {logs}");
+}
+
+#[test]
+fn a_sweep_killed_midway_resumes_only_what_is_missing() {
+    let env = TestEnv::new();
+    let experiment = synthetic_experiment(60, GRID).replace("epochs = 1", "epochs = 6");
+    env.write("exp.toml", &experiment);
+    let mut child = env
+        .cmd(&["sweep", "exp.toml"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once the first trial is recorded and the second is training.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let done = fs::read_dir(env.path().join("runs/sweeps"))
+            .into_iter()
+            .flatten()
+            .flat_map(|d| {
+                fs::read_dir(d.unwrap().path().join("trials"))
+                    .into_iter()
+                    .flatten()
+            })
+            .filter(|f| {
+                fs::read_to_string(f.as_ref().unwrap().path())
+                    .is_ok_and(|t| t.contains("state = \"ok\""))
+            })
+            .count();
+        let training = fs::read_dir(env.path().join("runs/.cache/train/.work"))
+            .is_ok_and(|mut d| d.next().is_some());
+        if done >= 1 && training {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the sweep ended first");
+        assert!(Instant::now() < deadline, "no trial finished");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let status = env.run(&["sweep", "--status", &sweep_id(&env)]).expect(0);
+    assert!(status.stdout.contains("interrupted"), "{}", status.stdout);
+
+    let resumed = env.run(&["sweep", "exp.toml"]).expect(0);
+    assert!(
+        resumed.stdout.contains("finished before and not run again"),
+        "{}",
+        resumed.stdout
+    );
+    assert_eq!(statuses(&sweep_record(&env)), ["ok"; 4]);
+    assert_eq!(env.cache_entries("train").len(), 4);
+    assert_eq!(stage_runs(&env.path().join("runs"), "t"), expected_counts());
+}
+
+fn sweep_id(env: &TestEnv) -> String {
+    sweep_dir(env)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn failed_trials_are_reported_as_they_happen_and_retried_only_when_asked() {
+    let env = TestEnv::new();
+    env.synth("good", 40, 2);
+    env.write("data/bad/data.csv", "uuid,latitude,longitude\n");
+    let experiment = crate::common::dirs_experiment(
+        &["data/good"],
+        "[sweep]\n\"dataset.dirs\" = [[\"data/bad\"], [\"data/good\"]]\n\"train.lr\" = [1e-3, 3e-4]\n",
+    );
+    env.write("exp.toml", &experiment);
+
+    // --fail-fast: the first trial fails and nothing after it runs.
+    let out = env.run(&["sweep", "exp.toml", "--fail-fast"]).expect(1);
+    assert!(out.stderr.contains("trial 0 ["), "{}", out.stderr);
+    assert!(out.stderr.contains("data/bad"), "{}", out.stderr);
+    assert!(out.stderr.contains("--fail-fast"), "{}", out.stderr);
+    assert_eq!(
+        statuses(&sweep_record(&env)),
+        ["failed", "pending", "pending", "pending"]
+    );
+
+    // Without it: the other bad trial fails, the good ones run; failures are repeated in
+    // the summary, and the earlier failure is not retried.
+    let out = env.run(&["sweep", "exp.toml"]).expect(1);
+    assert_eq!(
+        statuses(&sweep_record(&env)),
+        ["failed", "failed", "ok", "ok"]
+    );
+    assert_eq!(out.stderr.matches("trial 1 ").count(), 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("1 trial failed in an earlier invocation"),
+        "{}",
+        out.stderr
+    );
+
+    // Mend the data: --rerun-failed runs the two failed trials, and only them.
+    fs::remove_dir_all(env.path().join("data/bad")).unwrap();
+    env.synth("bad", 40, 5);
+    let out = env.run(&["sweep", "exp.toml", "--rerun-failed"]).expect(0);
+    assert!(
+        out.stdout.contains("2 trials finished before"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(statuses(&sweep_record(&env)), ["ok"; 4]);
+}
+
+#[test]
+fn trial_tasks_run_one_trial_of_an_expanded_sweep() {
+    let env = TestEnv::new();
+    env.write("exp.toml", &synthetic_experiment(40, GRID));
+    env.run(&[
+        "sweep",
+        "exp.toml",
+        "--executor",
+        "slurm",
+        "--no-submit",
+        "--jobs",
+        "2",
+    ])
+    .expect(0);
+    let dir = sweep_dir(&env);
+    let script = fs::read_to_string(dir.join("sweep.sbatch")).unwrap();
+    assert!(script.contains("#SBATCH --array=0-3%2"), "{script}");
+    assert!(script.contains("sweep --trial"), "{script}");
+    assert!(
+        dir.join("slurm").is_dir(),
+        "log folder exists before submission"
+    );
+    assert_eq!(
+        fs::read_to_string(dir.join("trials.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        4
+    );
+
+    let id = sweep_id(&env);
+    let out = env.run(&["sweep", "--trial", &id, "2"]).expect(0);
+    assert!(out.stdout.contains("trial 2 ok"), "{}", out.stdout);
+    let out = env.run(&["sweep", "--trial", &id, "9"]).expect(2);
+    assert!(out.stderr.contains("no trial `9`"), "{}", out.stderr);
+    let status = env.run(&["sweep", "--status", &id[..6]]).expect(0);
+    assert!(
+        status.stdout.contains("1 ok, 3 pending"),
+        "{}",
+        status.stdout
+    );
+
+    // The experiment changed since expansion: the task refuses rather than run another config.
+    env.write(
+        "exp.toml",
+        &synthetic_experiment(40, GRID).replace("epochs = 1", "epochs = 2"),
+    );
+    let out = env.run(&["sweep", "--trial", &id, "1"]).expect(1);
+    assert!(
+        out.stderr.contains("changed since the sweep was expanded"),
+        "{}",
+        out.stderr
+    );
+}
