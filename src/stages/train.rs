@@ -60,7 +60,20 @@ pub struct TrainStage {
     weights: Option<PathBuf>,
     device: String,
     boundary: Arc<Boundary>,
+    /// Upstream settings shown beside the stage's own in TensorBoard's HParams tab, so
+    /// sweep trials over `classes.spacing` compare there. They are in the upstream keys,
+    /// so the events stay a function of this stage's key.
+    upstream_hparams: Params,
 }
+
+/// Upstream settings written as hyperparameters (see [`TrainStage`]).
+const UPSTREAM_HPARAMS: &[&str] = &[
+    "classes.boundary",
+    "classes.spacing",
+    "classes.centroid",
+    "classes.crs",
+    "dataset.fraction",
+];
 
 impl TrainStage {
     /// The stage for `loaded`.
@@ -84,6 +97,16 @@ impl TrainStage {
                 .map(|w| loaded.resolve_path("model.weights", w)),
             device: e.train.device.clone(),
             boundary,
+            upstream_hparams: {
+                let config = loaded.config();
+                UPSTREAM_HPARAMS
+                    .iter()
+                    .filter_map(|k| {
+                        crate::experiment::keys::lookup(&config, k)
+                            .map(|v| ((*k).to_owned(), v.clone()))
+                    })
+                    .collect()
+            },
         }
     }
 
@@ -119,7 +142,14 @@ impl TrainStage {
             haversine_tau_km: t.haversine_tau_km,
             augment: t.augment.clone(),
             weights: self.weights.clone(),
-            hparams: hparams(&self.params()),
+            hparams: hparams(
+                &self
+                    .upstream_hparams
+                    .clone()
+                    .into_iter()
+                    .chain(self.params())
+                    .collect(),
+            ),
         }
     }
 }
@@ -146,7 +176,8 @@ impl Stage for TrainStage {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: upstream class and dataset settings among the HParams.
+        2
     }
 
     fn upstream(&self) -> Vec<&'static str> {
