@@ -73,7 +73,7 @@ keys! {
     "train.device": "string" => "`cpu`, `cuda`, `cuda:N` or `auto`.",
     "train.monitor": "string" => "Metric (`val/<name>` or `train/<name>`) that picks the best checkpoint and drives `plateau`.",
     "train.monitor_mode": "auto | min | max" => "Whether the monitor improves downwards or upwards; `auto` goes by its name (accuracies and scores up).",
-    "sweep": "table" => "Grid for `geoexp sweep`: `\"key.path\" = [values...]`.",
+    "sweep": "table" => "Grid for `geoexp sweep`: `\"key.path\" = [values...]`, plus `zip`, `exclude`, `seeds` (see Sweeps).",
 }
 
 /// The documented key at `path`, if any.
