@@ -6,6 +6,7 @@ mod dataset;
 mod help;
 mod plan;
 mod run;
+mod slurm;
 mod sweep;
 mod synth;
 mod train;

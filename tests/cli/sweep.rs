@@ -11,7 +11,7 @@ use crate::common::{TestEnv, synthetic_experiment};
 const GRID: &str = "[sweep]\n\"train.lr\" = [1e-3, 3e-4]\n\"classes.spacing\" = [0.5, 0.7]\n";
 
 /// How many times each stage ran (not hit) over every run of experiment `name`.
-fn stage_runs(runs: &Path, name: &str) -> BTreeMap<String, usize> {
+pub fn stage_runs(runs: &Path, name: &str) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for run in fs::read_dir(runs.join(name)).unwrap() {
         let text = fs::read_to_string(run.unwrap().path().join("execution.toml")).unwrap();
@@ -27,7 +27,7 @@ fn stage_runs(runs: &Path, name: &str) -> BTreeMap<String, usize> {
     counts
 }
 
-fn expected_counts() -> BTreeMap<String, usize> {
+pub fn expected_counts() -> BTreeMap<String, usize> {
     [
         ("dataset", 1),
         ("classes", 2),
