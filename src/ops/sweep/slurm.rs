@@ -14,7 +14,7 @@ use std::process::Command;
 
 use crate::graph::{GraphError, write_atomic};
 
-use super::record::{self, SlurmRecord, TrialState};
+use super::record::{self, SlurmRecord};
 use super::{OpError, SweepPlan};
 
 /// The batch script's name in the sweep folder.
@@ -225,23 +225,17 @@ fn run_command(program: &str, args: &[String]) -> Result<String, SlurmError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Per array index, what Slurm says about the task: `squeue` for queued and running
-/// tasks, then `sacct` for finished ones (where accounting is enabled). Either may be
-/// unavailable; what could not be asked is in the second value.
+/// Per array index, what Slurm says about the task: `squeue -t all` knows queued, running
+/// and recently finished tasks; `sacct` (where accounting is enabled) is asked only when
+/// squeue no longer knows the job. What could not be asked is in the second value.
 pub fn task_states(job_id: &str) -> (BTreeMap<usize, String>, Vec<String>) {
     let mut states = BTreeMap::new();
-    let mut problems = Vec::new();
-    match run_command(
+    let args = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let squeue = run_command(
         "squeue",
-        &[
-            "-h".into(),
-            "-r".into(),
-            "-j".into(),
-            job_id.into(),
-            "-o".into(),
-            "%i %T".into(),
-        ],
-    ) {
+        &args(&["-h", "-r", "-t", "all", "-j", job_id, "-o", "%i %T"]),
+    );
+    match &squeue {
         Ok(out) => {
             for line in out.lines() {
                 let mut cols = line.split_whitespace();
@@ -251,22 +245,18 @@ pub fn task_states(job_id: &str) -> (BTreeMap<usize, String>, Vec<String>) {
                     states.insert(index, state.to_owned());
                 }
             }
+            if !states.is_empty() {
+                return (states, Vec::new());
+            }
         }
-        // A job that left the queue makes squeue fail with "Invalid job id".
+        // A job that aged out of the controller makes squeue say "Invalid job id".
         Err(SlurmError::Refused { stderr, .. }) if stderr.contains("Invalid job id") => {}
-        Err(e) => problems.push(e.to_string()),
+        Err(_) => {}
     }
+    let mut problems = Vec::new();
     match run_command(
         "sacct",
-        &[
-            "-n".into(),
-            "-P".into(),
-            "-X".into(),
-            "-j".into(),
-            job_id.into(),
-            "-o".into(),
-            "JobID,State,ExitCode".into(),
-        ],
+        &args(&["-n", "-P", "-X", "-j", job_id, "-o", "JobID,State,ExitCode"]),
     ) {
         Ok(out) => {
             for line in out.lines() {
@@ -280,11 +270,16 @@ pub fn task_states(job_id: &str) -> (BTreeMap<usize, String>, Vec<String>) {
                     } else {
                         format!("{state} (exit {code})")
                     };
-                    states.entry(index).or_insert(shown);
+                    states.insert(index, shown);
                 }
             }
         }
-        Err(e) => problems.push(e.to_string()),
+        Err(e) => {
+            if let Err(q) = squeue {
+                problems.push(q.to_string());
+            }
+            problems.push(format!("job {job_id} has left the queue and {e}"));
+        }
     }
     (states, problems)
 }
@@ -318,8 +313,8 @@ pub fn status(sweep_dir: &Path, runs_dir: &Path) -> Result<StatusReport, OpError
     let rows = record::gather(&plan);
     let slurm = record::read_slurm(sweep_dir);
     let (tasks, problems) = match slurm.as_ref().and_then(|s| s.job_id.as_deref()) {
-        Some(job) if rows.iter().any(|r| r.state != TrialState::Ok) => task_states(job),
-        _ => (BTreeMap::new(), Vec::new()),
+        Some(job) => task_states(job),
+        None => (BTreeMap::new(), Vec::new()),
     };
     record::write_summary(&plan, &rows, slurm.as_ref())?;
     Ok(StatusReport {
