@@ -130,14 +130,16 @@ impl SweepPlan {
 /// by its index and values), and a sweep with no axes.
 pub fn expand(options: &SweepOptions) -> Result<SweepPlan, OpError> {
     let base = crate::experiment::load(&options.experiment)?;
-    let mut definition = Sweep::from_table(&base.experiment.sweep).map_err(|problems| {
+    // Problems of the definition as a whole are the file's `[sweep]` table's.
+    let in_table = |problems: Vec<crate::experiment::sweep::SweepProblem>| {
         ConfigErrors(
             problems
                 .into_iter()
                 .map(|p| ConfigError::invalid(base.origin("sweep"), &p.key, p.message))
                 .collect(),
         )
-    })?;
+    };
+    let mut definition = Sweep::from_table(&base.experiment.sweep).map_err(in_table)?;
     let mut problems = Vec::new();
     for raw in &options.grid {
         if let Err(p) = definition.apply_grid(raw) {
@@ -160,16 +162,7 @@ pub fn expand(options: &SweepOptions) -> Result<SweepPlan, OpError> {
             crate::experiment::error::display_path(&options.experiment.file)
         )));
     }
-    let points = definition
-        .points(base.experiment.seed)
-        .map_err(|problems| {
-            ConfigErrors(
-                problems
-                    .into_iter()
-                    .map(|p| ConfigError::invalid(base.origin("sweep"), &p.key, p.message))
-                    .collect(),
-            )
-        })?;
+    let points = definition.points(base.experiment.seed).map_err(in_table)?;
     let experiment = options
         .experiment
         .file
