@@ -16,12 +16,15 @@ use serde_json::Value;
 use super::error::GraphError;
 use super::executor::{StageRun, StageStatus};
 use super::key::{InputFingerprint, StageKey};
+use super::reason::MaterialView;
 use super::store::{OutputHash, write_atomic};
 
 /// File name of a run's manifest.
 pub const MANIFEST_FILE: &str = "manifest.toml";
 /// File name of a run's execution record.
 pub const EXECUTION_FILE: &str = "execution.toml";
+/// The entry of `[versions]` that holds geoexp's own version.
+pub const GEOEXP_VERSION_KEY: &str = "geoexp";
 
 /// Identity of a run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -72,6 +75,18 @@ impl StageManifest {
             results: record.results.clone(),
         }
     }
+
+    /// What went into this stage's key, for comparing it with another record of the stage.
+    /// A manifest keeps the geoexp version once, under `[versions]`, so the caller passes it.
+    pub fn material<'a>(&'a self, geoexp_version: Option<&'a str>) -> MaterialView<'a> {
+        MaterialView {
+            geoexp_version,
+            stage_version: self.version,
+            params: &self.params,
+            upstream: &self.upstream,
+            inputs: &self.inputs,
+        }
+    }
 }
 
 /// A run's manifest.
@@ -100,6 +115,11 @@ impl Manifest {
             message: e.to_string(),
         })?;
         write_atomic(path, to_toml_string(&value, path)?.as_bytes())
+    }
+
+    /// The geoexp version that built this run's stages (it goes into every stage key).
+    pub fn geoexp_version(&self) -> Option<&str> {
+        self.versions.get(GEOEXP_VERSION_KEY).map(String::as_str)
     }
 
     /// Reads a manifest.
