@@ -5,10 +5,13 @@
 //! place that uses `anyhow` and prints.
 
 mod args;
+mod diff;
+mod ls;
 mod plan;
 mod report;
 mod run;
 mod synth;
+mod values;
 
 use std::process::ExitCode;
 
@@ -35,6 +38,10 @@ enum Command {
     Plan(plan::Args),
     /// Write a synthetic dataset in the real on-disk layout (data.csv + images/).
     Synth(synth::Args),
+    /// List runs: the config values that differ between them, and their final metrics.
+    Ls(ls::Args),
+    /// Compare two runs: config values, stage keys and why they changed, metrics, versions.
+    Diff(diff::Args),
 }
 
 /// How the process ends. Documented in `--help`'s footer and README.md.
@@ -44,6 +51,8 @@ pub enum ExitStatus {
     Success,
     /// The work itself failed: a stage returned an error.
     Failure,
+    /// `diff --exit-code` found differences (as `diff` and `git diff --exit-code` exit 1).
+    Different,
     /// The request was wrong (config, arguments) or geoexp hit an internal error.
     Error,
 }
@@ -52,7 +61,7 @@ impl From<ExitStatus> for ExitCode {
     fn from(s: ExitStatus) -> ExitCode {
         match s {
             ExitStatus::Success => ExitCode::SUCCESS,
-            ExitStatus::Failure => ExitCode::from(1),
+            ExitStatus::Failure | ExitStatus::Different => ExitCode::from(1),
             ExitStatus::Error => ExitCode::from(2),
         }
     }
@@ -76,6 +85,8 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args, &ctx),
         Command::Plan(args) => plan::run(args, &ctx),
         Command::Synth(args) => synth::run(args, &ctx),
+        Command::Ls(args) => ls::run(args, &ctx),
+        Command::Diff(args) => diff::run(args, &ctx),
     };
     match result {
         Ok(status) => status.into(),
