@@ -34,8 +34,9 @@ pub struct Args {
     /// default ones.
     #[arg(long, value_name = "NAMES", value_delimiter = ',')]
     metrics: Vec<String>,
-    /// Also drop metric columns whose value is the same in every listed run (config columns
-    /// always show only the values that differ).
+    /// Also drop metric columns whose value is the same in every listed run (a run without
+    /// the metric counts as different; a single run keeps its metrics). Config columns
+    /// always show only the values that differ.
     #[arg(long)]
     only_changed: bool,
     /// Output format: an aligned table, csv, json (one object per run) or a GitHub-markdown
