@@ -162,11 +162,8 @@ pub fn ls(options: &LsOptions) -> Result<Listing, LsError> {
         _ => Vec::new(),
     };
     wanted.extend(options.sort.as_deref());
-    let collect_names = !wanted.is_empty();
-    let results: Vec<Result<Parsed, Skipped>> = paths
-        .par_iter()
-        .map(|path| parse(path, &wanted, collect_names))
-        .collect();
+    let results: Vec<Result<Parsed, Skipped>> =
+        paths.par_iter().map(|path| parse(path, &wanted)).collect();
     let mut runs = Vec::with_capacity(results.len());
     for r in results {
         match r {
@@ -320,11 +317,12 @@ struct Parsed {
     config: Params,
     /// Final metrics, and any other `wanted` result.
     metrics: BTreeMap<String, Value>,
-    /// Every result name of every stage, when a name must be checked against them.
+    /// Every result name of every stage, when the run lacks a wanted name (only then can
+    /// they be needed, to list what is available).
     names: Vec<String>,
 }
 
-fn parse(path: &Path, wanted: &[&str], collect_names: bool) -> Result<Parsed, Skipped> {
+fn parse(path: &Path, wanted: &[&str]) -> Result<Parsed, Skipped> {
     let skipped = |problem: String| Skipped {
         path: path.to_path_buf(),
         problem,
@@ -339,13 +337,18 @@ fn parse(path: &Path, wanted: &[&str], collect_names: bool) -> Result<Parsed, Sk
         .map_or_else(|| toml::from_str(&text), Ok)
         .map_err(|e| skipped(format!("unreadable manifest: {}", e.message().trim_end())))?;
     let mut stages = summary.stages;
-    let names = if collect_names {
+    // The names are needed only to report a wanted name that no run has, so a run that
+    // has every wanted name need not keep them.
+    let names = if wanted
+        .iter()
+        .all(|w| stages.values().any(|s| s.results.contains_key(*w)))
+    {
+        Vec::new()
+    } else {
         stages
             .values()
             .flat_map(|s| s.results.keys().cloned())
             .collect()
-    } else {
-        Vec::new()
     };
     let evaluate = stages.remove(evaluate::NAME).map(|s| s.results);
     let train = stages.remove(train::NAME).map(|s| s.results);
