@@ -119,7 +119,7 @@ fn text(diff: &ManifestDiff) -> String {
         &mut out,
         "metrics",
         diff.results.iter().map(|r| {
-            let name = if seen[r.key.as_str()] > 1 {
+            let name = if seen.get(r.key.as_str()).is_some_and(|&n| n > 1) {
                 format!("{} ({})", r.key, r.stage)
             } else {
                 r.key.clone()
