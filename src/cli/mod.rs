@@ -5,11 +5,14 @@
 //! place that uses `anyhow` and prints.
 
 mod args;
+mod diff;
+mod ls;
 mod plan;
 mod report;
 mod run;
 mod sweep;
 mod synth;
+mod values;
 
 use std::process::ExitCode;
 
@@ -38,6 +41,10 @@ enum Command {
     Sweep(sweep::Args),
     /// Write a synthetic dataset in the real on-disk layout (data.csv + images/).
     Synth(synth::Args),
+    /// List runs: the config values that differ between them, and their final metrics.
+    Ls(ls::Args),
+    /// Compare two runs: config values, stage keys and why they changed, metrics, versions.
+    Diff(diff::Args),
 }
 
 /// How the process ends. Documented in `--help`'s footer and README.md.
@@ -47,6 +54,8 @@ pub enum ExitStatus {
     Success,
     /// The work itself failed: a stage returned an error.
     Failure,
+    /// `diff --exit-code` found differences (as `diff` and `git diff --exit-code` exit 1).
+    Different,
     /// The request was wrong (config, arguments) or geoexp hit an internal error.
     Error,
 }
@@ -55,7 +64,7 @@ impl From<ExitStatus> for ExitCode {
     fn from(s: ExitStatus) -> ExitCode {
         match s {
             ExitStatus::Success => ExitCode::SUCCESS,
-            ExitStatus::Failure => ExitCode::from(1),
+            ExitStatus::Failure | ExitStatus::Different => ExitCode::from(1),
             ExitStatus::Error => ExitCode::from(2),
         }
     }
@@ -80,6 +89,8 @@ pub fn main() -> ExitCode {
         Command::Plan(args) => plan::run(args, &ctx),
         Command::Sweep(args) => sweep::run(args, &ctx),
         Command::Synth(args) => synth::run(args, &ctx),
+        Command::Ls(args) => ls::run(args, &ctx),
+        Command::Diff(args) => diff::run(args, &ctx),
     };
     match result {
         Ok(status) => status.into(),

@@ -58,6 +58,14 @@ pub enum GraphError {
         /// What went wrong.
         message: String,
     },
+    /// A file geoexp wrote (a manifest) could not be parsed back.
+    #[error("reading {}: {message}", path.display())]
+    Decode {
+        /// File being read.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 impl GraphError {

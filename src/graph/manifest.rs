@@ -16,12 +16,15 @@ use serde_json::Value;
 use super::error::GraphError;
 use super::executor::{StageRun, StageStatus};
 use super::key::{InputFingerprint, StageKey};
+use super::reason::MaterialView;
 use super::store::{OutputHash, write_atomic};
 
 /// File name of a run's manifest.
 pub const MANIFEST_FILE: &str = "manifest.toml";
 /// File name of a run's execution record.
 pub const EXECUTION_FILE: &str = "execution.toml";
+/// The entry of `[versions]` that holds geoexp's own version.
+pub const GEOEXP_VERSION_KEY: &str = "geoexp";
 
 /// Identity of a run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -72,6 +75,18 @@ impl StageManifest {
             results: record.results.clone(),
         }
     }
+
+    /// What went into this stage's key, for comparing it with another record of the stage.
+    /// A manifest keeps the geoexp version once, under `[versions]`, so the caller passes it.
+    pub fn material<'a>(&'a self, geoexp_version: Option<&'a str>) -> MaterialView<'a> {
+        MaterialView {
+            geoexp_version,
+            stage_version: self.version,
+            params: &self.params,
+            upstream: &self.upstream,
+            inputs: &self.inputs,
+        }
+    }
 }
 
 /// A run's manifest.
@@ -102,15 +117,20 @@ impl Manifest {
         write_atomic(path, to_toml_string(&value, path)?.as_bytes())
     }
 
+    /// The geoexp version that built this run's stages (it goes into every stage key).
+    pub fn geoexp_version(&self) -> Option<&str> {
+        self.versions.get(GEOEXP_VERSION_KEY).map(String::as_str)
+    }
+
     /// Reads a manifest.
     ///
     /// # Errors
     /// When it cannot be read or parsed; the message names the file.
     pub fn read(path: &Path) -> Result<Manifest, GraphError> {
         let text = std::fs::read_to_string(path).map_err(GraphError::io("reading", path))?;
-        toml::from_str(&text).map_err(|e| GraphError::Encode {
+        toml::from_str(&text).map_err(|e| GraphError::Decode {
             path: path.to_path_buf(),
-            message: e.message().to_owned(),
+            message: e.to_string().trim_end().to_owned(),
         })
     }
 }
@@ -232,6 +252,49 @@ mod tests {
         let text = to_toml_string(&v, Path::new("x")).unwrap();
         let back: Value = toml::from_str(&text).unwrap();
         assert_eq!(back, v);
+    }
+
+    #[test]
+    fn a_changed_value_changes_only_its_own_lines() {
+        // What makes `git diff` of two manifests a review: same layout, sorted keys, so a
+        // change of lr shows as the lines that hold it and the key it changes, nothing else.
+        let manifest = |lr: f64, key: char| -> String {
+            let stage = StageManifest {
+                key: StageKey::parse(&key.to_string().repeat(64)).unwrap(),
+                version: 1,
+                params: [("train.lr".to_owned(), json!(lr))].into(),
+                upstream: BTreeMap::new(),
+                inputs: BTreeMap::new(),
+                outputs: BTreeMap::new(),
+                results: [("best_epoch".to_owned(), json!(3))].into(),
+            };
+            let m = Manifest {
+                run: RunInfo {
+                    name: "golf".into(),
+                    id: "abc".into(),
+                    experiment: "golf.toml".into(),
+                },
+                versions: [("geoexp".to_owned(), "0.1.0".to_owned())].into(),
+                config: json!({"name": "golf", "train": {"lr": lr, "epochs": 8}}),
+                provenance: [("train.lr".to_owned(), "golf.toml".to_owned())].into(),
+                stages: [("train".to_owned(), stage)].into(),
+            };
+            to_toml_string(&serde_json::to_value(&m).unwrap(), Path::new("x")).unwrap()
+        };
+        let (a, b) = (manifest(1e-3, 'a'), manifest(3e-4, 'b'));
+        assert_eq!(a.lines().count(), b.lines().count());
+        let changed: Vec<(&str, &str)> = a.lines().zip(b.lines()).filter(|(x, y)| x != y).collect();
+        assert_eq!(
+            changed,
+            [
+                ("lr = 0.001", "lr = 0.0003"),
+                (
+                    &*format!("key = \"{}\"", "a".repeat(64)),
+                    &*format!("key = \"{}\"", "b".repeat(64))
+                ),
+                ("\"train.lr\" = 0.001", "\"train.lr\" = 0.0003"),
+            ]
+        );
     }
 
     #[test]

@@ -13,8 +13,10 @@
 //! - [`reason`], [`plan`]: why a stage would run.
 //! - [`executor`]: running stages; emits [`events::RunEvent`]s, never prints.
 //! - [`manifest`]: `manifest.toml` and `execution.toml`.
+//! - [`diff`]: what differs between two runs' manifests, by key path.
 
 pub mod dag;
+pub mod diff;
 pub mod error;
 pub mod events;
 pub mod executor;
@@ -28,6 +30,9 @@ pub mod stage;
 pub mod store;
 
 pub use dag::{Graph, Resolved, resolve};
+pub use diff::{
+    ManifestDiff, ResultChange, StageChange, StageDiff, ValueChange, VersionChange, diff,
+};
 pub use error::{GraphError, error_chain};
 pub use events::{CollectingReporter, NoTick, Progress, Reporter, RunEvent, Tick};
 pub use executor::{StageRun, StageStatus, execute};
@@ -35,8 +40,8 @@ pub use fingerprint::Fingerprinter;
 pub use key::{GEOEXP_VERSION, KeyMaterial, StageKey, digest_value};
 pub use manifest::{Execution, Manifest, RunInfo, StageExecution, StageManifest};
 pub use plan::{PlanEntry, PlanStatus, plan};
-pub use reason::RerunReason;
-pub use stage::{Input, Outcome, Params, Stage, StageContext, StageError, params_of};
+pub use reason::{MaterialView, RerunReason};
+pub use stage::{Input, Outcome, Params, Stage, StageContext, StageError, key_paths, params_of};
 pub use store::{Lookup, Store, write_atomic};
 
 #[cfg(test)]

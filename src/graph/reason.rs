@@ -2,7 +2,8 @@
 //!
 //! "Nearest" is the entry of the same stage whose key material differs in the fewest
 //! components (ties: the most recently created), so `plan` can say "classes.spacing
-//! 0.5 → 0.3" instead of "not cached".
+//! 0.5 → 0.3" instead of "not cached". The same component-wise comparison ([`compare`])
+//! tells [`diff`](super::diff) why a stage's key differs between two runs' manifests.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -12,7 +13,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::key::KeyMaterial;
+use super::key::{InputFingerprint, KeyMaterial, StageKey};
 use super::store::{Entry, INPUTS_FILE};
 
 /// How many file names an [`RerunReason::InputChanged`] lists per category.
@@ -128,6 +129,112 @@ impl fmt::Display for RerunReason {
     }
 }
 
+/// The parts of a stage's key material that can differ between two records of the same
+/// stage, borrowed from wherever they are kept: a cache entry's [`KeyMaterial`] or a
+/// manifest's [`StageManifest`](super::StageManifest). One comparison ([`compare`]) serves
+/// `plan` (current material against the nearest cached entry) and `diff` (two runs).
+#[derive(Clone, Copy, Debug)]
+pub struct MaterialView<'a> {
+    /// geoexp version that went into the key (`None` when the record does not say).
+    pub geoexp_version: Option<&'a str>,
+    /// Stage implementation version.
+    pub stage_version: u32,
+    /// Config values read, by key path.
+    pub params: &'a BTreeMap<String, Value>,
+    /// Upstream stage name → key.
+    pub upstream: &'a BTreeMap<String, StageKey>,
+    /// Input label → fingerprint.
+    pub inputs: &'a BTreeMap<String, InputFingerprint>,
+}
+
+impl<'a> From<&'a KeyMaterial> for MaterialView<'a> {
+    fn from(m: &'a KeyMaterial) -> Self {
+        MaterialView {
+            geoexp_version: Some(&m.geoexp_version),
+            stage_version: m.stage_version,
+            params: &m.params,
+            upstream: &m.upstream,
+            inputs: &m.inputs,
+        }
+    }
+}
+
+/// One component in which two [`MaterialView`]s differ, in the order reasons are reported.
+enum Difference<'a> {
+    GeoexpVersion,
+    StageVersion,
+    Param(&'a String),
+    Input(&'a String),
+    Upstream(&'a String),
+}
+
+/// Every differing component of `old` and `new`: versions, then params, inputs and
+/// upstream keys, each by sorted name.
+fn differences<'a>(old: &MaterialView<'a>, new: &MaterialView<'a>) -> Vec<Difference<'a>> {
+    fn changed<'a, V: PartialEq>(
+        a: &'a BTreeMap<String, V>,
+        b: &'a BTreeMap<String, V>,
+    ) -> impl Iterator<Item = &'a String> {
+        let names: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+        names.into_iter().filter(|k| a.get(*k) != b.get(*k))
+    }
+    let mut out = Vec::new();
+    if old.geoexp_version != new.geoexp_version {
+        out.push(Difference::GeoexpVersion);
+    }
+    if old.stage_version != new.stage_version {
+        out.push(Difference::StageVersion);
+    }
+    out.extend(changed(old.params, new.params).map(Difference::Param));
+    out.extend(changed(old.inputs, new.inputs).map(Difference::Input));
+    out.extend(changed(old.upstream, new.upstream).map(Difference::Upstream));
+    out
+}
+
+/// The reasons `old` and `new` give different keys, in the order of the key table:
+/// geoexp version, stage version, params, inputs, upstream keys. `input_change` builds the
+/// reason for an input whose fingerprint differs (given its label): `plan` lists the files
+/// that changed, a comparison of two manifests, which hold no file lists, only the label.
+pub fn compare(
+    old: &MaterialView<'_>,
+    new: &MaterialView<'_>,
+    mut input_change: impl FnMut(&str) -> RerunReason,
+) -> Vec<RerunReason> {
+    differences(old, new)
+        .into_iter()
+        .map(|d| match d {
+            Difference::GeoexpVersion => RerunReason::GeoexpVersionChanged {
+                old: old.geoexp_version.unwrap_or("(unknown)").to_owned(),
+                new: new.geoexp_version.unwrap_or("(unknown)").to_owned(),
+            },
+            Difference::StageVersion => RerunReason::StageVersionChanged {
+                old: old.stage_version,
+                new: new.stage_version,
+            },
+            Difference::Param(key) => RerunReason::ParamChanged {
+                key: key.clone(),
+                old: old.params.get(key).cloned(),
+                new: new.params.get(key).cloned(),
+            },
+            Difference::Input(label) => input_change(label),
+            Difference::Upstream(stage) => RerunReason::UpstreamChanged {
+                stage: stage.clone(),
+            },
+        })
+        .collect()
+}
+
+/// An input reason without per-file detail, for when only the fingerprints are known.
+pub fn input_changed(label: &str) -> RerunReason {
+    RerunReason::InputChanged {
+        label: label.to_owned(),
+        added: Vec::new(),
+        removed: Vec::new(),
+        modified: Vec::new(),
+        counts: [0; 3],
+    }
+}
+
 /// The entry nearest to `material` among `entries`, with the reasons they differ.
 /// `files` holds the current per-file hashes of each file input, by label.
 pub fn explain<'e>(
@@ -135,76 +242,26 @@ pub fn explain<'e>(
     material: &KeyMaterial,
     files: &BTreeMap<String, Vec<(PathBuf, String)>>,
 ) -> (Option<&'e Entry>, Vec<RerunReason>) {
+    let distance = |e: &Entry| differences(&(&e.record.material).into(), &material.into()).len();
     let nearest = entries.iter().min_by(|a, b| {
-        distance(&a.record.material, material)
-            .cmp(&distance(&b.record.material, material))
+        distance(a)
+            .cmp(&distance(b))
             // Newer first among equals: reverse the timestamp order.
             .then_with(|| b.record.created.at.cmp(&a.record.created.at))
     });
     let Some(nearest) = nearest else {
         return (None, vec![RerunReason::NeverRun]);
     };
-    let old = &nearest.record.material;
-    let mut reasons = Vec::new();
-    if old.geoexp_version != material.geoexp_version {
-        reasons.push(RerunReason::GeoexpVersionChanged {
-            old: old.geoexp_version.clone(),
-            new: material.geoexp_version.clone(),
-        });
-    }
-    if old.stage_version != material.stage_version {
-        reasons.push(RerunReason::StageVersionChanged {
-            old: old.stage_version,
-            new: material.stage_version,
-        });
-    }
-    let keys: BTreeSet<&String> = old.params.keys().chain(material.params.keys()).collect();
-    for key in keys {
-        let (o, n) = (old.params.get(key), material.params.get(key));
-        if o != n {
-            reasons.push(RerunReason::ParamChanged {
-                key: key.clone(),
-                old: o.cloned(),
-                new: n.cloned(),
-            });
-        }
-    }
-    let labels: BTreeSet<&String> = old.inputs.keys().chain(material.inputs.keys()).collect();
     let mut old_files = None;
-    for label in labels {
-        if old.inputs.get(label) == material.inputs.get(label) {
-            continue;
-        }
-        let old_files = old_files.get_or_insert_with(|| read_inputs(nearest));
-        reasons.push(input_change(
-            label,
-            old_files.get(label.as_str()),
-            files.get(label.as_str()),
-        ));
-    }
-    let ups: BTreeSet<&String> = old
-        .upstream
-        .keys()
-        .chain(material.upstream.keys())
-        .collect();
-    for up in ups {
-        if old.upstream.get(up) != material.upstream.get(up) {
-            reasons.push(RerunReason::UpstreamChanged { stage: up.clone() });
-        }
-    }
+    let reasons = compare(
+        &(&nearest.record.material).into(),
+        &material.into(),
+        |label| {
+            let old_files = old_files.get_or_insert_with(|| read_inputs(nearest));
+            input_change(label, old_files.get(label), files.get(label))
+        },
+    );
     (Some(nearest), reasons)
-}
-
-fn distance(a: &KeyMaterial, b: &KeyMaterial) -> usize {
-    fn count<K: Ord, V: PartialEq>(a: &BTreeMap<K, V>, b: &BTreeMap<K, V>) -> usize {
-        let keys: BTreeSet<&K> = a.keys().chain(b.keys()).collect();
-        keys.into_iter().filter(|k| a.get(k) != b.get(k)).count()
-    }
-    usize::from(a.stage_version != b.stage_version)
-        + usize::from(a.geoexp_version != b.geoexp_version)
-        + count(&a.params, &b.params)
-        + count(&a.inputs, &b.inputs)
-        + count(&a.upstream, &b.upstream)
 }
 
 fn read_inputs(entry: &Entry) -> BTreeMap<String, BTreeMap<String, String>> {

@@ -21,6 +21,16 @@ pub type Params = BTreeMap<String, Value>;
 /// `"dataset.split"` holding `{train, val, test}` becomes `dataset.split.train`, ... so
 /// `plan` names the exact value that changed. Unset options (`null`) are left out.
 pub fn params_of<T: serde::Serialize>(params: &T) -> Params {
+    serde_json::to_value(params)
+        .map(key_paths)
+        .unwrap_or_default()
+}
+
+/// Flattens nested tables into dotted key paths (`{"train": {"lr": 1e-3}}` becomes
+/// `train.lr = 1e-3`), the one spelling of a config value that stage params, `plan`, `ls`
+/// and `diff` share. Arrays are values, not tables; unset options (`null`) and empty tables
+/// are left out.
+pub fn key_paths(value: Value) -> Params {
     fn flatten(prefix: &str, value: Value, out: &mut Params) {
         match value {
             Value::Object(map) => {
@@ -40,9 +50,7 @@ pub fn params_of<T: serde::Serialize>(params: &T) -> Params {
         }
     }
     let mut out = Params::new();
-    if let Ok(value) = serde_json::to_value(params) {
-        flatten("", value, &mut out);
-    }
+    flatten("", value, &mut out);
     out
 }
 

@@ -4,9 +4,13 @@
 //! - [`plan`]: load, build, resolve, and say what would run and why.
 //! - [`sweep`]: expand a sweep into trials; run them here or on Slurm; record them.
 //! - [`synth`]: write a synthetic dataset in the real layout.
+//! - [`ls`]: a table of the runs under a folder, from their manifests.
+//! - [`diff`]: what differs between two runs, from their manifests.
 //!
 //! Nothing here prints: progress and stage events go to a [`Reporter`](crate::graph::Reporter).
 
+pub mod diff;
+pub mod ls;
 pub mod plan;
 pub mod run;
 pub mod sweep;
@@ -25,6 +29,41 @@ use crate::stages::{BuildError, build};
 
 /// The cache folder inside the runs directory.
 pub const CACHE_DIR: &str = ".cache";
+/// The folder of sweep records inside the runs directory (not runs themselves).
+pub const SWEEPS_DIR: &str = "sweeps";
+
+/// The metrics `ls` shows by default, after the train stage's `best_<monitor>`: the test
+/// error of the best checkpoint, which is what runs are compared by.
+pub const DEFAULT_METRICS: [&str; 4] = [
+    "test/haversine_km_mean",
+    "test/haversine_km_median",
+    "test/acc_25km",
+    "test/acc",
+];
+
+/// Whether a stage result is one of a run's *final metrics*, which `ls` and `diff` show:
+/// every result of the evaluate stage (the best checkpoint scored on the test split), and
+/// the train stage's `best_*` results (the monitored value at the best epoch, and that
+/// epoch) unless evaluate reports the same name (`best_epoch`), as `evaluate_has` says.
+pub fn is_final_metric(stage: &str, key: &str, evaluate_has: impl Fn(&str) -> bool) -> bool {
+    use crate::stages::{evaluate, train};
+    stage == evaluate::NAME
+        || (stage == train::NAME && key.starts_with("best_") && !evaluate_has(key))
+}
+
+/// A run's final metrics (see [`is_final_metric`]) from its evaluate and train results.
+pub fn final_metrics(
+    evaluate: Option<BTreeMap<String, Value>>,
+    train: Option<BTreeMap<String, Value>>,
+) -> BTreeMap<String, Value> {
+    let mut out = evaluate.unwrap_or_default();
+    for (k, v) in train.into_iter().flatten() {
+        if k.starts_with("best_") && !out.contains_key(&k) {
+            out.insert(k, v);
+        }
+    }
+    out
+}
 
 /// Why a command could not do its work.
 #[derive(Debug, thiserror::Error)]

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use crate::experiment::LoadOptions;
 use crate::graph::lock::this_host;
-use crate::graph::manifest::{EXECUTION_FILE, MANIFEST_FILE};
+use crate::graph::manifest::{EXECUTION_FILE, GEOEXP_VERSION_KEY, MANIFEST_FILE};
 use crate::graph::{
     Execution, GEOEXP_VERSION, Manifest, Reporter, RunInfo, StageExecution, StageManifest,
     StageRun, execute,
@@ -133,7 +133,7 @@ pub fn versions() -> BTreeMap<String, String> {
         features.push("proj");
     }
     BTreeMap::from([
-        ("geoexp".to_owned(), GEOEXP_VERSION.to_owned()),
+        (GEOEXP_VERSION_KEY.to_owned(), GEOEXP_VERSION.to_owned()),
         ("features".to_owned(), features.join(",")),
     ])
 }

@@ -141,3 +141,229 @@ pub fn dirs_experiment(dirs: &[&str], extra: &str) -> String {
         list.join(", ")
     )
 }
+
+/// Final metrics of a [`FakeRun`] that reached the evaluate stage.
+#[derive(Clone, Copy)]
+pub struct FakeMetrics {
+    pub km_mean: f64,
+    pub km_median: f64,
+    pub acc_25km: f64,
+    pub acc: f64,
+    pub best_val_km: f64,
+    pub best_epoch: u32,
+}
+
+/// A run described by hand, written as a `manifest.toml` shaped like the real ones (config,
+/// provenance, run, stages with keys, params, upstream keys, inputs, outputs and results,
+/// versions), so `ls` and `diff` are tested on known manifests without training anything.
+/// Stage keys are derived from what each stage reads, as real keys are.
+#[derive(Clone, Copy)]
+pub struct FakeRun {
+    pub name: &'static str,
+    pub id: &'static str,
+    pub lr: f64,
+    pub spacing: f64,
+    /// `None`: the run stopped after the classes stage.
+    pub metrics: Option<FakeMetrics>,
+    pub geoexp: &'static str,
+}
+
+/// A readable, deterministic 64-hex-digit stand-in for a stage key.
+fn fake_key(what: &str) -> String {
+    let hex: String = what.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("{hex:0<64}")[..64].to_owned()
+}
+
+impl FakeRun {
+    pub fn manifest(&self) -> String {
+        let FakeRun {
+            name,
+            id,
+            lr,
+            spacing,
+            geoexp,
+            ..
+        } = *self;
+        let classes_key = fake_key(&format!("c{spacing}{geoexp}"));
+        let train_key = fake_key(&format!("t{lr}{spacing}{geoexp}"));
+        let eval_key = fake_key(&format!("e{lr}{spacing}{geoexp}"));
+        let mut text = format!(
+            r#"[config]
+name = "{name}"
+seed = 7
+
+[config.classes]
+boundary = "HR"
+spacing = {spacing:?}
+
+[config.train]
+epochs = 8
+lr = {lr:?}
+monitor = "val/haversine_km_mean"
+
+[provenance]
+"classes.boundary" = "default"
+"classes.spacing" = "exp.toml"
+name = "exp.toml"
+seed = "exp.toml"
+"train.epochs" = "default"
+"train.lr" = "--set train.lr={lr:?}"
+"train.monitor" = "default"
+
+[run]
+experiment = "exp.toml"
+id = "{id}"
+name = "{name}"
+
+[stages.classes]
+key = "{classes_key}"
+version = 1
+
+[stages.classes.inputs.boundary]
+digest = "{boundary}"
+files = 0
+
+[stages.classes.outputs."classes.csv"]
+blake3 = "{classes_key}"
+bytes = 2206
+
+[stages.classes.params]
+"classes.boundary" = "HR"
+"classes.spacing" = {spacing:?}
+
+[stages.classes.results]
+cells = 58
+classes = 45
+
+[stages.classes.upstream]
+"#,
+            boundary = fake_key("boundary HR"),
+        );
+        if let Some(m) = self.metrics {
+            text.push_str(&format!(
+                r#"
+[stages.evaluate]
+key = "{eval_key}"
+version = 1
+
+[stages.evaluate.inputs]
+
+[stages.evaluate.outputs."predictions.csv"]
+blake3 = "{eval_key}"
+bytes = 20307
+
+[stages.evaluate.params]
+
+[stages.evaluate.results]
+best_epoch = {best_epoch}
+locations = 150
+"test/acc" = {acc:?}
+"test/acc_25km" = {acc_25km:?}
+"test/haversine_km_mean" = {km_mean:?}
+"test/haversine_km_median" = {km_median:?}
+
+[stages.evaluate.upstream]
+classes = "{classes_key}"
+train = "{train_key}"
+
+[stages.train]
+key = "{train_key}"
+version = 1
+
+[stages.train.inputs]
+
+[stages.train.outputs."best.safetensors"]
+blake3 = "{train_key}"
+bytes = 1462356
+
+[stages.train.params]
+"train.epochs" = 8
+"train.lr" = {lr:?}
+
+[stages.train.results]
+best_epoch = {best_epoch}
+"best_val/haversine_km_mean" = {best_val_km:?}
+device = "Cpu"
+"last/val/loss" = 1.5
+
+[stages.train.upstream]
+classes = "{classes_key}"
+"#,
+                best_epoch = m.best_epoch,
+                acc = m.acc,
+                acc_25km = m.acc_25km,
+                km_mean = m.km_mean,
+                km_median = m.km_median,
+                best_val_km = m.best_val_km,
+            ));
+        }
+        text.push_str(&format!(
+            "\n[versions]\nfeatures = \"\"\ngeoexp = \"{geoexp}\"\n"
+        ));
+        text
+    }
+}
+
+impl TestEnv {
+    /// Writes `runs/<name>/<id>/manifest.toml` for `run`; returns the run folder.
+    pub fn fake_run(&self, run: &FakeRun) -> PathBuf {
+        let rel = format!("runs/{}/{}/manifest.toml", run.name, run.id);
+        self.write(&rel, &run.manifest())
+            .parent()
+            .unwrap()
+            .to_path_buf()
+    }
+}
+
+/// Three runs of `golf`: two trained ones differing in `train.lr`, and one with another
+/// `classes.spacing` that stopped after the classes stage.
+pub const GOLF_LR_1E3: FakeRun = FakeRun {
+    name: "golf",
+    id: "a1b2c3d4e5f6",
+    lr: 1e-3,
+    spacing: 0.5,
+    metrics: Some(FakeMetrics {
+        km_mean: 18.912345,
+        km_median: 10.4,
+        acc_25km: 0.8666666666666667,
+        acc: 0.52,
+        best_val_km: 17.25,
+        best_epoch: 7,
+    }),
+    geoexp: "0.1.0",
+};
+pub const GOLF_LR_3E4: FakeRun = FakeRun {
+    name: "golf",
+    id: "a1f0e9d8c7b6",
+    lr: 3e-4,
+    spacing: 0.5,
+    metrics: Some(FakeMetrics {
+        km_mean: 25.5,
+        km_median: 14.25,
+        acc_25km: 0.78,
+        acc: 0.52,
+        best_val_km: 24.0,
+        best_epoch: 5,
+    }),
+    geoexp: "0.1.0",
+};
+pub const GOLF_UNTRAINED: FakeRun = FakeRun {
+    name: "golf",
+    id: "c0ffee000001",
+    lr: 1e-3,
+    spacing: 0.3,
+    metrics: None,
+    geoexp: "0.1.0",
+};
+
+/// A test folder with the three [`GOLF_LR_1E3`], [`GOLF_LR_3E4`], [`GOLF_UNTRAINED`] runs
+/// under `runs/`, plus a cache entry and a sweep record that are not runs.
+pub fn golf_runs() -> TestEnv {
+    let env = TestEnv::new();
+    for run in [GOLF_LR_1E3, GOLF_LR_3E4, GOLF_UNTRAINED] {
+        env.fake_run(&run);
+    }
+    env.write("runs/.cache/classes/x/record.toml", "not a run\n");
+    env.write("runs/sweeps/s1/manifest.toml", "not a run either\n");
+    env
+}

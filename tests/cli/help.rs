@@ -9,12 +9,14 @@ fn every_command_has_help() {
         ("run", "--until"),
         ("plan", "--set"),
         ("synth", "--locations"),
+        ("ls", "--only-changed"),
+        ("diff", "--exit-code"),
     ] {
         let out = env.run(&[cmd, "--help"]).expect(0);
         assert!(out.stdout.contains(needle), "{cmd}: {}", out.stdout);
     }
     let top = env.run(&["--help"]).expect(0);
-    for cmd in ["run", "plan", "synth"] {
+    for cmd in ["run", "plan", "synth", "ls", "diff"] {
         assert!(top.stdout.contains(cmd), "{}", top.stdout);
     }
 }

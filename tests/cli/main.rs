@@ -3,7 +3,9 @@
 mod common;
 mod config;
 mod dataset;
+mod diff;
 mod help;
+mod ls;
 mod plan;
 mod run;
 mod slurm;

@@ -29,11 +29,8 @@ use crate::graph::{CollectingReporter, Lookup, Manifest, Reporter, digest_value}
 use crate::stages;
 
 use super::run::{RunOptions, run_prepared};
-use super::{OpError, Prepared};
+use super::{OpError, Prepared, SWEEPS_DIR};
 use record::{TrialRecord, TrialState};
-
-/// Sweep folders live under `<runs>/sweeps/`.
-pub const SWEEPS_DIR: &str = "sweeps";
 
 /// What to expand.
 #[derive(Clone, Debug, Default)]
@@ -327,29 +324,16 @@ pub fn run_trial(
     }
 }
 
-/// The final metrics of a run: the evaluate stage's numeric results and the train stage's
-/// `best_*` values.
+/// The numeric final metrics of a run (see [`super::is_final_metric`]).
 pub fn run_metrics(manifest: &Manifest) -> BTreeMap<String, f64> {
-    let mut out = BTreeMap::new();
-    if let Some(train) = manifest.stages.get(stages::train::NAME) {
-        for (k, v) in &train.results {
-            if k.starts_with("best_")
-                && let Some(x) = v.as_f64()
-            {
-                out.insert(k.clone(), x);
-            }
-        }
-    }
-    if let Some(eval) = manifest.stages.get(stages::evaluate::NAME) {
-        for (k, v) in &eval.results {
-            if k.starts_with("test/")
-                && let Some(x) = v.as_f64()
-            {
-                out.insert(k.clone(), x);
-            }
-        }
-    }
-    out
+    let results = |name: &str| manifest.stages.get(name).map(|s| s.results.clone());
+    super::final_metrics(
+        results(stages::evaluate::NAME),
+        results(stages::train::NAME),
+    )
+    .into_iter()
+    .filter_map(|(k, v)| Some((k, v.as_f64()?)))
+    .collect()
 }
 
 /// Per trial, its stages and whether each is cached; per stage, how many distinct entries
