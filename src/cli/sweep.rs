@@ -11,10 +11,11 @@ use crate::ops::sweep::record::{TrialRow, TrialState, ranked};
 use crate::ops::sweep::slurm::{SlurmOptions, status, submit};
 use crate::ops::sweep::{
     SweepOptions, SweepPlan, TrialOutcome, TrialSpec, dry_run, expand, find_sweep, record,
-    run_trial, show_value,
+    run_trial,
 };
 
 use super::report::{Console, format_duration};
+use super::values::{number, plain as show_value};
 use super::{Ctx, ExitStatus};
 
 /// Run a grid of trials: the experiment's [sweep] table plus --grid flags. Trials share
@@ -315,7 +316,11 @@ fn show_status(id: &str, ctx: &Ctx) -> Result<ExitStatus> {
             );
         }
         row.extend(values(&r.spec, &plan.keys()));
-        row.push(r.metric(&plan.monitor).map(fmt_metric).unwrap_or_default());
+        row.push(
+            r.metric(&plan.monitor)
+                .map(|v| number(&plan.monitor, v))
+                .unwrap_or_default(),
+        );
         row.push(run_or_error(r));
         table.add_row(row);
     }
@@ -415,16 +420,6 @@ fn first_line(s: &str) -> String {
     }
 }
 
-fn fmt_metric(v: f64) -> String {
-    if v.abs() >= 100.0 {
-        format!("{v:.1}")
-    } else if v.abs() >= 1.0 {
-        format!("{v:.2}")
-    } else {
-        format!("{v:.4}")
-    }
-}
-
 /// The ranked table, then every failure again.
 fn print_summary(plan: &SweepPlan, rows: &[TrialRow], ctx: &Ctx) {
     let c = &ctx.reporter;
@@ -445,8 +440,12 @@ fn print_summary(plan: &SweepPlan, rows: &[TrialRow], ctx: &Ctx) {
             r.state.to_string(),
         ];
         row.extend(values(&r.spec, &keys));
-        row.push(r.metric(&plan.monitor).map(fmt_metric).unwrap_or_default());
-        row.push(r.metric(test).map(fmt_metric).unwrap_or_default());
+        row.push(
+            r.metric(&plan.monitor)
+                .map(|v| number(&plan.monitor, v))
+                .unwrap_or_default(),
+        );
+        row.push(r.metric(test).map(|v| number(test, v)).unwrap_or_default());
         row.push(
             r.record
                 .as_ref()
@@ -535,7 +534,7 @@ impl SweepEvents for Printer<'_> {
                 trial.label(&self.keys),
                 r.metrics
                     .get(&self.monitor)
-                    .map(|v| format!("{} {} ", self.monitor, fmt_metric(*v)))
+                    .map(|v| format!("{} {} ", self.monitor, number(&self.monitor, *v)))
                     .unwrap_or_default(),
                 r.run
                     .as_deref()

@@ -9,12 +9,7 @@
 use serde_json::Value;
 
 /// A config value in a table cell: strings bare, numbers round-trip, arrays as JSON.
-pub fn plain(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
+pub use crate::ops::plain_value as plain;
 
 /// A metric for reading, rounded by its name (see the module docs).
 pub fn metric(name: &str, v: &Value) -> String {

@@ -25,7 +25,7 @@ use toml::de::{DeTable, DeValue};
 use super::error::{ConfigError, ConfigErrorKind, ConfigErrors, Origin};
 use super::keys;
 use super::schema::Experiment;
-use super::sweep::{NOT_SWEPT, RESERVED, Sweep};
+use super::sweep::{NOT_SWEPT, RESERVED, Sweep, SweepProblem};
 use super::validate::validate;
 
 /// Prefix of experiment environment variables.
@@ -108,6 +108,17 @@ impl Loaded {
             out.insert(k.path.to_owned(), self.origin(k.path).label());
         }
         out
+    }
+
+    /// Problems of the sweep definition, as errors at the `[sweep]` table's origin.
+    pub fn sweep_errors(&self, problems: Vec<SweepProblem>) -> ConfigErrors {
+        let origin = self.origin("sweep");
+        ConfigErrors(
+            problems
+                .into_iter()
+                .map(|p| ConfigError::invalid(origin.clone(), &p.key, p.message))
+                .collect(),
+        )
     }
 
     /// Why `value` cannot be the value of `key` (a type mismatch), if it cannot.
@@ -254,12 +265,7 @@ fn sweep_errors(loaded: &Loaded) -> Vec<ConfigError> {
     let origin = loaded.origin("sweep");
     let sweep = match Sweep::from_table(&loaded.experiment.sweep) {
         Ok(sweep) => sweep,
-        Err(problems) => {
-            return problems
-                .into_iter()
-                .map(|p| ConfigError::invalid(origin.clone(), &p.key, p.message))
-                .collect();
-        }
+        Err(problems) => return loaded.sweep_errors(problems).0,
     };
     let mut errors = Vec::new();
     for axis in &sweep.axes {

@@ -65,6 +65,14 @@ pub fn final_metrics(
     out
 }
 
+/// A config value as someone typed it: strings bare, numbers round-trip, arrays as JSON.
+pub fn plain_value(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// Why a command could not do its work.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -29,7 +29,7 @@ use crate::graph::{CollectingReporter, Lookup, Manifest, Reporter, digest_value}
 use crate::stages;
 
 use super::run::{RunOptions, run_prepared};
-use super::{OpError, Prepared, SWEEPS_DIR};
+use super::{OpError, Prepared, SWEEPS_DIR, plain_value as show_value};
 use record::{TrialRecord, TrialState};
 
 /// What to expand.
@@ -84,14 +84,6 @@ impl TrialSpec {
     }
 }
 
-/// A value as typed: strings without quotes.
-pub fn show_value(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
 /// An expanded sweep.
 #[derive(Clone, Debug)]
 pub struct SweepPlan {
@@ -127,15 +119,7 @@ impl SweepPlan {
 /// by its index and values), and a sweep with no axes.
 pub fn expand(options: &SweepOptions) -> Result<SweepPlan, OpError> {
     let base = crate::experiment::load(&options.experiment)?;
-    // Problems of the definition as a whole are the file's `[sweep]` table's.
-    let in_table = |problems: Vec<crate::experiment::sweep::SweepProblem>| {
-        ConfigErrors(
-            problems
-                .into_iter()
-                .map(|p| ConfigError::invalid(base.origin("sweep"), &p.key, p.message))
-                .collect(),
-        )
-    };
+    let in_table = |problems| base.sweep_errors(problems);
     let mut definition = Sweep::from_table(&base.experiment.sweep).map_err(in_table)?;
     let mut problems = Vec::new();
     for raw in &options.grid {

@@ -20,7 +20,8 @@ use crate::graph::lock::{live_holder, this_host};
 use crate::graph::manifest::{MANIFEST_FILE, to_toml_string};
 use crate::graph::{GraphError, Manifest, write_atomic};
 
-use super::{SweepPlan, TrialSpec, run_metrics, show_value};
+use super::{SweepPlan, TrialSpec, run_metrics};
+use crate::ops::plain_value as show_value;
 
 /// The expanded trials.
 pub const TRIALS_FILE: &str = "trials.jsonl";
