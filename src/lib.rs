@@ -10,15 +10,17 @@
 //! | [`ops`]        | what each command does, as plain functions over options structs       |
 //! | [`experiment`] | schema, layered loading (figment), validation, provenance             |
 //! | [`stages`]     | dataset, classes, images, train, evaluate, and the graph they form    |
+//! | [`infer`]      | a checkpoint and views in, coordinates out (evaluate, predict, serve) |
 //! | [`train`]      | the training loop, optimisers, schedules, losses, metrics, checkpoints|
 //! | [`model`]      | backbones (tiny-cnn, ResNet/ResNeXt), view fusion, head, weights      |
 //! | [`images`]     | decoding and resizing views into one memory-mapped tensor file        |
 //! | [`dataset`]    | the on-disk dataset layout, CSVs, splits, the synthetic generator     |
 //! | [`geo`]        | boundaries, grids, centroids, projections, haversine                  |
 //! | [`track`]      | what people look at: maps, TensorBoard event files                    |
+//! | [`serve`]      | the HTTP inference server (axum): models, uploads, limits             |
 //! | [`graph`]      | stages, keys, fingerprints, cache, locks, plans, execution, manifests |
 //!
-//! Dependencies point down: `cli → ops → stages → train → (model, images, dataset, geo,
+//! Dependencies point down: `cli → (ops, serve) → stages → infer → train → (model, images, dataset, geo,
 //! track) → graph`.
 //!
 //! Files geoexp writes (under the runs directory, `runs/` by default):
@@ -45,8 +47,10 @@ pub mod experiment;
 pub mod geo;
 pub mod graph;
 pub mod images;
+pub mod infer;
 pub mod model;
 pub mod ops;
+pub mod serve;
 pub mod stages;
 pub mod track;
 pub mod train;

@@ -8,8 +8,10 @@ mod args;
 mod diff;
 mod ls;
 mod plan;
+mod predict;
 mod report;
 mod run;
+mod serve;
 mod sweep;
 mod synth;
 mod values;
@@ -45,6 +47,11 @@ enum Command {
     Ls(ls::Args),
     /// Compare two runs: config values, stage keys and why they changed, metrics, versions.
     Diff(diff::Args),
+    /// Predict the locations of a directory of <uuid>/{0,90,180,270}.jpg folders with a
+    /// trained checkpoint (CSV: uuid,latitude,longitude).
+    Predict(predict::Args),
+    /// Serve checkpoints over HTTP (upload page, prediction endpoints, OpenAPI).
+    Serve(serve::Args),
 }
 
 /// How the process ends. Documented in `--help`'s footer and README.md.
@@ -91,6 +98,8 @@ pub fn main() -> ExitCode {
         Command::Synth(args) => synth::run(args, &ctx),
         Command::Ls(args) => ls::run(args, &ctx),
         Command::Diff(args) => diff::run(args, &ctx),
+        Command::Predict(args) => predict::run(args, &ctx),
+        Command::Serve(args) => serve::run(args, &ctx),
     };
     match result {
         Ok(status) => status.into(),

@@ -22,7 +22,8 @@ use super::error::DatasetError;
 pub const VIEWS: [u16; 4] = [0, 90, 180, 270];
 /// The CSV every dataset directory holds.
 pub const CSV_NAME: &str = "data.csv";
-const IMAGE_ROOTS: [&str; 2] = ["images", "data"];
+/// The folders of a dataset directory that hold the `<uuid>/` view folders, in the order tried.
+pub const IMAGE_ROOTS: [&str; 2] = ["images", "data"];
 const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
 
 /// A scanned dataset directory.
@@ -53,29 +54,7 @@ impl DirLayout {
             .ok_or_else(|| DatasetError::MissingImageRoot {
                 dir: dir.to_path_buf(),
             })?;
-        let root = dir.join(image_root);
-        let names: Vec<String> = fs::read_dir(&root)
-            .map_err(DatasetError::io("listing", &root))?
-            .filter_map(Result::ok)
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.starts_with('.'))
-            .collect();
-        let folders = names
-            .into_par_iter()
-            .map(|uuid| {
-                let folder = root.join(&uuid);
-                let mut files: Vec<String> = fs::read_dir(&folder)
-                    .map_err(DatasetError::io("listing", &folder))?
-                    .filter_map(Result::ok)
-                    .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| !n.starts_with('.'))
-                    .collect();
-                files.sort();
-                Ok((uuid, files))
-            })
-            .collect::<Result<BTreeMap<_, _>, DatasetError>>()?;
+        let folders = list_folders(&dir.join(image_root))?;
         Ok(DirLayout {
             dir: dir.to_path_buf(),
             image_root,
@@ -97,21 +76,54 @@ impl DirLayout {
     /// The four view paths of `uuid` (relative to the directory), or the headings missing.
     pub fn views(&self, uuid: &str) -> Result<[String; 4], Vec<u16>> {
         let files = self.folders.get(uuid).map(Vec::as_slice).unwrap_or(&[]);
-        let mut found: [Option<String>; 4] = Default::default();
-        for (slot, heading) in found.iter_mut().zip(VIEWS) {
-            *slot =
-                view_file(files, heading).map(|name| format!("{}/{uuid}/{name}", self.image_root));
-        }
-        let missing: Vec<u16> = VIEWS
+        view_names(files).map(|names| names.map(|n| format!("{}/{uuid}/{n}", self.image_root)))
+    }
+}
+
+/// Every visible sub-folder of `root` (a uuid) → the visible files in it, sorted. Symbolic
+/// links count as what they point to, so a dataset assembled from links lists like a copy.
+///
+/// # Errors
+/// When `root` or a folder cannot be listed.
+pub fn list_folders(root: &Path) -> Result<BTreeMap<String, Vec<String>>, DatasetError> {
+    let names: Vec<String> = visible_entries(root, |m| m.is_dir())?;
+    names
+        .into_par_iter()
+        .map(|uuid| {
+            let mut files = visible_entries(&root.join(&uuid), |m| m.is_file())?;
+            files.sort();
+            Ok((uuid, files))
+        })
+        .collect()
+}
+
+/// Names of the entries of `dir` not starting with `.` whose (link-followed) metadata
+/// passes `keep`; dangling links are left out.
+fn visible_entries(
+    dir: &Path,
+    keep: impl Fn(&fs::Metadata) -> bool,
+) -> Result<Vec<String>, DatasetError> {
+    Ok(fs::read_dir(dir)
+        .map_err(DatasetError::io("listing", dir))?
+        .filter_map(Result::ok)
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter(|e| fs::metadata(e.path()).is_ok_and(|m| keep(&m)))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect())
+}
+
+/// The files of the four headings among `files` (one folder's listing), in [`VIEWS`]
+/// order, or the headings that have none.
+pub fn view_names(files: &[String]) -> Result<[&String; 4], Vec<u16>> {
+    let found = VIEWS.map(|heading| view_file(files, heading));
+    match found {
+        [Some(a), Some(b), Some(c), Some(d)] => Ok([a, b, c, d]),
+        _ => Err(VIEWS
             .iter()
             .zip(&found)
             .filter(|(_, f)| f.is_none())
             .map(|(h, _)| *h)
-            .collect();
-        match found {
-            [Some(a), Some(b), Some(c), Some(d)] => Ok([a, b, c, d]),
-            _ => Err(missing),
-        }
+            .collect()),
     }
 }
 

@@ -96,8 +96,30 @@ pub fn decode_view_into(
         "output buffer must hold side×side×3 bytes"
     );
     let bytes = read_file(path)?;
-    let src = decode_bytes(path, &bytes, opts)?;
-    resize_crop(path, src, opts.side, out)
+    decode_bytes_into(path, &bytes, opts, out)
+}
+
+/// Like [`decode_view_into`] for an image already in memory (an upload); `name` stands for
+/// the file in error messages. Decoding is by content, exactly as for a file, so a view
+/// decoded from bytes equals the same view decoded from disk.
+///
+/// # Panics
+///
+/// If `out` has the wrong length (a caller bug, not bad data).
+pub fn decode_bytes_into(
+    name: &Path,
+    bytes: &[u8],
+    opts: DecodeOptions,
+    out: &mut [u8],
+) -> Result<(), ImagesError> {
+    check_side(opts.side)?;
+    assert_eq!(
+        out.len(),
+        opts.view_bytes(),
+        "output buffer must hold side×side×3 bytes"
+    );
+    let src = decode_bytes(name, bytes, opts)?;
+    resize_crop(name, src, opts.side, out)
 }
 
 /// Rejects sides the decoder cannot request.

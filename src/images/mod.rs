@@ -17,7 +17,9 @@ pub mod tensor_file;
 #[cfg(test)]
 mod test_images;
 
-pub use decode::{DecodeOptions, JpegMode, MAX_SIDE, decode_view, decode_view_into};
+pub use decode::{
+    DecodeOptions, JpegMode, MAX_SIDE, decode_bytes_into, decode_view, decode_view_into,
+};
 pub use error::ImagesError;
 pub use stats::{ChannelStats, channel_stats};
 pub use tensor_file::{

@@ -24,6 +24,27 @@ pub struct ChannelStats {
     pub std: [f32; 3],
 }
 
+impl ChannelStats {
+    /// Writes one view, `img` as HWC RGB on the 0..1 scale, into `chw` as CHW normalised by
+    /// these statistics: what the network sees in training, evaluation and inference alike.
+    /// A channel with zero spread is divided by 1e-6 rather than by zero.
+    ///
+    /// # Panics
+    ///
+    /// If `img` and `chw` differ in length or are not a multiple of 3.
+    pub fn normalise_into(&self, img: &[f32], chw: &mut [f32]) {
+        assert_eq!(img.len(), chw.len(), "one output value per input value");
+        assert_eq!(img.len() % 3, 0, "RGB pixels");
+        let plane = img.len() / 3;
+        for c in 0..3 {
+            let (mean, inv_std) = (self.mean[c], 1.0 / self.std[c].max(1e-6));
+            for (p, dst) in chw[c * plane..(c + 1) * plane].iter_mut().enumerate() {
+                *dst = (img[p * 3 + c] - mean) * inv_std;
+            }
+        }
+    }
+}
+
 /// Exact per-channel sums of values and of squared values.
 #[derive(Clone, Copy, Default)]
 struct Sums {

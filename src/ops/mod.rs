@@ -6,12 +6,14 @@
 //! - [`synth`]: write a synthetic dataset in the real layout.
 //! - [`ls`]: a table of the runs under a folder, from their manifests.
 //! - [`diff`]: what differs between two runs, from their manifests.
+//! - [`predict`]: a checkpoint over a directory of view folders → `uuid,latitude,longitude`.
 //!
 //! Nothing here prints: progress and stage events go to a [`Reporter`](crate::graph::Reporter).
 
 pub mod diff;
 pub mod ls;
 pub mod plan;
+pub mod predict;
 pub mod run;
 pub mod sweep;
 pub mod synth;

@@ -15,16 +15,16 @@ use serde::Serialize;
 
 use crate::dataset::Split;
 use crate::experiment::{Centroid, Fusion, Loaded, Task};
-use crate::geo::{Boundary, haversine_km, projection};
+use crate::geo::{Boundary, haversine_km};
 use crate::graph::{Input, Outcome, Params, Stage, StageContext, StageError, write_atomic};
-use crate::model;
+use crate::infer::{Model, TaskKind};
 use crate::track::map::{ErrorLine, draw_errors};
 use crate::track::tensorboard::EventWriter;
 use crate::train::checkpoint;
 use crate::train::data::Sample;
 use crate::train::device::select_device;
 use crate::train::evaluate::{Prediction, Predictor, diagonal_km};
-use crate::train::fit::{BEST, build_net};
+use crate::train::fit::BEST;
 
 use super::train::Setup;
 
@@ -113,12 +113,11 @@ impl Stage for EvaluateStage {
         let train_dir = ctx.upstream_dir(super::train::NAME)?;
         let device = select_device(&self.device)?;
         let (best_path, _) = checkpoint::paths(train_dir, BEST);
-        let best = checkpoint::load(&best_path, &device)?;
-        let info = &best.meta.model;
-        let task = if info.task == "classification" {
-            Task::Classification
-        } else {
-            Task::Regression
+        let best = Model::open(&best_path, &device)?;
+        let info = best.info();
+        let task = match best.task() {
+            TaskKind::Classification => Task::Classification,
+            TaskKind::Regression => Task::Regression,
         };
         let fusion = if info.fusion == "mean" {
             Fusion::Mean
@@ -134,34 +133,23 @@ impl Stage for EvaluateStage {
             Some(Centroid::Weighted),
             info.top_k,
         )?;
-        let (varmap, net) = build_net(
-            info,
-            match fusion {
-                Fusion::Concat => model::Fusion::Concat,
-                Fusion::Mean => model::Fusion::Mean,
-            },
-            best.meta.seed,
-            None,
-            &device,
-        )?;
-        checkpoint::restore_vars(&best_path, &varmap, &best.model)?;
-        let projection = projection(&info.crs)?;
         let b = self.boundary.bbox();
         let country_km = diagonal_km(b.min_lat, b.min_lon, b.max_lat, b.max_lon);
         let test = setup.split(Split::Test);
         if test.is_empty() {
             return Err("the test split is empty; nothing to evaluate".into());
         }
+        let projection = best.projection();
         let predictor = Predictor {
-            net: &net,
+            net: best.net(),
             info,
-            projection: projection.as_ref(),
+            projection,
             device: &device,
             batch_size: self.batch_size,
         };
         let (predictions, mut metrics) =
             predictor.run(&setup.images, &info.normalisation, &test, country_km)?;
-        let baseline = train_mean_baseline(&setup.split(Split::Train), &test, projection.as_ref())?;
+        let baseline = train_mean_baseline(&setup.split(Split::Train), &test, projection)?;
         metrics.insert("baseline_km_mean".into(), baseline);
         let out = ctx.out_dir();
         write_predictions(&out.join(PREDICTIONS_FILE), &test, &predictions)?;
@@ -181,9 +169,9 @@ impl Stage for EvaluateStage {
             &out.join(METRICS_FILE),
             toml::to_string(&metrics)?.as_bytes(),
         )?;
-        write_events(out, &metrics, &map, best.meta.epoch)?;
+        write_events(out, &metrics, &map, best.epoch())?;
         let mut outcome = Outcome::default()
-            .with("best_epoch", best.meta.epoch)
+            .with("best_epoch", best.epoch())
             .with("locations", test.len());
         for (k, v) in metrics {
             outcome = outcome.with(&format!("test/{k}"), v);

@@ -66,12 +66,7 @@ pub fn batch_images(
                 let mut rng = view_rng(a.seed, a.epoch, sample.row, view);
                 augment(&mut img, side, a.config, &mut rng);
             }
-            for c in 0..3 {
-                let (mean, inv_std) = (stats.mean[c], 1.0 / stats.std[c].max(1e-6));
-                for (p, dst) in chw[c * plane..(c + 1) * plane].iter_mut().enumerate() {
-                    *dst = (img[p * 3 + c] - mean) * inv_std;
-                }
-            }
+            stats.normalise_into(&img, chw);
         });
     Tensor::from_vec(out, (samples.len(), VIEWS, 3, side, side), device)
 }

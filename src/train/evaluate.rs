@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use candle_core::{D, Device, Tensor};
+use candle_core::{Device, Tensor};
 
 use crate::geo::{Projection, haversine_km};
 use crate::graph::StageError;
@@ -14,7 +14,7 @@ use super::checkpoint::ModelInfo;
 use super::data::{Sample, batch_classes, batch_images, batch_targets};
 use super::loss::{cross_entropy, mse};
 use super::metrics::Evaluation;
-use super::predict::{rank_of, weighted_centroid};
+use super::predict::{rank_of, read_outputs};
 
 /// What turns a network's outputs into coordinates.
 pub struct Predictor<'a> {
@@ -68,46 +68,26 @@ impl Predictor<'_> {
         for batch in refs.chunks(self.batch_size.max(1)) {
             let x = batch_images(images, batch, stats, None, self.device)?;
             let y = self.net.forward(&x, 0)?;
-            let (loss, mut xy, ranks, classes) = if self.classification() {
-                let targets = batch_classes(batch, self.device)?;
-                let loss = cross_entropy(&y, &targets, 0.0)?.to_scalar::<f32>()?;
-                let probs = candle_nn::ops::softmax(&y, D::Minus1)?.to_vec2::<f32>()?;
-                let centroids: Vec<[f64; 2]> =
-                    self.info.centroids.iter().map(|c| [c[2], c[3]]).collect();
-                let xy: Vec<(f64, f64)> = probs
-                    .iter()
-                    .map(|p| {
-                        let [x, y] = weighted_centroid(p, &centroids, self.info.top_k);
-                        (x, y)
-                    })
-                    .collect();
-                let ranks: Vec<usize> = probs
+            let loss = if self.classification() {
+                cross_entropy(&y, &batch_classes(batch, self.device)?, 0.0)?
+            } else {
+                mse(&y, &batch_targets(batch, self.device)?)?
+            }
+            .to_scalar::<f32>()?;
+            let outputs = read_outputs(self.info, self.projection, &y)?;
+            let ranks: Option<Vec<usize>> = outputs.probs.as_ref().map(|probs| {
+                probs
                     .iter()
                     .zip(batch)
                     .map(|(p, s)| rank_of(p, s.class))
-                    .collect();
-                let classes: Vec<usize> = probs.iter().map(|p| argmax(p)).collect();
-                (loss, xy, Some(ranks), Some(classes))
-            } else {
-                let targets = batch_targets(batch, self.device)?;
-                let loss = mse(&y, &targets)?.to_scalar::<f32>()?;
-                let [x_min, x_max, y_min, y_max] = self.info.scaling;
-                let xy = y
-                    .to_dtype(candle_core::DType::F64)?
-                    .to_vec2::<f64>()?
-                    .iter()
-                    .map(|v| {
-                        (
-                            x_min + v[0] * (x_max - x_min),
-                            y_min + v[1] * (y_max - y_min),
-                        )
-                    })
-                    .collect();
-                (loss, xy, None, None)
-            };
+                    .collect()
+            });
+            let classes: Option<Vec<usize>> = outputs
+                .probs
+                .as_ref()
+                .map(|probs| probs.iter().map(|p| argmax(p)).collect());
             eval.add_loss(f64::from(loss) * batch.len() as f64, batch.len());
-            self.projection.inverse(&mut xy)?;
-            for (i, (s, (lon, lat))) in batch.iter().zip(xy).enumerate() {
+            for (i, (s, (lat, lon))) in batch.iter().zip(outputs.positions).enumerate() {
                 let error_km = haversine_km(s.lat, s.lon, lat, lon);
                 let rank = ranks.as_ref().map(|r| r[i]);
                 eval.add(error_km, rank);

@@ -1,17 +1,89 @@
-//! Turning a classifier's probabilities into an answer: a position (the probability-weighted
-//! mean of class centroids) and the rank of the true class (for top-k accuracy).
+//! Turning a network's outputs into an answer: [`read_outputs`] gives positions in degrees
+//! (for a classifier, the probability-weighted mean of class centroids), [`rank_of`] the rank
+//! of the true class (for top-k accuracy).
 //!
-//! Plain slices in, plain numbers out: the caller copies a softmax row to the host once and
-//! both functions run on it. Ties are broken by class index (lower first), so results do not
+//! Plain slices in, plain numbers out: a softmax row is copied to the host once and the
+//! centroid and rank functions run on it. Ties are broken by class index (lower first), so results do not
 //! depend on sort stability or on the device that produced the probabilities; NaN counts as
 //! the highest probability (IEEE total order), which keeps a broken model visibly wrong
 //! rather than silently skipping classes.
 
 use std::cmp::Ordering;
 
+use candle_core::{D, DType, Tensor};
+
+use crate::geo::{Projection, ProjectionError};
+
+use super::checkpoint::ModelInfo;
+
+/// Why outputs could not be read as positions.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PredictError {
+    /// A tensor operation failed.
+    #[error("reading the model's outputs: {0}")]
+    Tensor(#[from] candle_core::Error),
+    /// Positions could not be projected back to degrees.
+    #[error("projecting predictions back to degrees: {0}")]
+    Projection(#[from] ProjectionError),
+}
+
+/// The network's outputs for a batch, read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outputs {
+    /// `(lat, lon)` per location.
+    pub positions: Vec<(f64, f64)>,
+    /// Softmax rows per location (classification only).
+    pub probs: Option<Vec<Vec<f32>>>,
+}
+
+/// Reads raw outputs `y` `[B, outputs]` of a model described by `info` as positions: the
+/// probability-weighted mean of class centroids (classification, `info.top_k` classes), or
+/// the unscaled projected coordinates (regression), projected back to degrees.
+///
+/// # Errors
+/// A tensor operation or the inverse projection failed.
+pub fn read_outputs(
+    info: &ModelInfo,
+    projection: &dyn Projection,
+    y: &Tensor,
+) -> Result<Outputs, PredictError> {
+    let (mut xy, probs) = if info.task == "classification" {
+        let probs = candle_nn::ops::softmax(y, D::Minus1)?.to_vec2::<f32>()?;
+        let centroids: Vec<[f64; 2]> = info.centroids.iter().map(|c| [c[2], c[3]]).collect();
+        let xy: Vec<(f64, f64)> = probs
+            .iter()
+            .map(|p| {
+                let [x, y] = weighted_centroid(p, &centroids, info.top_k);
+                (x, y)
+            })
+            .collect();
+        (xy, Some(probs))
+    } else {
+        let [x_min, x_max, y_min, y_max] = info.scaling;
+        let xy = y
+            .to_dtype(DType::F64)?
+            .to_vec2::<f64>()?
+            .iter()
+            .map(|v| {
+                (
+                    x_min + v[0] * (x_max - x_min),
+                    y_min + v[1] * (y_max - y_min),
+                )
+            })
+            .collect();
+        (xy, None)
+    };
+    projection.inverse(&mut xy)?;
+    Ok(Outputs {
+        positions: xy.into_iter().map(|(lon, lat)| (lat, lon)).collect(),
+        probs,
+    })
+}
+
 /// Orders class `a` before class `b` when it is more probable, or equally probable with a
 /// lower index.
-fn before(probs: &[f32], a: usize, b: usize) -> Ordering {
+pub(crate) fn before(probs: &[f32], a: usize, b: usize) -> Ordering {
     probs[b].total_cmp(&probs[a]).then(a.cmp(&b))
 }
 

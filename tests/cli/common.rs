@@ -367,3 +367,39 @@ pub fn golf_runs() -> TestEnv {
     env.write("runs/sweeps/s1/manifest.toml", "not a run either\n");
     env
 }
+
+/// Trains a tiny model on a real-layout synthetic dataset at `data/d` (60 locations, 16 px
+/// views): experiment `t`, `extra_model` appended to its `[model]` table. Returns the run
+/// folder; its `predictions.csv` is the evaluate stage's answer on the test split.
+pub fn train_tiny(env: &TestEnv, extra_model: &str) -> PathBuf {
+    if !env.path().join("data/d").is_dir() {
+        env.synth("d", 60, 4);
+    }
+    env.write(
+        "exp.toml",
+        &format!(
+            "name = \"t\"\nseed = 2\n[dataset]\ndirs = [\"data/d\"]\n[classes]\nspacing = 0.7\n\
+             [model]\nbackbone = \"tiny-cnn\"\n{extra_model}\n\
+             [train]\nimage_size = 16\nbatch_size = 8\nepochs = 2\nlr = 3e-3\ndevice = \"cpu\"\n"
+        ),
+    );
+    env.run(&["run", "exp.toml"]).expect(0);
+    env.run_dir("t")
+}
+
+/// Rows of a CSV file as maps from column name to value.
+pub fn csv_rows(path: &Path) -> Vec<std::collections::BTreeMap<String, String>> {
+    let mut reader = csv::Reader::from_path(path).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    reader
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            headers
+                .iter()
+                .zip(r.iter())
+                .map(|(h, v)| (h.to_owned(), v.to_owned()))
+                .collect()
+        })
+        .collect()
+}

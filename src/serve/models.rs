@@ -1,0 +1,238 @@
+//! The model directory: which checkpoints it offers, resolving a name from a URL to a file
+//! that is certainly inside it, and keeping the most recently used models loaded.
+//!
+//! A name is a file stem: `golf` is `<models>/golf.safetensors`. The listing is a plain
+//! `read_dir` per request, so a checkpoint copied in appears at once. A name with path
+//! characters is not looked up at all; a file that resolves (through links) outside the
+//! directory is refused before it is opened. A loaded model is reused while its file's
+//! size and modification time are unchanged, so a replaced checkpoint is reloaded.
+
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use candle_core::Device;
+use lru::LruCache;
+
+use crate::infer::Model;
+use crate::ops::predict::{CHECKPOINT_EXTENSION, is_plain_name};
+
+use super::error::ApiError;
+
+/// What identifies one version of a checkpoint file.
+type Stamp = (Option<SystemTime>, u64);
+
+struct Entry {
+    model: Arc<Model>,
+    stamp: Stamp,
+}
+
+/// The served models.
+pub struct ModelStore {
+    dir: PathBuf,
+    device: Device,
+    loaded: Mutex<LruCache<String, Entry>>,
+}
+
+impl ModelStore {
+    /// Serves the checkpoints in `dir`, keeping at most `capacity` loaded on `device`.
+    ///
+    /// # Errors
+    /// When `dir` is not a readable directory.
+    pub fn new(dir: &Path, device: Device, capacity: usize) -> std::io::Result<Self> {
+        let dir = dir.canonicalize().map_err(|e| {
+            std::io::Error::new(e.kind(), format!("model directory {}: {e}", dir.display()))
+        })?;
+        if !dir.is_dir() {
+            return Err(std::io::Error::other(format!(
+                "model directory {}: not a directory",
+                dir.display()
+            )));
+        }
+        let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
+        Ok(ModelStore {
+            dir,
+            device,
+            loaded: Mutex::new(LruCache::new(capacity)),
+        })
+    }
+
+    /// The directory, canonical.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Names of the checkpoints in the directory, sorted; files linking outside it are left
+    /// out.
+    ///
+    /// # Errors
+    /// When the directory cannot be listed.
+    pub fn names(&self) -> std::io::Result<Vec<String>> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.dir)?
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let file = e.file_name().to_str()?.to_owned();
+                let name = file.strip_suffix(&format!(".{CHECKPOINT_EXTENSION}"))?;
+                (is_plain_name(name) && self.inside(&e.path())).then(|| name.to_owned())
+            })
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Whether `path` exists and resolves inside the directory.
+    fn inside(&self, path: &Path) -> bool {
+        path.canonicalize()
+            .is_ok_and(|c| c.starts_with(&self.dir) && c.is_file())
+    }
+
+    /// The file of model `name`: 404 for names that are not plain file stems or have no
+    /// file, 403 for files that lead outside the directory.
+    ///
+    /// # Errors
+    /// As described.
+    pub fn locate(&self, name: &str) -> Result<PathBuf, ApiError> {
+        let missing = || {
+            ApiError::not_found(format!(
+                "no model named `{name}`; GET /models lists the models served"
+            ))
+        };
+        if !is_plain_name(name) {
+            return Err(missing());
+        }
+        let path = self.dir.join(format!("{name}.{CHECKPOINT_EXTENSION}"));
+        if std::fs::symlink_metadata(&path).is_err() {
+            return Err(missing());
+        }
+        if !self.inside(&path) {
+            return Err(ApiError::forbidden(format!(
+                "model `{name}` resolves outside the model directory and is not served"
+            )));
+        }
+        Ok(path)
+    }
+
+    /// Model `name`, loaded (once, then shared) or taken from the cache. Blocking: call it
+    /// off the async runtime.
+    ///
+    /// # Errors
+    /// As [`ModelStore::locate`]; 500 when the file is not a usable checkpoint.
+    pub fn get(&self, name: &str) -> Result<Arc<Model>, ApiError> {
+        let path = self.locate(name)?;
+        let stamp = stamp(&path);
+        if let Some(entry) = self.lock().get(name)
+            && entry.stamp == stamp
+        {
+            return Ok(Arc::clone(&entry.model));
+        }
+        // Loaded without the lock, so other models keep answering meanwhile; two requests
+        // racing for a cold model both load it and the second insert wins.
+        let model = Model::open(&path, &self.device).map_err(|e| {
+            ApiError::internal(format!(
+                "model `{name}` cannot be loaded: {}",
+                crate::graph::error_chain(&e)
+            ))
+        })?;
+        let model = Arc::new(model);
+        self.lock().put(
+            name.to_owned(),
+            Entry {
+                model: Arc::clone(&model),
+                stamp,
+            },
+        );
+        Ok(model)
+    }
+
+    /// Names of the models loaded now, most recently used first.
+    pub fn loaded(&self) -> Vec<String> {
+        self.lock().iter().map(|(k, _)| k.clone()).collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<String, Entry>> {
+        // A panic while holding the lock cannot leave the cache inconsistent (every
+        // operation on it is a single call), so a poisoned lock is still usable.
+        self.loaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn stamp(path: &Path) -> Stamp {
+    std::fs::metadata(path).map_or((None, 0), |m| (m.modified().ok(), m.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::StatusCode;
+
+    fn store(dir: &Path) -> ModelStore {
+        ModelStore::new(dir, Device::Cpu, 2).unwrap()
+    }
+
+    #[test]
+    fn lists_checkpoint_stems_sorted_and_leaves_out_links_leading_out() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("x.safetensors"), b"x").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        for f in [
+            "b.safetensors",
+            "a.safetensors",
+            "notes.txt",
+            ".hidden.safetensors",
+        ] {
+            std::fs::write(dir.path().join(f), b"x").unwrap();
+        }
+        std::os::unix::fs::symlink(
+            outside.path().join("x.safetensors"),
+            dir.path().join("leak.safetensors"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(
+            dir.path().join("a.safetensors"),
+            dir.path().join("alias.safetensors"),
+        )
+        .unwrap();
+        assert_eq!(store(dir.path()).names().unwrap(), ["a", "alias", "b"]);
+    }
+
+    #[test]
+    fn names_that_would_leave_the_directory_are_never_resolved() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("x.safetensors"), b"x").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("x.safetensors"),
+            dir.path().join("leak.safetensors"),
+        )
+        .unwrap();
+        let s = store(dir.path());
+        for name in ["../x", "..", "/etc/passwd", "a/b", ".hidden", ""] {
+            assert_eq!(
+                s.locate(name).unwrap_err().status,
+                StatusCode::NOT_FOUND,
+                "{name}"
+            );
+        }
+        assert_eq!(s.locate("leak").unwrap_err().status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            s.locate("absent").unwrap_err().status,
+            StatusCode::NOT_FOUND
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_checkpoint_is_a_server_error_naming_the_model() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("junk.safetensors"), b"not safetensors").unwrap();
+        let err = store(dir.path()).get("junk").unwrap_err();
+        assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            err.message.contains("`junk` cannot be loaded"),
+            "{}",
+            err.message
+        );
+    }
+}
