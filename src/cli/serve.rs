@@ -38,7 +38,8 @@ pub struct Args {
     /// disabled].
     #[arg(long, env = "GEOEXP_SERVE_DATA_ROOT", value_name = "DIR")]
     data_root: Option<PathBuf>,
-    /// Locations per forward pass.
+    /// Most locations in one forward pass: concurrent requests to a model are batched up
+    /// to this.
     #[arg(long, env = "GEOEXP_SERVE_BATCH_SIZE", default_value_t = 32,
           value_parser = clap::value_parser!(u32).range(1..))]
     batch_size: u32,
@@ -61,7 +62,7 @@ pub struct Args {
     /// Most probable classes listed in each answer.
     #[arg(long, env = "GEOEXP_SERVE_TOP_CLASSES", default_value_t = 5)]
     top_classes: u32,
-    /// Predictions computed at once [default: the number of CPU cores].
+    /// Requests decoded at once [default: the number of CPU cores].
     #[arg(long, env = "GEOEXP_SERVE_WORKERS", value_parser = clap::value_parser!(u32).range(1..))]
     workers: Option<u32>,
     /// Device: cpu, cuda, cuda:N, or auto (CUDA when built with it and present).

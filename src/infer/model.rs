@@ -210,9 +210,111 @@ fn top_classes(probs: &[f32], centroids: &[[f64; 4]], top: usize) -> Vec<ClassSc
         .collect()
 }
 
+/// A small untrained classification checkpoint for unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::path::{Path, PathBuf};
+
+    use candle_core::Device;
+
+    use crate::images::ChannelStats;
+    use crate::model::Fusion;
+    use crate::train::checkpoint::{self, CheckpointMeta, FORMAT, ModelInfo};
+    use crate::train::fit::build_net;
+    use crate::train::scheduler::SchedulerState;
+
+    /// Side of the test model's views.
+    pub const SIDE: u32 = 8;
+
+    /// Writes `<dir>/<name>.safetensors`: tiny-cnn, three classes around Zagreb, weights
+    /// from `seed`.
+    pub fn write_checkpoint(dir: &Path, name: &str, seed: u64) -> PathBuf {
+        let crs = "EPSG:3766";
+        let lat_lon = [(45.8, 15.9), (45.3, 14.4), (43.5, 16.4)];
+        let mut xy: Vec<(f64, f64)> = lat_lon.iter().map(|&(lat, lon)| (lon, lat)).collect();
+        crate::geo::projection(crs)
+            .unwrap()
+            .forward(&mut xy)
+            .unwrap();
+        let centroids = lat_lon
+            .iter()
+            .zip(&xy)
+            .map(|(&(lat, lon), &(x, y))| [lat, lon, x, y])
+            .collect();
+        let info = ModelInfo {
+            backbone: "tiny-cnn".into(),
+            fusion: "concat".into(),
+            task: "classification".into(),
+            outputs: 3,
+            image_size: SIDE,
+            normalisation: ChannelStats {
+                mean: [0.5; 3],
+                std: [0.25; 3],
+            },
+            classes_key: String::new(),
+            crs: crs.into(),
+            scaling: [0.0, 1.0, 0.0, 1.0],
+            centroids,
+            top_k: 0,
+        };
+        let (varmap, _) = build_net(&info, Fusion::Concat, seed, None, &Device::Cpu).unwrap();
+        let meta = CheckpointMeta {
+            format: FORMAT,
+            epoch: 0,
+            step: 0,
+            seed,
+            monitor: "val/haversine_km_mean".into(),
+            monitor_max: false,
+            best: None,
+            scheduler: SchedulerState {
+                epochs_done: 0,
+                plateau_lr: 1e-3,
+                best: None,
+                bad_epochs: 0,
+            },
+            events: None,
+            history: Vec::new(),
+            model: info,
+        };
+        checkpoint::save(dir, name, &varmap, Vec::new(), &meta).unwrap();
+        dir.join(format!("{name}.safetensors"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_checkpoint_answers_with_positions_and_ranked_classes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = testing::write_checkpoint(dir.path(), "m", 3);
+        let model = Model::open(&path, &Device::Cpu).unwrap();
+        assert_eq!(
+            (model.task(), model.side()),
+            (TaskKind::Classification, testing::SIDE)
+        );
+        let side = testing::SIDE as usize;
+        let location: Vec<u8> = (0..4 * side * side * 3)
+            .map(|i| (i * 7 % 256) as u8)
+            .collect();
+        let x = super::super::input::batch(
+            &[&location, &location],
+            testing::SIDE,
+            &model.info().normalisation,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let answers = model.predict(&x, 2).unwrap();
+        assert_eq!(answers.len(), 2);
+        assert_eq!(answers[0], answers[1], "same views, same answer");
+        let a = &answers[0];
+        assert_eq!(a.top_classes.len(), 2);
+        assert!(a.top_classes[0].probability >= a.top_classes[1].probability);
+        // The weighted mean of three centroids lies within their bounding box.
+        assert!((43.5..=45.8).contains(&a.latitude), "{a:?}");
+        assert!((14.4..=16.4).contains(&a.longitude), "{a:?}");
+    }
 
     #[test]
     fn top_classes_are_ordered_by_probability_then_index() {

@@ -15,7 +15,7 @@ pub struct ServeConfig {
     pub models_dir: PathBuf,
     /// The only tree `predict-directory` may read; `None` disables the endpoint.
     pub data_root: Option<PathBuf>,
-    /// Locations per forward pass.
+    /// Most locations in one forward pass; concurrent requests are batched up to it.
     pub batch_size: usize,
     /// Largest accepted file in an upload, in bytes.
     pub max_upload_bytes: u64,
@@ -25,7 +25,8 @@ pub struct ServeConfig {
     pub max_models: usize,
     /// Classes listed in each answer.
     pub top_classes: usize,
-    /// Predictions computed at the same time (each uses all cores for its matrix products).
+    /// Requests whose uploads are decoded at the same time (forward passes are batched
+    /// per model on their own thread).
     pub workers: usize,
     /// `cpu`, `cuda`, `cuda:N` or `auto`.
     pub device: String,

@@ -5,7 +5,8 @@
 //! | `config.rs`  | [`ServeConfig`]: address, directories, limits                          |
 //! | `models.rs`  | [`ModelStore`]: listing, safe name resolution, LRU of loaded models     |
 //! | `upload.rs`  | multipart uploads read within the size and count limits                |
-//! | `routes.rs`  | the endpoints; work goes to blocking threads, `workers` at a time       |
+//! | `routes.rs`  | the endpoints; decoding goes to blocking threads, `workers` at a time   |
+//! | `batcher.rs` | one inference thread per loaded model, batching concurrent requests    |
 //! | `error.rs`   | [`ApiError`]: status + `{"error": ...}`                                 |
 //! | `index.html` | `GET /`: upload four photos, see the answer on a map of the classes     |
 //! | `openapi.json` | `GET /openapi.json`                                                   |
@@ -15,6 +16,7 @@
 //! bounded per file and per request; a panic while handling one request answers 500 to
 //! that request and nothing else.
 
+mod batcher;
 mod config;
 mod error;
 mod models;
@@ -31,7 +33,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 pub use config::{DEFAULT_PORT, ServeConfig};
 pub use error::ApiError;
-pub use models::ModelStore;
+pub use models::{Batching, ModelStore};
 pub use routes::{AppState, OPENAPI_JSON, SKIPPED_HEADER};
 
 use crate::train::device::select_device;
@@ -73,7 +75,11 @@ pub enum ServeError {
 /// An unusable model directory, data root or device.
 pub fn app(config: &ServeConfig) -> Result<Router, ServeError> {
     let device = select_device(&config.device)?;
-    let models = ModelStore::new(&config.models_dir, device, config.max_models)
+    let batching = Batching {
+        batch_size: config.batch_size.max(1),
+        top: config.top_classes,
+    };
+    let models = ModelStore::new(&config.models_dir, device, config.max_models, batching)
         .map_err(ServeError::Models)?;
     let data_root = match &config.data_root {
         None => None,

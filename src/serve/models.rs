@@ -5,7 +5,9 @@
 //! `read_dir` per request, so a checkpoint copied in appears at once. A name with path
 //! characters is not looked up at all; a file that resolves (through links) outside the
 //! directory is refused before it is opened. A loaded model is reused while its file's
-//! size and modification time are unchanged, so a replaced checkpoint is reloaded.
+//! size and modification time are unchanged, so a replaced checkpoint is reloaded. Each
+//! loaded model comes with its [`Batcher`], whose thread ends once the model is dropped
+//! from the cache and its last request is answered.
 
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,7 @@ use std::time::SystemTime;
 use candle_core::Device;
 use lru::LruCache;
 
+use super::batcher::Batcher;
 use crate::infer::Model;
 use crate::ops::predict::{CHECKPOINT_EXTENSION, is_plain_name};
 
@@ -24,14 +27,24 @@ use super::error::ApiError;
 type Stamp = (Option<SystemTime>, u64);
 
 struct Entry {
-    model: Arc<Model>,
+    served: Arc<Batcher>,
     stamp: Stamp,
+}
+
+/// How loaded models answer.
+#[derive(Clone, Copy, Debug)]
+pub struct Batching {
+    /// Most locations in one forward pass.
+    pub batch_size: usize,
+    /// Classes listed in each answer.
+    pub top: usize,
 }
 
 /// The served models.
 pub struct ModelStore {
     dir: PathBuf,
     device: Device,
+    batching: Batching,
     loaded: Mutex<LruCache<String, Entry>>,
 }
 
@@ -40,7 +53,12 @@ impl ModelStore {
     ///
     /// # Errors
     /// When `dir` is not a readable directory.
-    pub fn new(dir: &Path, device: Device, capacity: usize) -> std::io::Result<Self> {
+    pub fn new(
+        dir: &Path,
+        device: Device,
+        capacity: usize,
+        batching: Batching,
+    ) -> std::io::Result<Self> {
         let dir = dir.canonicalize().map_err(|e| {
             std::io::Error::new(e.kind(), format!("model directory {}: {e}", dir.display()))
         })?;
@@ -54,6 +72,7 @@ impl ModelStore {
         Ok(ModelStore {
             dir,
             device,
+            batching,
             loaded: Mutex::new(LruCache::new(capacity)),
         })
     }
@@ -113,18 +132,18 @@ impl ModelStore {
         Ok(path)
     }
 
-    /// Model `name`, loaded (once, then shared) or taken from the cache. Blocking: call it
-    /// off the async runtime.
+    /// Model `name` with its batcher, loaded (once, then shared) or taken from the cache.
+    /// Blocking: call it off the async runtime.
     ///
     /// # Errors
     /// As [`ModelStore::locate`]; 500 when the file is not a usable checkpoint.
-    pub fn get(&self, name: &str) -> Result<Arc<Model>, ApiError> {
+    pub fn get(&self, name: &str) -> Result<Arc<Batcher>, ApiError> {
         let path = self.locate(name)?;
         let stamp = stamp(&path);
         if let Some(entry) = self.lock().get(name)
             && entry.stamp == stamp
         {
-            return Ok(Arc::clone(&entry.model));
+            return Ok(Arc::clone(&entry.served));
         }
         // Loaded without the lock, so other models keep answering meanwhile; two requests
         // racing for a cold model both load it and the second insert wins.
@@ -134,15 +153,17 @@ impl ModelStore {
                 crate::graph::error_chain(&e)
             ))
         })?;
-        let model = Arc::new(model);
+        let served = Batcher::start(model, self.batching.batch_size, self.batching.top)
+            .map_err(|e| ApiError::internal(format!("starting the inference thread: {e}")))?;
+        let served = Arc::new(served);
         self.lock().put(
             name.to_owned(),
             Entry {
-                model: Arc::clone(&model),
+                served: Arc::clone(&served),
                 stamp,
             },
         );
-        Ok(model)
+        Ok(served)
     }
 
     /// Names of the models loaded now, most recently used first.
@@ -169,7 +190,11 @@ mod tests {
     use axum::http::StatusCode;
 
     fn store(dir: &Path) -> ModelStore {
-        ModelStore::new(dir, Device::Cpu, 2).unwrap()
+        let batching = Batching {
+            batch_size: 4,
+            top: 3,
+        };
+        ModelStore::new(dir, Device::Cpu, 2, batching).unwrap()
     }
 
     #[test]
@@ -221,6 +246,34 @@ mod tests {
             s.locate("absent").unwrap_err().status,
             StatusCode::NOT_FOUND
         );
+    }
+
+    #[test]
+    fn loaded_models_are_shared_bounded_and_reloaded_when_their_file_changes() {
+        use crate::infer::model::testing::write_checkpoint;
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a", "b", "c"] {
+            write_checkpoint(dir.path(), name, 1);
+        }
+        let s = store(dir.path());
+        let a = s.get("a").unwrap();
+        assert!(
+            Arc::ptr_eq(&a, &s.get("a").unwrap()),
+            "loaded once, then shared"
+        );
+        s.get("b").unwrap();
+        let c = s.get("c").unwrap();
+        assert_eq!(
+            s.loaded(),
+            ["c", "b"],
+            "capacity 2: the least recently used went"
+        );
+        // A replaced checkpoint (a newer modification time) is loaded afresh.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        write_checkpoint(dir.path(), "c", 2);
+        let replaced = s.get("c").unwrap();
+        assert!(!Arc::ptr_eq(&c, &replaced));
+        assert!(Arc::ptr_eq(&replaced, &s.get("c").unwrap()));
     }
 
     #[test]

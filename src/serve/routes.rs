@@ -1,6 +1,7 @@
-//! The endpoints. Handlers only check the request and move the work (decoding, loading a
-//! model, the forward pass) onto blocking threads, at most `workers` at a time, so the
-//! async runtime keeps accepting connections while predictions run.
+//! The endpoints. Handlers check the request, move decoding and model loading onto
+//! blocking threads (at most `workers` at a time) and hand the decoded views to the model's
+//! [`Batcher`](super::batcher::Batcher), so the async runtime keeps accepting connections
+//! while predictions run.
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
-use crate::infer::{Answer, Model, input, scan};
+use crate::infer::{Answer, input, scan};
 
 use super::config::ServeConfig;
 use super::error::ApiError;
@@ -38,8 +39,6 @@ struct Shared {
     models: ModelStore,
     data_root: Option<PathBuf>,
     limits: Limits,
-    batch_size: usize,
-    top: usize,
     gate: Semaphore,
 }
 
@@ -53,8 +52,6 @@ impl AppState {
                 max_bytes: config.max_upload_bytes,
                 max_files: config.max_files.max(1),
             },
-            batch_size: config.batch_size.max(1),
-            top: config.top_classes,
             gate: Semaphore::new(config.workers.max(1)),
         }))
     }
@@ -129,7 +126,8 @@ async fn model_info(
 ) -> Result<Json<ModelSummary>, ApiError> {
     let state = s.clone();
     blocking(&s, move || {
-        let model = state.models().get(&name)?;
+        let served = state.models().get(&name)?;
+        let model = served.model();
         let info = model.info();
         Ok(ModelSummary {
             name,
@@ -167,14 +165,14 @@ async fn predict_images(
         ));
     }
     let state = s.clone();
-    blocking(&s, move || {
-        let model = state.models().get(&name)?;
-        let views = decode_all(&uploads, model.side())?;
+    let (served, locations) = blocking(&s, move || {
+        let served = state.models().get(&name)?;
+        let views = decode_all(&uploads, served.model().side())?;
         let locations: Vec<Vec<u8>> = views.iter().map(|v| v.repeat(input::VIEWS)).collect();
-        state.predict(&model, &locations)
+        Ok((served, locations))
     })
-    .await
-    .map(Json)
+    .await?;
+    served.predict(locations).await.map(Json)
 }
 
 /// Exactly four files named `0`, `90`, `180`, `270`: one location.
@@ -187,16 +185,17 @@ async fn predict_cardinal_images(
     let uploads = read_uploads(multipart, s.0.limits).await?;
     let ordered = cardinal_order(uploads)?;
     let state = s.clone();
-    blocking(&s, move || {
-        let model = state.models().get(&name)?;
-        let location = decode_all(&ordered, model.side())?.concat();
-        let mut answers = state.predict(&model, &[location])?;
-        answers
-            .pop()
-            .ok_or_else(|| ApiError::internal("the model returned no answer"))
+    let (served, location) = blocking(&s, move || {
+        let served = state.models().get(&name)?;
+        let location = decode_all(&ordered, served.model().side())?.concat();
+        Ok((served, location))
     })
-    .await
-    .map(Json)
+    .await?;
+    let mut answers = served.predict(vec![location]).await?;
+    answers
+        .pop()
+        .map(Json)
+        .ok_or_else(|| ApiError::internal("the model returned no answer"))
 }
 
 /// The four uploads in heading order, or a 400 saying what was expected.
@@ -261,38 +260,37 @@ async fn predict_directory(
     })?;
     let dir = confined(&root, &request.dataset_directory_path)?;
     let state = s.clone();
-    let (located, skipped) = blocking(&s, move || {
+    let (served, ready, mut skipped) = blocking(&s, move || {
         let found = scan(&dir, Some(&root)).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let model = state.models().get(&name)?;
+        let served = state.models().get(&name)?;
+        let side = served.model().side();
+        let decoded: Vec<_> = found
+            .folders
+            .par_iter()
+            .map(|f| (f.uuid.clone(), input::decode_location(&f.views, side)))
+            .collect();
         let mut skipped = found.skipped;
-        let mut located = Vec::with_capacity(found.folders.len());
-        for chunk in found.folders.chunks(state.0.batch_size) {
-            let decoded: Vec<_> = chunk
-                .par_iter()
-                .map(|f| (f, input::decode_location(&f.views, model.side())))
-                .collect();
-            let mut ready = Vec::with_capacity(decoded.len());
-            for (folder, views) in decoded {
-                match views {
-                    Ok(v) => ready.push((folder, v)),
-                    Err(e) => skipped.push(crate::infer::Skipped {
-                        uuid: folder.uuid.clone(),
-                        reason: crate::graph::error_chain(&e),
-                    }),
-                }
-            }
-            let locations: Vec<Vec<u8>> = ready.iter().map(|(_, v)| v.clone()).collect();
-            let answers = state.predict(&model, &locations)?;
-            for ((folder, _), answer) in ready.iter().zip(answers) {
-                located.push(Located {
-                    uuid: folder.uuid.clone(),
-                    answer,
-                });
+        let mut ready = Vec::with_capacity(decoded.len());
+        for (uuid, views) in decoded {
+            match views {
+                Ok(v) => ready.push((uuid, v)),
+                Err(e) => skipped.push(crate::infer::Skipped {
+                    uuid,
+                    reason: crate::graph::error_chain(&e),
+                }),
             }
         }
-        Ok((located, skipped))
+        Ok((served, ready, skipped))
     })
     .await?;
+    let (uuids, locations): (Vec<String>, Vec<Vec<u8>>) = ready.into_iter().unzip();
+    let answers = served.predict(locations).await?;
+    let located: Vec<Located> = uuids
+        .into_iter()
+        .zip(answers)
+        .map(|(uuid, answer)| Located { uuid, answer })
+        .collect();
+    skipped.sort_by(|a, b| a.uuid.cmp(&b.uuid));
     for s in &skipped {
         tracing::warn!("predict-directory skipped {}: {}", s.uuid, s.reason);
     }
@@ -333,29 +331,6 @@ fn confined(root: &Path, requested: &str) -> Result<PathBuf, ApiError> {
         )));
     }
     Ok(canonical)
-}
-
-impl AppState {
-    /// Answers for decoded locations (`[4, S, S, 3]` u8 each), `batch_size` at a time.
-    fn predict(&self, model: &Model, locations: &[Vec<u8>]) -> Result<Vec<Answer>, ApiError> {
-        let mut answers = Vec::with_capacity(locations.len());
-        for chunk in locations.chunks(self.0.batch_size) {
-            let views: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
-            let x = input::batch(
-                &views,
-                model.side(),
-                &model.info().normalisation,
-                model.device(),
-            )
-            .map_err(|e| ApiError::internal(format!("building the batch: {e}")))?;
-            answers.extend(
-                model
-                    .predict(&x, self.0.top)
-                    .map_err(|e| ApiError::internal(format!("predicting: {e}")))?,
-            );
-        }
-        Ok(answers)
-    }
 }
 
 /// Each upload decoded to one view; the first that is not an image is a 400 naming it.

@@ -233,6 +233,27 @@ fn every_endpoint_answers_valid_requests_like_predict_does() {
         assert!(close(l, expected[l["uuid"].as_str().unwrap()]), "{l}");
     }
 
+    // Concurrent requests are batched into shared forward passes; each still gets its own
+    // location's answer.
+    let answers: Vec<(String, Value)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = expected
+            .keys()
+            .take(12)
+            .map(|uuid| {
+                let (server, images) = (&server, &images);
+                scope.spawn(move || {
+                    let response = server
+                        .post_files("/model/tiny/predict-cardinal-images", &views(images, uuid));
+                    (uuid.clone(), read(response).1)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (uuid, answer) in answers {
+        assert!(close(&answer, expected[&uuid]), "{uuid}: {answer}");
+    }
+
     let page = server.get("/");
     assert_eq!(page.status(), StatusCode::OK);
     assert!(page.text().unwrap().contains("predict-cardinal-images"));
