@@ -146,19 +146,29 @@ fn main() {
             async move {
                 let started = Instant::now();
                 let response = client.post(&url).multipart(body).send().await;
-                let answer = match response {
-                    Ok(r) if r.status().is_success() => r.json::<serde_json::Value>().await.ok(),
-                    _ => None,
+                let answer: Result<(f64, f64), String> = match response {
+                    Ok(r) if r.status().is_success() => {
+                        let a: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
+                        a["latitude"]
+                            .as_f64()
+                            .zip(a["longitude"].as_f64())
+                            .ok_or_else(|| format!("no coordinates in {a}"))
+                    }
+                    Ok(r) => Err(format!(
+                        "{}: {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    )),
+                    Err(e) => Err(e.to_string()),
                 };
-                let answer =
-                    answer.and_then(|a| Some((a["latitude"].as_f64()?, a["longitude"].as_f64()?)));
-                (started.elapsed(), answer)
+                Ok::<_, String>((started.elapsed(), answer))
             }
         };
         // One request per distinct upload alone: the answers the loaded server must give.
         let mut expected = Vec::with_capacity(uploads.len());
         for i in 0..uploads.len() {
-            expected.push(send(i).await.1.expect("a lone request succeeds"));
+            let (_, answer) = send(i).await.expect("request");
+            expected.push(answer.expect("a lone request succeeds"));
         }
         let expected = Arc::new(expected);
         let gate = Arc::new(tokio::sync::Semaphore::new(concurrency));
@@ -175,13 +185,23 @@ fn main() {
         let mut latencies = Vec::with_capacity(requests);
         let mut errors = 0;
         for (i, t) in tasks.into_iter().enumerate() {
-            let (latency, answer) = t.await.expect("task");
+            let (latency, answer) = t
+                .await
+                .expect("task")
+                .unwrap_or_else(|e| (Duration::ZERO, Err(e)));
             latencies.push(latency);
             let want = expected[i % expected.len()];
-            let right = answer.is_some_and(|(lat, lon)| {
-                (lat - want.0).abs() < 1e-6 && (lon - want.1).abs() < 1e-6
-            });
-            if !right {
+            let problem = match answer {
+                Ok((lat, lon)) if (lat - want.0).abs() < 1e-6 && (lon - want.1).abs() < 1e-6 => {
+                    None
+                }
+                Ok(got) => Some(format!("answer {got:?}, alone {want:?}")),
+                Err(e) => Some(e),
+            };
+            if let Some(p) = problem {
+                if errors == 0 {
+                    eprintln!("request {i}: {p}");
+                }
                 errors += 1;
             }
         }

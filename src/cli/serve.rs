@@ -52,7 +52,7 @@ pub struct Args {
     )]
     max_upload: ByteSize,
     /// Most files in one request.
-    #[arg(long, env = "GEOEXP_SERVE_MAX_FILES", default_value_t = 64,
+    #[arg(long, env = "GEOEXP_SERVE_MAX_FILES", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..))]
     max_files: u32,
     /// Most models kept in memory; the least recently used is unloaded first.

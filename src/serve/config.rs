@@ -42,7 +42,7 @@ impl ServeConfig {
             data_root: None,
             batch_size: 32,
             max_upload_bytes: 20 * 1024 * 1024,
-            max_files: 64,
+            max_files: 16,
             max_models: 4,
             top_classes: 5,
             workers: 2,
