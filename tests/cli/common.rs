@@ -403,3 +403,17 @@ pub fn csv_rows(path: &Path) -> Vec<std::collections::BTreeMap<String, String>> 
         })
         .collect()
 }
+
+/// `uuid → (lat, lon)` of a `geoexp predict` CSV.
+pub fn predicted(path: &Path) -> std::collections::BTreeMap<String, (f64, f64)> {
+    csv_rows(path)
+        .into_iter()
+        .map(|r| {
+            let at = (
+                r["latitude"].parse().unwrap(),
+                r["longitude"].parse().unwrap(),
+            );
+            (r["uuid"].clone(), at)
+        })
+        .collect()
+}

@@ -4,22 +4,13 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
-use crate::common::{TestEnv, csv_rows, train_tiny};
+use crate::common::{Run, TestEnv, csv_rows, predicted, train_tiny};
 
-/// `uuid → (lat, lon)` of a predict CSV.
-fn predicted(path: &Path) -> BTreeMap<String, (f64, f64)> {
-    csv_rows(path)
-        .into_iter()
-        .map(|r| {
-            (
-                r["uuid"].clone(),
-                (
-                    r["latitude"].parse().unwrap(),
-                    r["longitude"].parse().unwrap(),
-                ),
-            )
-        })
-        .collect()
+/// `geoexp predict MODEL --images IMAGES EXTRA...`.
+fn predict(env: &TestEnv, model: &str, images: &str, extra: &[&str]) -> Run {
+    let mut args = vec!["predict", model, "--images", images];
+    args.extend_from_slice(extra);
+    env.run(&args)
 }
 
 /// Checks `got` holds the evaluate stage's prediction for every test location.
@@ -54,16 +45,13 @@ fn folders(dir: &Path) -> Vec<String> {
 fn predictions_match_the_evaluate_stage_in_the_competition_format() {
     let env = TestEnv::new();
     let run_dir = train_tiny(&env, "");
-    let run = env
-        .run(&[
-            "predict",
-            run_dir.to_str().unwrap(),
-            "--images",
-            "data/d/images",
-            "--out",
-            "pred.csv",
-        ])
-        .expect(0);
+    let run = predict(
+        &env,
+        run_dir.to_str().unwrap(),
+        "data/d/images",
+        &["--out", "pred.csv"],
+    )
+    .expect(0);
     assert!(
         run.stdout.contains("predicted 60 location(s)"),
         "{}",
@@ -88,9 +76,7 @@ fn predictions_match_the_evaluate_stage_in_the_competition_format() {
 
     // The dataset directory itself works too (its images/ folder is used), and without
     // --out the CSV goes to stdout alone.
-    let stdout = env
-        .run(&["predict", run_dir.to_str().unwrap(), "--images", "data/d"])
-        .expect(0);
+    let stdout = predict(&env, run_dir.to_str().unwrap(), "data/d", &[]).expect(0);
     assert_eq!(stdout.stdout, text);
 }
 
@@ -98,8 +84,7 @@ fn predictions_match_the_evaluate_stage_in_the_competition_format() {
 fn the_model_can_be_a_checkpoint_file_a_run_id_or_a_name_under_models() {
     let env = TestEnv::new();
     let run_dir = train_tiny(&env, "");
-    let reference = env
-        .run(&["predict", run_dir.to_str().unwrap(), "--images", "data/d"])
+    let reference = predict(&env, run_dir.to_str().unwrap(), "data/d", &[])
         .expect(0)
         .stdout;
     let id = run_dir.file_name().unwrap().to_str().unwrap();
@@ -111,16 +96,10 @@ fn the_model_can_be_a_checkpoint_file_a_run_id_or_a_name_under_models() {
     .unwrap();
     let best = run_dir.join("checkpoints/best.safetensors");
     for model in [best.to_str().unwrap(), &id[..6], "tiny"] {
-        let out = env
-            .run(&["predict", model, "--images", "data/d", "--models", "models"])
-            .expect(0);
+        let out = predict(&env, model, "data/d", &["--models", "models"]).expect(0);
         assert_eq!(out.stdout, reference, "{model}");
     }
-    let missing = env
-        .run(&[
-            "predict", "nothing", "--images", "data/d", "--models", "models",
-        ])
-        .expect(2);
+    let missing = predict(&env, "nothing", "data/d", &["--models", "models"]).expect(2);
     assert!(
         missing
             .stderr
@@ -157,16 +136,7 @@ fn incomplete_and_unreadable_folders_are_listed_and_skipped_or_fail_with_strict(
     }
     fs::remove_file(images.join(&uuids[1]).join("180.jpg")).unwrap();
     fs::write(images.join(&uuids[2]).join("90.jpg"), b"not a jpeg").unwrap();
-    let run = env
-        .run(&[
-            "predict",
-            run_dir.to_str().unwrap(),
-            "--images",
-            "images",
-            "-o",
-            "p.csv",
-        ])
-        .expect(0);
+    let run = predict(&env, run_dir.to_str().unwrap(), "images", &["-o", "p.csv"]).expect(0);
     assert!(
         run.stderr
             .contains(&format!("skipped {}: no view for heading 180", uuids[1])),
@@ -188,17 +158,13 @@ fn incomplete_and_unreadable_folders_are_listed_and_skipped_or_fail_with_strict(
     );
 
     fs::write(env.path().join("p.csv"), "kept").unwrap();
-    let strict = env
-        .run(&[
-            "predict",
-            run_dir.to_str().unwrap(),
-            "--images",
-            "images",
-            "-o",
-            "p.csv",
-            "--strict",
-        ])
-        .expect(2);
+    let strict = predict(
+        &env,
+        run_dir.to_str().unwrap(),
+        "images",
+        &["-o", "p.csv", "--strict"],
+    )
+    .expect(2);
     assert!(
         strict
             .stderr
@@ -223,19 +189,19 @@ fn snapping_moves_every_prediction_onto_the_given_land() {
         r#"{"type": "Feature", "properties": {}, "geometry": {"type": "Polygon",
             "coordinates": [[[13.0, 42.0], [13.1, 42.0], [13.1, 42.1], [13.0, 42.1], [13.0, 42.0]]]}}"#,
     );
-    let run = env
-        .run(&[
-            "predict",
-            run_dir.to_str().unwrap(),
-            "--images",
-            "data/d",
+    let run = predict(
+        &env,
+        run_dir.to_str().unwrap(),
+        "data/d",
+        &[
             "-o",
             "p.csv",
             "--snap-to-land",
             "--boundary",
             "island.geojson",
-        ])
-        .expect(0);
+        ],
+    )
+    .expect(0);
     assert!(run.stdout.contains("60 moved onto land"), "{}", run.stdout);
     for (uuid, (lat, lon)) in predicted(&env.path().join("p.csv")) {
         assert!(
@@ -246,15 +212,13 @@ fn snapping_moves_every_prediction_onto_the_given_land() {
     }
     // The run's own boundary (Croatia) is the default; its predictions are on land already
     // or moved there.
-    let own = env
-        .run(&[
-            "predict",
-            run_dir.to_str().unwrap(),
-            "--images",
-            "data/d",
-            "--snap-to-land",
-        ])
-        .expect(0);
+    let own = predict(
+        &env,
+        run_dir.to_str().unwrap(),
+        "data/d",
+        &["--snap-to-land"],
+    )
+    .expect(0);
     assert!(own.stderr.contains("moved onto land"), "{}", own.stderr);
 }
 
@@ -262,14 +226,6 @@ fn snapping_moves_every_prediction_onto_the_given_land() {
 fn a_regression_checkpoint_predicts_like_its_evaluate_stage() {
     let env = TestEnv::new();
     let run_dir = train_tiny(&env, "task = \"regression\"");
-    env.run(&[
-        "predict",
-        run_dir.to_str().unwrap(),
-        "--images",
-        "data/d",
-        "-o",
-        "p.csv",
-    ])
-    .expect(0);
+    predict(&env, run_dir.to_str().unwrap(), "data/d", &["-o", "p.csv"]).expect(0);
     assert_matches_evaluate(&run_dir, &predicted(&env.path().join("p.csv")));
 }

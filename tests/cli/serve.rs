@@ -1,6 +1,5 @@
 //! `geoexp serve`: the real server on a loopback port, called over HTTP.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -11,7 +10,7 @@ use reqwest::blocking::multipart::{Form, Part};
 use reqwest::blocking::{Client, Response};
 use serde_json::{Value, json};
 
-use crate::common::{TestEnv, csv_rows, train_tiny};
+use crate::common::{TestEnv, predicted, train_tiny};
 
 /// A running server, killed when dropped.
 struct Server {
@@ -150,16 +149,7 @@ fn every_endpoint_answers_valid_requests_like_predict_does() {
         "p.csv",
     ])
     .expect(0);
-    let expected: BTreeMap<String, (f64, f64)> = csv_rows(&env.path().join("p.csv"))
-        .into_iter()
-        .map(|r| {
-            let at = (
-                r["latitude"].parse().unwrap(),
-                r["longitude"].parse().unwrap(),
-            );
-            (r["uuid"].clone(), at)
-        })
-        .collect();
+    let expected = predicted(&env.path().join("p.csv"));
     let mut server = Server::start(&env, &["--models", "models", "--data-root", "data"], &[]);
 
     let (status, names) = read(server.get("/models"));
