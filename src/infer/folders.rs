@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
+
 use crate::dataset::layout::{CSV_NAME, IMAGE_ROOTS, list_folders, view_names};
 
 use super::InferError;
@@ -86,6 +88,27 @@ pub fn scan(dir: &Path, confine: Option<&Path>) -> Result<Folders, InferError> {
         });
     }
     Ok(out)
+}
+
+/// Decodes the four views of each folder (in parallel) to `[4, S, S, 3]` u8; a folder
+/// with a view that cannot be read or decoded is skipped, with the error as the reason.
+pub fn decode(folders: &[ViewFolder], side: u32) -> (Vec<(&ViewFolder, Vec<u8>)>, Vec<Skipped>) {
+    let decoded: Vec<_> = folders
+        .par_iter()
+        .map(|f| (f, super::input::decode_location(&f.views, side)))
+        .collect();
+    let mut ready = Vec::with_capacity(decoded.len());
+    let mut skipped = Vec::new();
+    for (folder, views) in decoded {
+        match views {
+            Ok(v) => ready.push((folder, v)),
+            Err(e) => skipped.push(Skipped {
+                uuid: folder.uuid.clone(),
+                reason: crate::graph::error_chain(&e),
+            }),
+        }
+    }
+    (ready, skipped)
 }
 
 /// The name of the first view that does not resolve inside `confine` (canonical).

@@ -8,13 +8,12 @@
 
 use std::path::{Path, PathBuf};
 
-use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::geo::Boundary;
 use crate::graph::manifest::MANIFEST_FILE;
 use crate::graph::{Manifest, Progress, write_atomic};
-use crate::infer::{InferError, Model, Skipped, ViewFolder, input, scan};
+use crate::infer::{InferError, Model, Skipped, folders, input, scan};
 use crate::train::device::select_device;
 
 use super::diff::resolve as resolve_run;
@@ -189,30 +188,13 @@ pub fn predict(
     let mut snapped = 0;
     let tick = progress.start("predict", found.folders.len() as u64);
     for chunk in found.folders.chunks(options.batch_size.max(1)) {
-        let decoded: Vec<(&ViewFolder, Result<Vec<u8>, String>)> = chunk
-            .par_iter()
-            .map(|f| {
-                let views = input::decode_location(&f.views, model.side())
-                    .map_err(|e| crate::graph::error_chain(&e));
-                (f, views)
-            })
-            .collect();
-        let mut ready: Vec<(&ViewFolder, Vec<u8>)> = Vec::with_capacity(decoded.len());
-        for (folder, views) in decoded {
-            match views {
-                Ok(v) => ready.push((folder, v)),
-                Err(reason) => {
-                    let s = Skipped {
-                        uuid: folder.uuid.clone(),
-                        reason,
-                    };
-                    if options.strict {
-                        return Err(strict(&s));
-                    }
-                    skipped.push(s);
-                }
-            }
+        let (ready, unreadable) = folders::decode(chunk, model.side());
+        if options.strict
+            && let Some(first) = unreadable.first()
+        {
+            return Err(strict(first));
         }
+        skipped.extend(unreadable);
         if !ready.is_empty() {
             let views: Vec<&[u8]> = ready.iter().map(|(_, v)| v.as_slice()).collect();
             let x = input::batch(

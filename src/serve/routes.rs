@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
-use crate::infer::{Answer, input, scan};
+use crate::infer::{Answer, folders, input, scan};
 
 use super::config::ServeConfig;
 use super::error::ApiError;
@@ -39,6 +39,7 @@ struct Shared {
     models: ModelStore,
     data_root: Option<PathBuf>,
     limits: Limits,
+    batch_size: usize,
     gate: Semaphore,
 }
 
@@ -52,6 +53,7 @@ impl AppState {
                 max_bytes: config.max_upload_bytes,
                 max_files: config.max_files.max(1),
             },
+            batch_size: config.batch_size.max(1),
             gate: Semaphore::new(config.workers.max(1)),
         }))
     }
@@ -260,36 +262,35 @@ async fn predict_directory(
     })?;
     let dir = confined(&root, &request.dataset_directory_path)?;
     let state = s.clone();
-    let (served, ready, mut skipped) = blocking(&s, move || {
+    let (served, found) = blocking(&s, move || {
         let found = scan(&dir, Some(&root)).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let served = state.models().get(&name)?;
-        let side = served.model().side();
-        let decoded: Vec<_> = found
-            .folders
-            .par_iter()
-            .map(|f| (f.uuid.clone(), input::decode_location(&f.views, side)))
-            .collect();
-        let mut skipped = found.skipped;
-        let mut ready = Vec::with_capacity(decoded.len());
-        for (uuid, views) in decoded {
-            match views {
-                Ok(v) => ready.push((uuid, v)),
-                Err(e) => skipped.push(crate::infer::Skipped {
-                    uuid,
-                    reason: crate::graph::error_chain(&e),
-                }),
-            }
-        }
-        Ok((served, ready, skipped))
+        Ok((state.models().get(&name)?, Arc::new(found)))
     })
     .await?;
-    let (uuids, locations): (Vec<String>, Vec<Vec<u8>>) = ready.into_iter().unzip();
-    let answers = served.predict(locations).await?;
-    let located: Vec<Located> = uuids
-        .into_iter()
-        .zip(answers)
-        .map(|(uuid, answer)| Located { uuid, answer })
-        .collect();
+    // A chunk at a time, so a large directory is never decoded into memory whole.
+    let mut skipped = found.skipped.clone();
+    let mut located = Vec::with_capacity(found.folders.len());
+    for start in (0..found.folders.len()).step_by(s.0.batch_size) {
+        let (model, found) = (Arc::clone(&served), Arc::clone(&found));
+        let batch_size = s.0.batch_size;
+        let (uuids, locations, unreadable) = blocking(&s, move || {
+            let end = (start + batch_size).min(found.folders.len());
+            let (ready, unreadable) =
+                folders::decode(&found.folders[start..end], model.model().side());
+            let (uuids, locations): (Vec<String>, Vec<Vec<u8>>) =
+                ready.into_iter().map(|(f, v)| (f.uuid.clone(), v)).unzip();
+            Ok((uuids, locations, unreadable))
+        })
+        .await?;
+        skipped.extend(unreadable);
+        let answers = served.predict(locations).await?;
+        located.extend(
+            uuids
+                .into_iter()
+                .zip(answers)
+                .map(|(uuid, answer)| Located { uuid, answer }),
+        );
+    }
     skipped.sort_by(|a, b| a.uuid.cmp(&b.uuid));
     for s in &skipped {
         tracing::warn!("predict-directory skipped {}: {}", s.uuid, s.reason);

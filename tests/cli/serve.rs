@@ -390,6 +390,22 @@ fn invalid_requests_get_clear_errors_and_the_server_stays_up() {
         StatusCode::NOT_FOUND,
         "no such endpoint",
     );
+
+    // Folders with a missing or unreadable view are left out and counted.
+    for (folder, count) in [("whole", 4), ("three", 3), ("broken", 4)] {
+        let dir = env.path().join("data/partial").join(folder);
+        fs::create_dir_all(&dir).unwrap();
+        for (_, name, bytes) in views(&images, uuid).into_iter().take(count) {
+            fs::write(dir.join(name), bytes).unwrap();
+        }
+    }
+    fs::write(env.path().join("data/partial/broken/90.jpg"), b"garbage").unwrap();
+    let response = directory(json!({ "dataset_directory_path": "partial" }));
+    assert_eq!(response.headers()["x-geoexp-skipped"], "2");
+    let (status, located) = read(response);
+    assert_eq!(status, StatusCode::OK, "{located}");
+    assert_eq!(located.as_array().unwrap().len(), 1);
+    assert_eq!(located[0]["uuid"], "whole");
     server.assert_alive();
     // After all that, predictions still work.
     assert_eq!(
