@@ -101,16 +101,34 @@ pub fn app(config: &ServeConfig) -> Result<Router, ServeError> {
     Ok(guard(routes::routes(state, config.max_body_bytes())))
 }
 
-/// Wraps `router` so a panic in a handler answers 500 instead of dropping the connection.
+/// Wraps `router` so a panic in a handler answers 500 instead of dropping the connection,
+/// and every request is logged (at info level: `geoexp -v serve`).
 pub fn guard(router: Router) -> Router {
-    router.layer(CatchPanicLayer::custom(|payload: Box<dyn Any + Send>| {
-        let message = panic_message(payload.as_ref());
-        tracing::error!("a request panicked: {message}");
-        ApiError::internal(format!(
-            "the request failed unexpectedly ({message}); the server keeps running"
-        ))
-        .into_response()
-    }))
+    router
+        .layer(axum::middleware::from_fn(log_request))
+        .layer(CatchPanicLayer::custom(|payload: Box<dyn Any + Send>| {
+            let message = panic_message(payload.as_ref());
+            tracing::error!("a request panicked: {message}");
+            ApiError::internal(format!(
+                "the request failed unexpectedly ({message}); the server keeps running"
+            ))
+            .into_response()
+        }))
+}
+
+async fn log_request(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    tracing::info!(
+        "{method} {path} → {} in {:.1} ms",
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    response
 }
 
 /// The text of a panic payload.
