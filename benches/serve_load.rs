@@ -5,8 +5,9 @@
 //!
 //! `cargo bench --bench serve_load`; env: `LOAD_REQUESTS` (default 200), `LOAD_CONCURRENCY`
 //! (default: all at once), `LOAD_VIEW_SIZE` (pixels of the uploaded views, default 256),
-//! `LOAD_IMAGE_SIZE` (the model's input, default 64), `LOAD_WORKERS` (the server's
-//! `--workers`, default: its own default).
+//! `LOAD_IMAGE_SIZE` (the model's input, default 64), `LOAD_WORKERS` and `LOAD_BATCH_SIZE`
+//! (the server's `--workers` and `--batch-size`, default: its own defaults; batch size 1
+//! turns batching off).
 //!
 //! It builds everything in a temporary folder with the release binary: a synthetic dataset,
 //! a one-epoch training run, `models/tiny.safetensors`, then the server on port 0.
@@ -89,8 +90,13 @@ fn main() {
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    if let Ok(w) = std::env::var("LOAD_WORKERS") {
-        cmd.args(["--workers", &w]);
+    for (var, flag) in [
+        ("LOAD_WORKERS", "--workers"),
+        ("LOAD_BATCH_SIZE", "--batch-size"),
+    ] {
+        if let Ok(v) = std::env::var(var) {
+            cmd.args([flag, &v]);
+        }
     }
     let mut server = cmd.spawn().expect("server starts");
     let mut line = String::new();
