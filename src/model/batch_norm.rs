@@ -15,6 +15,8 @@ use candle_core::{
 use candle_nn::{ModuleT, VarBuilder};
 use rayon::prelude::*;
 
+use super::Kernels;
+
 /// A BatchNorm over dimension 1 of an `[N, C, H, W]` tensor, vars `weight`, `bias`,
 /// `running_mean`, `running_var` (torchvision's names).
 #[derive(Clone, Debug)]
@@ -25,8 +27,10 @@ pub struct BatchNorm {
     running_var: Var,
     eps: f64,
     momentum: f64,
-    /// candle's own, sharing the same vars: the path for non-CPU devices and other dtypes.
+    /// candle's own, sharing the same vars: the path for non-CPU devices, other dtypes and
+    /// [`Kernels::Reference`].
     fallback: candle_nn::BatchNorm,
+    kernels: Kernels,
 }
 
 impl BatchNorm {
@@ -58,13 +62,20 @@ impl BatchNorm {
             eps,
             momentum,
             fallback,
+            kernels: Kernels::Fast,
         })
+    }
+
+    /// The same BatchNorm (same vars) on `kernels`.
+    pub fn with_kernels(self, kernels: Kernels) -> Self {
+        Self { kernels, ..self }
     }
 
     /// `train`: normalise with the batch's statistics and update the running ones; else
     /// normalise with the running statistics (left untouched).
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let fused = x.device().is_cpu()
+        let fused = self.kernels == Kernels::Fast
+            && x.device().is_cpu()
             && matches!(x.dtype(), DType::F32 | DType::F64)
             && x.rank() == 4
             && self.weight.dtype() == x.dtype();

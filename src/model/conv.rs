@@ -15,6 +15,8 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
+use super::Kernels;
+
 /// Conv weights and settings, torchvision's `Conv2d(.., bias=False)`.
 #[derive(Clone, Debug)]
 pub struct Conv {
@@ -22,22 +24,32 @@ pub struct Conv {
     stride: usize,
     padding: usize,
     groups: usize,
+    kernels: Kernels,
 }
 
 impl Conv {
-    /// `weight`: `[out, in / groups, k, k]`.
+    /// `weight`: `[out, in / groups, k, k]`; fast kernels.
     pub fn new(weight: Tensor, stride: usize, padding: usize, groups: usize) -> Self {
         Self {
             weight,
             stride,
             padding,
             groups,
+            kernels: Kernels::Fast,
         }
+    }
+
+    /// The same conv on `kernels`.
+    pub fn with_kernels(self, kernels: Kernels) -> Self {
+        Self { kernels, ..self }
     }
 
     /// `[N, in, H, W]` → `[N, out, H', W']`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        conv2d(x, &self.weight, self.stride, self.padding, self.groups)
+        match self.kernels {
+            Kernels::Fast => conv2d(x, &self.weight, self.stride, self.padding, self.groups),
+            Kernels::Reference => self.reference(x),
+        }
     }
 
     /// Like [`Conv::forward`]; `train == false` promises no backward will pass through (frozen
@@ -47,8 +59,12 @@ impl Conv {
         if train {
             self.forward(x)
         } else {
-            x.conv2d(&self.weight, self.padding, self.stride, 1, self.groups)
+            self.reference(x)
         }
+    }
+
+    fn reference(&self, x: &Tensor) -> Result<Tensor> {
+        x.conv2d(&self.weight, self.padding, self.stride, 1, self.groups)
     }
 }
 

@@ -15,7 +15,8 @@
 //!
 //! On the CPU, ResNet-18 fine-tuning (8 locations × 4 views, 112 px, 2 cores) went from
 //! ~11 s to ~2.3 s a step with the last three (measured back to back on a loaded machine;
-//! `benches/step.rs`). Other devices use candle's own ops.
+//! `benches/step.rs`). Other devices use candle's own ops, and so does [`Kernels::Reference`]
+//! (`train.kernels = "reference"`), the fallback should a fast kernel ever be suspected.
 //!
 //! Var names follow torchvision (`backbone.conv1.weight`, `backbone.layer1.0.downsample.1.running_var`,
 //! `head.weight`), so pretrained files load without renaming and checkpoints are readable by torch.
@@ -37,7 +38,7 @@ mod resnet;
 mod tiny_cnn;
 mod weights;
 
-pub use backbone::{BACKBONES, Backbone, build_backbone};
+pub use backbone::{BACKBONES, Backbone, build_backbone, build_backbone_with};
 pub use batch_norm::BatchNorm;
 pub use conv::{Conv, conv2d};
 pub use init::init_seeded;
@@ -48,6 +49,21 @@ pub use tiny_cnn::TinyCnn;
 pub use weights::load_pretrained;
 
 use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Which implementation of conv, batch-norm and max-pool a model runs on the CPU
+/// (`train.kernels`). Both compute the same functions; results differ by float rounding.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kernels {
+    /// This module's custom CPU kernels (`conv.rs`, `batch_norm.rs`, `maxpool.rs`).
+    #[default]
+    Fast,
+    /// Plain candle ops: `conv2d`, `candle_nn::BatchNorm` and a max-pool composed of
+    /// differentiable ops. Several times slower to train.
+    Reference,
+}
 
 /// Everything that can go wrong building, initialising or loading a model.
 #[derive(Debug, thiserror::Error)]

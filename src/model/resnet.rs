@@ -8,10 +8,11 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::Kernels;
 use super::backbone::{Backbone, Names, conv_cfg, first_trainable};
 use super::batch_norm::BatchNorm;
 use super::conv::Conv;
-use super::maxpool::max_pool_3x3_s2_p1;
+use super::maxpool::{max_pool_3x3_s2_p1, max_pool_3x3_s2_p1_composed};
 
 /// Which residual block a ResNet uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,8 +98,8 @@ impl ConvBn {
 
 /// One entry of [`Backbone::blocks`].
 enum Block {
-    /// `conv1` 7×7/2, `bn1`, ReLU, max-pool 3×3/2.
-    Stem(ConvBn),
+    /// `conv1` 7×7/2, `bn1`, ReLU, max-pool 3×3/2 (the composed one on reference kernels).
+    Stem(ConvBn, Kernels),
     /// A residual block: its conv+BN stages in order, and the optional downsample shortcut
     /// (`downsample.0` conv 1×1, `downsample.1` BN).
     Residual {
@@ -110,7 +111,13 @@ enum Block {
 impl Block {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         match self {
-            Block::Stem(cb) => max_pool_3x3_s2_p1(&cb.forward(x, train)?.relu()?),
+            Block::Stem(cb, kernels) => {
+                let x = cb.forward(x, train)?.relu()?;
+                match kernels {
+                    Kernels::Fast => max_pool_3x3_s2_p1(&x),
+                    Kernels::Reference => max_pool_3x3_s2_p1_composed(&x),
+                }
+            }
             Block::Residual { convs, downsample } => {
                 let mut y = x.clone();
                 let last = convs.len() - 1;
@@ -140,18 +147,21 @@ pub struct ResNet {
 
 impl ResNet {
     /// Builds `config` with its vars under `vb`, named like torchvision.
-    pub fn new(config: &ResNetConfig, vb: VarBuilder) -> Result<Self> {
+    pub fn new(config: &ResNetConfig, kernels: Kernels, vb: VarBuilder) -> Result<Self> {
         let mut blocks = Vec::new();
         let mut prefixes = Vec::new();
         let mut var_names = Vec::new();
 
-        let mut names = Names::default();
-        blocks.push(Block::Stem(ConvBn {
-            conv: names.conv(3, 64, 7, conv_cfg(2, 3, 1), vb.pp("conv1"))?,
-            bn: names.bn(64, vb.pp("bn1"))?,
-        }));
+        let mut names = Names::new(kernels);
+        blocks.push(Block::Stem(
+            ConvBn {
+                conv: names.conv(3, 64, 7, conv_cfg(2, 3, 1), vb.pp("conv1"))?,
+                bn: names.bn(64, vb.pp("bn1"))?,
+            },
+            kernels,
+        ));
         prefixes.push(vec!["conv1".to_string(), "bn1".to_string()]);
-        var_names.push(names.0);
+        var_names.push(names.names);
 
         let expansion = config.expansion();
         let mut cin = 64;
@@ -162,7 +172,7 @@ impl ResNet {
                 let stride = if stage > 0 && i == 0 { 2 } else { 1 };
                 let prefix = format!("layer{}.{i}", stage + 1);
                 let vb = vb.pp(&prefix);
-                let mut names = Names::default();
+                let mut names = Names::new(kernels);
                 let cout = planes * expansion;
                 let mut conv_bn = |n: usize, ci, co, k, s, p, g| -> Result<ConvBn> {
                     Ok(ConvBn {
@@ -201,7 +211,7 @@ impl ResNet {
                 };
                 blocks.push(Block::Residual { convs, downsample });
                 prefixes.push(vec![prefix]);
-                var_names.push(names.0);
+                var_names.push(names.names);
                 cin = cout;
             }
         }

@@ -17,7 +17,7 @@ use crate::experiment::{AugmentConfig, Task, Unfreeze};
 use crate::geo::{LatLon, Projection};
 use crate::graph::{StageContext, StageError};
 use crate::images::{ChannelStats, ImageTensor};
-use crate::model::{Fusion, GeoNet, init_seeded, load_pretrained};
+use crate::model::{Fusion, GeoNet, Kernels, init_seeded, load_pretrained};
 use crate::track::tensorboard::{EventWriter, HParamValue};
 
 use super::augment::is_active;
@@ -48,6 +48,8 @@ pub struct FitSettings {
     pub task: Task,
     /// View fusion.
     pub fusion: Fusion,
+    /// CPU kernels of the training step.
+    pub kernels: Kernels,
     /// Head learning rate (the schedule's base).
     pub lr: f64,
     /// Backbone learning rate once unfrozen (scaled by the schedule like `lr`).
@@ -111,8 +113,8 @@ pub struct FitSummary {
     pub epochs_run: u32,
 }
 
-/// Builds the network on `device` and initialises it from the seed (and the pretrained
-/// weights, if any).
+/// Builds the network on `device` with the fast kernels and initialises it from the seed (and
+/// the pretrained weights, if any).
 ///
 /// # Errors
 /// Unknown backbone, or unloadable weights.
@@ -123,9 +125,24 @@ pub fn build_net(
     weights: Option<&Path>,
     device: &Device,
 ) -> Result<(VarMap, GeoNet), StageError> {
+    build_net_with(info, fusion, Kernels::Fast, seed, weights, device)
+}
+
+/// [`build_net`] on a choice of kernels.
+///
+/// # Errors
+/// Unknown backbone, or unloadable weights.
+pub fn build_net_with(
+    info: &ModelInfo,
+    fusion: Fusion,
+    kernels: Kernels,
+    seed: u64,
+    weights: Option<&Path>,
+    device: &Device,
+) -> Result<(VarMap, GeoNet), StageError> {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
-    let net = GeoNet::new(&info.backbone, fusion, info.outputs, vb)?;
+    let net = GeoNet::with_kernels(&info.backbone, fusion, info.outputs, kernels, vb)?;
     init_seeded(&varmap, seed)?;
     if let Some(w) = weights {
         load_pretrained(&varmap, w, "backbone.")?;
@@ -145,9 +162,10 @@ pub fn fit(
     ctx: &StageContext<'_>,
 ) -> Result<FitSummary, StageError> {
     let work = ctx.work_dir()?;
-    let (varmap, net) = build_net(
+    let (varmap, net) = build_net_with(
         &data.info,
         settings.fusion,
+        settings.kernels,
         settings.seed,
         settings.weights.as_deref(),
         device,
