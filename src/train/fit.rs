@@ -243,13 +243,7 @@ pub fn fit(
                 Unfreeze::Last(n) => n.min(blocks),
             }
         };
-        let backbone_names: std::collections::BTreeSet<String> =
-            net.trainable_var_names(trainable).into_iter().collect();
-        let (head_vars, backbone_vars): (Vec<_>, Vec<_>) = all_vars
-            .iter()
-            .filter(|(n, _)| n.starts_with("head.") || backbone_names.contains(n))
-            .cloned()
-            .partition(|(n, _)| n.starts_with("head."));
+        let (head_vars, backbone_vars) = step_vars(&all_vars, &net, trainable);
         let order = epoch_order(data.train.len(), settings.seed, epoch);
         let tick = ctx.progress(
             &format!("epoch {}/{}", epoch + 1, settings.epochs),
@@ -296,15 +290,12 @@ pub fn fit(
             } else {
                 mse(&y, &batch_targets(&batch, device)?)?
             };
-            let grads = loss.backward()?;
-            optimizer.step(&grads, &head_vars, lr)?;
-            if !backbone_vars.is_empty() {
-                optimizer.step(
-                    &grads,
-                    &backbone_vars,
-                    lr * settings.backbone_lr / settings.lr,
-                )?;
-            }
+            update(
+                &loss,
+                &mut optimizer,
+                (&head_vars, lr),
+                (&backbone_vars, lr * settings.backbone_lr / settings.lr),
+            )?;
             let loss = scalar(&loss)?;
             loss_sum += loss * batch.len() as f64;
             seen += batch.len();
@@ -408,7 +399,47 @@ pub fn fit(
 /// hard links under a `events.out.tfevents.*` name instead.
 pub const EVENTS_FILE: &str = "train.events";
 
-fn named_vars(varmap: &VarMap) -> Result<Vec<(String, Var)>, StageError> {
+/// The vars a step with `trainable` backbone blocks updates, as (head, backbone), out of
+/// [`named_vars`].
+pub fn step_vars(
+    all_vars: &[(String, Var)],
+    net: &GeoNet,
+    trainable: usize,
+) -> (Vec<(String, Var)>, Vec<(String, Var)>) {
+    let backbone_names: std::collections::BTreeSet<String> =
+        net.trainable_var_names(trainable).into_iter().collect();
+    all_vars
+        .iter()
+        .filter(|(n, _)| n.starts_with("head.") || backbone_names.contains(n))
+        .cloned()
+        .partition(|(n, _)| n.starts_with("head."))
+}
+
+/// The part of a training step after the loss: backward, then one update of the head's and
+/// one of the backbone's vars, each with its learning rate. `benches/step.rs` times this
+/// same function.
+///
+/// # Errors
+/// A tensor operation failed.
+pub fn update(
+    loss: &Tensor,
+    optimizer: &mut Optimizer,
+    (head, head_lr): (&[(String, Var)], f64),
+    (backbone, backbone_lr): (&[(String, Var)], f64),
+) -> candle_core::Result<()> {
+    let grads = loss.backward()?;
+    optimizer.step(&grads, head, head_lr)?;
+    if !backbone.is_empty() {
+        optimizer.step(&grads, backbone, backbone_lr)?;
+    }
+    Ok(())
+}
+
+/// Every var of `varmap` with its name, in name order.
+///
+/// # Errors
+/// The var map's lock is poisoned.
+pub fn named_vars(varmap: &VarMap) -> Result<Vec<(String, Var)>, StageError> {
     let vars = varmap
         .data()
         .lock()
