@@ -31,6 +31,7 @@
 mod backbone;
 mod batch_norm;
 mod conv;
+mod conv_cpu;
 mod init;
 mod maxpool;
 mod net;

@@ -399,13 +399,16 @@ pub fn fit(
 /// hard links under a `events.out.tfevents.*` name instead.
 pub const EVENTS_FILE: &str = "train.events";
 
+/// Vars with their names, as the optimiser takes them.
+pub type NamedVars = Vec<(String, Var)>;
+
 /// The vars a step with `trainable` backbone blocks updates, as (head, backbone), out of
 /// [`named_vars`].
 pub fn step_vars(
     all_vars: &[(String, Var)],
     net: &GeoNet,
     trainable: usize,
-) -> (Vec<(String, Var)>, Vec<(String, Var)>) {
+) -> (NamedVars, NamedVars) {
     let backbone_names: std::collections::BTreeSet<String> =
         net.trainable_var_names(trainable).into_iter().collect();
     all_vars
@@ -439,7 +442,7 @@ pub fn update(
 ///
 /// # Errors
 /// The var map's lock is poisoned.
-pub fn named_vars(varmap: &VarMap) -> Result<Vec<(String, Var)>, StageError> {
+pub fn named_vars(varmap: &VarMap) -> Result<NamedVars, StageError> {
     let vars = varmap
         .data()
         .lock()
