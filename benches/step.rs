@@ -39,6 +39,8 @@ fn fail(e: impl std::fmt::Display) -> candle_core::Error {
 }
 
 fn main() -> candle_core::Result<()> {
+    // As `fit` does.
+    geoexp::train::memory::keep_freed_memory();
     let warmup = env("STEP_WARMUP", 2);
     let steps = env("STEP_STEPS", 5).max(1);
     let size = env("STEP_SIZE", 112);

@@ -8,7 +8,9 @@
 //! | `resnet.rs`     | ResNet 18/34/50/101/152, ResNeXt 50_32x4d / 101_32x8d, torchvision layout  |
 //! | `batch_norm.rs` | BatchNorm with fused CPU kernels (candle's train mode is a dozen passes)  |
 //! | `conv.rs`       | conv with a GEMM-based CPU backward (candle's input gradient is a loop)   |
+//! | `conv_cpu.rs`   | the conv's CPU arithmetic: im2col, col2im, GEMMs over chunks of images    |
 //! | `maxpool.rs`    | the stem's 3×3 / stride 2 / padding 1 max-pool, with a backward pass      |
+//! | `residual.rs`   | `relu(a + b)` ending each residual block, one op forward and backward     |
 //! | `net.rs`        | [`GeoNet`]: backbone on all views as one batch, [`Fusion`], linear head    |
 //! | `init.rs`       | [`init_seeded`]: reproducible initialisation (candle's CPU RNG has no seed) |
 //! | `weights.rs`    | [`load_pretrained`]: torchvision/timm safetensors into the backbone's vars |
@@ -35,6 +37,7 @@ mod conv_cpu;
 mod init;
 mod maxpool;
 mod net;
+mod residual;
 mod resnet;
 mod tiny_cnn;
 mod weights;

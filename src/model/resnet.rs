@@ -13,6 +13,7 @@ use super::backbone::{Backbone, Names, conv_cfg, first_trainable};
 use super::batch_norm::BatchNorm;
 use super::conv::Conv;
 use super::maxpool::{max_pool_3x3_s2_p1, max_pool_3x3_s2_p1_composed};
+use super::residual::add_relu;
 
 /// Which residual block a ResNet uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,6 +95,12 @@ impl ConvBn {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.bn.forward_t(&self.conv.forward_t(x, train)?, train)
     }
+
+    /// `relu(forward(x))`, fused where the kernels allow.
+    fn forward_relu(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.bn
+            .forward_t_relu(&self.conv.forward_t(x, train)?, train)
+    }
 }
 
 /// One entry of [`Backbone::blocks`].
@@ -105,6 +112,7 @@ enum Block {
     Residual {
         convs: Vec<ConvBn>,
         downsample: Option<ConvBn>,
+        kernels: Kernels,
     },
 }
 
@@ -112,26 +120,31 @@ impl Block {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         match self {
             Block::Stem(cb, kernels) => {
-                let x = cb.forward(x, train)?.relu()?;
+                let x = cb.forward_relu(x, train)?;
                 match kernels {
                     Kernels::Fast => max_pool_3x3_s2_p1(&x),
                     Kernels::Reference => max_pool_3x3_s2_p1_composed(&x),
                 }
             }
-            Block::Residual { convs, downsample } => {
+            Block::Residual {
+                convs,
+                downsample,
+                kernels,
+            } => {
                 let mut y = x.clone();
                 let last = convs.len() - 1;
                 for (i, cb) in convs.iter().enumerate() {
-                    y = cb.forward(&y, train)?;
-                    if i < last {
-                        y = y.relu()?;
-                    }
+                    y = if i < last {
+                        cb.forward_relu(&y, train)?
+                    } else {
+                        cb.forward(&y, train)?
+                    };
                 }
                 let shortcut = match downsample {
                     Some(d) => d.forward(x, train)?,
                     None => x.clone(),
                 };
-                (y + shortcut)?.relu()
+                add_relu(&y, &shortcut, *kernels)
             }
         }
     }
@@ -209,7 +222,11 @@ impl ResNet {
                 } else {
                     None
                 };
-                blocks.push(Block::Residual { convs, downsample });
+                blocks.push(Block::Residual {
+                    convs,
+                    downsample,
+                    kernels,
+                });
                 prefixes.push(vec![prefix]);
                 var_names.push(names.names);
                 cin = cout;

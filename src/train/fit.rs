@@ -161,6 +161,7 @@ pub fn fit(
     device: &Device,
     ctx: &StageContext<'_>,
 ) -> Result<FitSummary, StageError> {
+    super::memory::keep_freed_memory();
     let work = ctx.work_dir()?;
     let (varmap, net) = build_net_with(
         &data.info,

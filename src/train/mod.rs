@@ -8,6 +8,7 @@
 //! - [`evaluate`]: a network over a split → predictions and metrics.
 //! - [`checkpoint`]: safetensors checkpoints with their metadata.
 //! - [`device`]: `train.device` → candle device.
+//! - [`memory`]: allocator settings that keep a step's buffers mapped between steps.
 //! - [`fit`]: the loop, with resume.
 
 pub mod augment;
@@ -17,6 +18,7 @@ pub mod device;
 pub mod evaluate;
 pub mod fit;
 pub mod loss;
+pub mod memory;
 pub mod metrics;
 pub mod optimizer;
 pub mod predict;
