@@ -226,7 +226,7 @@ impl Affine {
     #[inline]
     fn apply<T: WithDType>(&self, x: T, ch: usize) -> T {
         let y = T::from_f64(x.to_f64() * self.scale[ch] + self.shift[ch]);
-        if self.relu && !(y > T::zero()) {
+        if self.relu && y <= T::zero() {
             T::zero()
         } else {
             y
