@@ -108,7 +108,7 @@ impl Geometry {
     fn valid(&self, t: usize, len: usize, out: usize) -> (usize, usize) {
         let (s, off) = (self.stride, t * self.dilation);
         // o·s + off ≥ p  and  o·s + off < len + p.
-        let lo = self.padding.saturating_sub(off).div_ceil(s);
+        let lo = self.padding.saturating_sub(off).div_ceil(s).min(out);
         let hi = (len + self.padding)
             .saturating_sub(off)
             .div_ceil(s)
@@ -180,8 +180,13 @@ fn im2col<T: WithDType>(x: &[T], g: &Geometry, cols: &mut [T]) {
     let width = nb * g.plane_out();
     for (row, out) in cols.chunks_mut(width).enumerate().take(g.taps()) {
         let (c, ki, kj) = (row / (k * k), row / k % k, row % k);
-        let (r0, r1) = g.valid(ki, g.h, ho);
         let (c0, c1) = g.valid(kj, g.w, wo);
+        // A tap that reads only padding columns reads nothing in any row.
+        let (r0, r1) = if c0 < c1 {
+            g.valid(ki, g.h, ho)
+        } else {
+            (0, 0)
+        };
         for (b, out) in out.chunks_mut(g.plane_out()).enumerate() {
             let plane = &x[(b * g.c + c) * g.h * g.w..][..g.h * g.w];
             out[..r0 * wo].fill(T::zero());
@@ -216,8 +221,13 @@ fn col2im<T: WithDType>(cols: &[T], g: &Geometry, x: &mut [T]) {
     let width = nb * g.plane_out();
     for (row, src) in cols.chunks(width).enumerate().take(g.taps()) {
         let (c, ki, kj) = (row / (k * k), row / k % k, row % k);
-        let (r0, r1) = g.valid(ki, g.h, ho);
         let (c0, c1) = g.valid(kj, g.w, wo);
+        // A tap that reads only padding columns reads nothing in any row.
+        let (r0, r1) = if c0 < c1 {
+            g.valid(ki, g.h, ho)
+        } else {
+            (0, 0)
+        };
         for (b, src) in src.chunks(g.plane_out()).enumerate() {
             let plane = &mut x[(b * g.c + c) * g.h * g.w..][..g.h * g.w];
             for oi in r0..r1 {

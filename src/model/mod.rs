@@ -162,4 +162,6 @@ fn list(names: &[String]) -> String {
 }
 
 #[cfg(test)]
+mod kernel_tests;
+#[cfg(test)]
 mod tests;
