@@ -162,21 +162,45 @@ fn contiguous<'a, T>(v: &'a [T], l: &Layout) -> Result<&'a [T]> {
     }
 }
 
+/// `(Σ f(xᵢ, yᵢ).0, Σ f(xᵢ, yᵢ).1)` over two equally long slices, in f64 with eight
+/// interleaved accumulators: the compiler may not reorder float additions, so one
+/// accumulator would be one long chain of dependent adds (latency-bound); eight vectorise.
+/// The order is fixed, so is the result.
+#[inline]
+fn sums<T: WithDType>(xs: &[T], ys: &[T], f: impl Fn(T, T) -> (f64, f64)) -> (f64, f64) {
+    let (mut a, mut b) = ([0f64; 8], [0f64; 8]);
+    let (mut xc, mut yc) = (xs.chunks_exact(8), ys.chunks_exact(8));
+    for (x, y) in (&mut xc).zip(&mut yc) {
+        for l in 0..8 {
+            let (u, v) = f(x[l], y[l]);
+            a[l] += u;
+            b[l] += v;
+        }
+    }
+    for (l, (x, y)) in xc.remainder().iter().zip(yc.remainder()).enumerate() {
+        let (u, v) = f(*x, *y);
+        a[l] += u;
+        b[l] += v;
+    }
+    (a.iter().sum(), b.iter().sum())
+}
+
 /// Per-channel mean and biased variance of a contiguous `[N, C, HW]` buffer, in f64 and two
 /// passes (one-pass sums of squares lose precision on large activations).
 fn stats<T: WithDType>(x: &[T], c: usize, hw: usize) -> (Vec<f64>, Vec<f64>) {
     let n = x.len() / (c * hw);
     let m = (n * hw) as f64;
-    let planes = |ch: usize| (0..n).map(move |b| &x[(b * c + ch) * hw..(b * c + ch + 1) * hw]);
+    let plane = move |b: usize, ch: usize| &x[(b * c + ch) * hw..(b * c + ch + 1) * hw];
     (0..c)
         .into_par_iter()
         .map(|ch| {
-            let mean = planes(ch).flatten().map(|v| v.to_f64()).sum::<f64>() / m;
-            let var = planes(ch)
-                .flatten()
-                .map(|v| (v.to_f64() - mean).powi(2))
-                .sum::<f64>()
-                / m;
+            let total = |f: &dyn Fn(T) -> f64| -> f64 {
+                (0..n)
+                    .map(|b| sums(plane(b, ch), plane(b, ch), |v, _| (f(v), 0.0)).0)
+                    .sum()
+            };
+            let mean = total(&|v| v.to_f64()) / m;
+            let var = total(&|v| (v.to_f64() - mean).powi(2)) / m;
             (mean, var)
         })
         .unzip()
@@ -221,15 +245,13 @@ struct Affine {
 }
 
 impl Affine {
-    /// The output for `x` in channel `ch`. The backward recomputes it to find where the ReLU
-    /// passed the gradient, so both must use this one expression.
-    #[inline]
-    fn apply<T: WithDType>(&self, x: T, ch: usize) -> T {
-        let y = T::from_f64(x.to_f64() * self.scale[ch] + self.shift[ch]);
-        if self.relu && y <= T::zero() {
-            T::zero()
-        } else {
-            y
+    /// Channel `ch`'s map in the tensor's precision, so that the pass over the activation
+    /// vectorises.
+    fn channel<T: WithDType>(&self, ch: usize) -> Channel<T> {
+        Channel {
+            scale: T::from_f64(self.scale[ch]),
+            shift: T::from_f64(self.shift[ch]),
+            relu: self.relu,
         }
     }
 
@@ -240,12 +262,44 @@ impl Affine {
             .zip(x.par_chunks(hw))
             .enumerate()
             .for_each(|(plane, (y, x))| {
-                let ch = plane % c;
+                let map = self.channel::<T>(plane % c);
                 for (y, x) in y.iter_mut().zip(x) {
-                    *y = self.apply(*x, ch);
+                    *y = map.apply(*x);
                 }
             });
         y
+    }
+}
+
+/// One channel of an [`Affine`].
+#[derive(Clone, Copy)]
+struct Channel<T> {
+    scale: T,
+    shift: T,
+    relu: bool,
+}
+
+impl<T: WithDType> Channel<T> {
+    /// The output for `x`. The backward recomputes it to find where the ReLU passed the
+    /// gradient, so both must use this one expression.
+    #[inline]
+    fn apply(&self, x: T) -> T {
+        let y = x * self.scale + self.shift;
+        if self.relu && y <= T::zero() {
+            T::zero()
+        } else {
+            y
+        }
+    }
+
+    /// `g`, or 0 where the ReLU after this map cut.
+    #[inline]
+    fn gate(&self, x: T, g: T) -> T {
+        if self.relu && self.apply(x) == T::zero() {
+            T::zero()
+        } else {
+            g
+        }
     }
 }
 
@@ -362,12 +416,15 @@ struct BnTrainGrad {
 }
 
 impl BnTrainGrad {
-    /// The gradient at the normalisation's output: `g`, or 0 where the ReLU cut.
-    #[inline]
-    fn grad_at<T: WithDType>(&self, x: T, g: T, ch: usize) -> f64 {
+    /// Channel `ch`'s ReLU gate (a map that never cuts when no ReLU followed).
+    fn gate<T: WithDType>(&self, ch: usize) -> Channel<T> {
         match &self.gate {
-            Some(a) if a.apply(x, ch) == T::zero() => 0.0,
-            _ => g.to_f64(),
+            Some(a) => a.channel(ch),
+            None => Channel {
+                scale: T::one(),
+                shift: T::zero(),
+                relu: false,
+            },
         }
     }
 }
@@ -382,14 +439,16 @@ fn bn_grad<T: WithDType>(x: &[T], g: &[T], w: &[T], op: &BnTrainGrad, hw: usize)
         .into_par_iter()
         .map(|ch| {
             let (mean, inv) = (op.mean[ch], op.invstd[ch]);
+            let gate = op.gate::<T>(ch);
             let (mut sg, mut sgx) = (0.0, 0.0);
             for b in 0..n {
                 let r = plane(b, ch);
-                for (xv, gv) in x[r.clone()].iter().zip(&g[r]) {
-                    let gv = op.grad_at(*xv, *gv, ch);
-                    sg += gv;
-                    sgx += gv * (xv.to_f64() - mean) * inv;
-                }
+                let (a, bx) = sums(&x[r.clone()], &g[r], |xv, gv| {
+                    let gv = gate.gate(xv, gv).to_f64();
+                    (gv, gv * (xv.to_f64() - mean))
+                });
+                sg += a;
+                sgx += bx * inv;
             }
             (sg, sgx)
         })
@@ -397,15 +456,18 @@ fn bn_grad<T: WithDType>(x: &[T], g: &[T], w: &[T], op: &BnTrainGrad, hw: usize)
     let w = per_channel(w);
     let mut out = vec![T::from_f64(0.0); x.len() + 2 * c];
     let (dx, rest) = out.split_at_mut(x.len());
-    // dx = w·invstd/M · (M·g − Σg − x̂·Σg·x̂)
+    // dx = w·invstd/M · (M·g − Σg − x̂·Σg·x̂) = α·g + β·x + γ per channel.
     dx.par_chunks_mut(hw).enumerate().for_each(|(p, dx)| {
         let ch = p % c;
         let (mean, inv) = (op.mean[ch], op.invstd[ch]);
         let k = w[ch] * inv / m;
+        let alpha = T::from_f64(k * m);
+        let beta = T::from_f64(-k * dw[ch] * inv);
+        let gamma = T::from_f64(k * (dw[ch] * inv * mean - db[ch]));
+        let gate = op.gate::<T>(ch);
         let r = p * hw..(p + 1) * hw;
         for ((d, xv), gv) in dx.iter_mut().zip(&x[r.clone()]).zip(&g[r]) {
-            let xhat = (xv.to_f64() - mean) * inv;
-            *d = T::from_f64(k * (m * op.grad_at(*xv, *gv, ch) - db[ch] - xhat * dw[ch]));
+            *d = alpha * gate.gate(*xv, *gv) + beta * *xv + gamma;
         }
     });
     for ch in 0..c {
