@@ -11,6 +11,7 @@
 //! - [`memory`]: allocator settings that keep a step's buffers mapped between steps.
 //! - [`fit`]: the loop, with resume.
 
+mod adam_cpu;
 pub mod augment;
 pub mod checkpoint;
 pub mod data;
