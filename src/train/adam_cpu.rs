@@ -49,17 +49,12 @@ pub(super) fn step(
 ) -> Option<candle_core::Result<(Tensor, Tensor, Tensor)>> {
     let mut p = values(param)?;
     let g = values(grad)?;
+    let fresh = moments.is_none();
     let (mut m, mut v) = match moments {
-        Some((m, v)) => (Some(values(m)?), Some(values(v)?)),
-        None => (None, None),
+        Some((m, v)) => (values(m)?, values(v)?),
+        None => (vec![0.0; p.len()], vec![0.0; p.len()]),
     };
-    if g.len() != p.len() {
-        return None;
-    }
-    let fresh = m.is_none();
-    let mut m = m.take().unwrap_or_else(|| vec![0.0; p.len()]);
-    let mut v = v.take().unwrap_or_else(|| vec![0.0; p.len()]);
-    if m.len() != p.len() || v.len() != p.len() {
+    if g.len() != p.len() || m.len() != p.len() || v.len() != p.len() {
         return None;
     }
     let f = |x: f64| x as f32;

@@ -393,7 +393,7 @@ fn adam(
 ) -> candle_core::Result<Tensor> {
     let t = (state.step + 1) as f64;
     let fused = super::adam_cpu::AdamStep {
-        shrink: (decoupled && s.weight_decay != 0.0).then(|| 1.0 - lr * s.weight_decay),
+        shrink: (decoupled && s.weight_decay != 0.0).then_some(1.0 - lr * s.weight_decay),
         l2: (!decoupled && s.weight_decay != 0.0).then_some(s.weight_decay),
         beta1: s.beta1,
         beta2: s.beta2,
@@ -402,6 +402,7 @@ fn adam(
         step_size: lr / (1.0 - s.beta1.powf(t)),
     };
     let moments = state.exp_avg.as_ref().zip(state.exp_avg_sq.as_ref());
+    // Both moments or neither (a half-restored state takes the tensor path, which says so).
     if moments.is_some() == state.exp_avg.is_some()
         && let Some(done) = super::adam_cpu::step(param, &grad, moments, &fused)
     {
