@@ -6,7 +6,8 @@
 //! `cargo bench --bench step`; env: `STEP_WARMUP` (default 2), `STEP_STEPS` (default 5),
 //! `STEP_SIZE` (pixels, default 112), `STEP_BATCH` (locations, default 8), `STEP_CLASSES`
 //! (default 55), `STEP_BACKBONES` (comma-separated, default `tiny-cnn,resnet18`),
-//! `STEP_MODES` (`frozen,full`), `STEP_KERNELS` (`fast` or `reference`). Threads: rayon's
+//! `STEP_MODES` (`frozen,full`), `STEP_KERNELS` (`fast` or `reference`), `STEP_PHASES` (set:
+//! also time forward, backward and the optimiser of one more step apart). Threads: rayon's
 //! (`RAYON_NUM_THREADS`).
 //!
 //! Each result is also printed as a line `STEP <backbone> <mode> <mean s> <best s>`, which
@@ -36,6 +37,29 @@ fn env_str(name: &str, default: &str) -> String {
 
 fn fail(e: impl std::fmt::Display) -> candle_core::Error {
     candle_core::Error::Msg(e.to_string())
+}
+
+/// One more step with its phases timed apart: forward + loss, backward, optimiser.
+fn phases(
+    net: &GeoNet,
+    x: &Tensor,
+    y: &Tensor,
+    trainable: usize,
+    (head, body): (&[(String, candle_core::Var)], &[(String, candle_core::Var)]),
+) -> candle_core::Result<()> {
+    let mut opt = Optimizer::new(OptimizerSettings::new(OptimizerKind::AdamW, 1e-2, 0.9));
+    let t = Instant::now();
+    let loss = cross_entropy(&net.forward(x, trainable)?, y, 0.0)?;
+    let forward = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let grads = loss.backward()?;
+    let backward = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    opt.step(&grads, head, 1e-3)?;
+    opt.step(&grads, body, 1e-3)?;
+    let update = t.elapsed().as_secs_f64();
+    println!("  phases: forward {forward:.3} s, backward {backward:.3} s, optimiser {update:.3} s");
+    Ok(())
 }
 
 fn main() -> candle_core::Result<()> {
@@ -99,6 +123,9 @@ fn main() -> candle_core::Result<()> {
                 let t = Instant::now();
                 step()?;
                 times.push(t.elapsed().as_secs_f64());
+            }
+            if std::env::var_os("STEP_PHASES").is_some() {
+                phases(&net, &x, &y, trainable, (&head, &body))?;
             }
             let mean = times.iter().sum::<f64>() / steps as f64;
             let best = times.iter().copied().fold(f64::INFINITY, f64::min);
