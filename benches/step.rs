@@ -20,7 +20,7 @@ use candle_nn::{VarBuilder, VarMap};
 use geoexp::experiment::Optimizer as OptimizerKind;
 use geoexp::model::{Fusion, GeoNet, Kernels, init_seeded};
 use geoexp::train::evaluate::scalar;
-use geoexp::train::fit::{named_vars, step_vars, update};
+use geoexp::train::fit::{NamedVars, named_vars, step_vars, update};
 use geoexp::train::loss::cross_entropy;
 use geoexp::train::optimizer::{Optimizer, OptimizerSettings};
 
@@ -45,7 +45,7 @@ fn phases(
     x: &Tensor,
     y: &Tensor,
     trainable: usize,
-    (head, body): (&[(String, candle_core::Var)], &[(String, candle_core::Var)]),
+    (head, body): (&NamedVars, &NamedVars),
 ) -> candle_core::Result<()> {
     let mut opt = Optimizer::new(OptimizerSettings::new(OptimizerKind::AdamW, 1e-2, 0.9));
     let t = Instant::now();
