@@ -15,6 +15,8 @@
 //! chunking and the order in which partial weight gradients are summed depend only on the
 //! shapes, never on the thread count or on scheduling, so results are the same run to run.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{Result, WithDType, bail};
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -124,11 +126,34 @@ struct View {
     cs: usize,
 }
 
+/// Where a GEMM writes: initialised values (which it may accumulate into), or memory not
+/// yet initialised, which a GEMM that does not accumulate fills without reading: the conv's
+/// output is written exactly once, so zero-filling it first would be a wasted pass.
+trait Dst<T> {
+    /// Whether the elements hold values (so they may be read).
+    const INIT: bool;
+    fn raw(&mut self) -> (*mut T, usize);
+}
+
+impl<T> Dst<T> for [T] {
+    const INIT: bool = true;
+    fn raw(&mut self) -> (*mut T, usize) {
+        (self.as_mut_ptr(), self.len())
+    }
+}
+
+impl<T> Dst<T> for [MaybeUninit<T>] {
+    const INIT: bool = false;
+    fn raw(&mut self) -> (*mut T, usize) {
+        (self.as_mut_ptr().cast(), self.len())
+    }
+}
+
 /// `dst (+)= lhs[m×k] · rhs[k×n]`, single-threaded (the callers parallelise over chunks).
 #[allow(clippy::too_many_arguments)]
-fn gemm_into<T: WithDType>(
+fn gemm_into<T: WithDType, D: Dst<T> + ?Sized>(
     (m, n, k): (usize, usize, usize),
-    dst: &mut [T],
+    dst: &mut D,
     dv: View,
     accumulate: bool,
     lhs: &[T],
@@ -139,21 +164,27 @@ fn gemm_into<T: WithDType>(
     if m == 0 || n == 0 {
         return;
     }
+    assert!(
+        D::INIT || !accumulate,
+        "gemm: cannot accumulate into uninitialised memory"
+    );
+    let (dst, dst_len) = dst.raw();
     let last = |v: View, r: usize, c: usize| (r - 1) * v.rs + (c - 1) * v.cs;
     // The bounds gemm's raw pointers rely on.
-    assert!(last(dv, m, n) < dst.len(), "gemm: destination too short");
+    assert!(last(dv, m, n) < dst_len, "gemm: destination too short");
     if k > 0 {
         assert!(last(lv, m, k) < lhs.len(), "gemm: lhs too short");
         assert!(last(rv, k, n) < rhs.len(), "gemm: rhs too short");
     }
     // SAFETY: every element gemm touches lies inside the slices (checked above); `dst` does
-    // not alias `lhs` or `rhs` (a `&mut` and two `&`).
+    // not alias `lhs` or `rhs` (a `&mut` and two `&`); uninitialised memory is only written
+    // (asserted above: no accumulation).
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             dv.cs as isize,
             dv.rs as isize,
             accumulate,
@@ -258,13 +289,16 @@ fn gather<T: WithDType>(nchw: &[T], wide: &mut [T], g: &Geometry) {
     }
 }
 
-/// The inverse of [`gather`].
-fn scatter<T: WithDType>(wide: &[T], nchw: &mut [T], g: &Geometry) {
+/// The inverse of [`gather`], into memory not yet initialised (every element is written).
+fn scatter<T: WithDType>(wide: &[T], nchw: &mut [MaybeUninit<T>], g: &Geometry) {
     let p = g.plane_out();
     let nb = nchw.len() / g.image_out();
     for co in 0..g.cout {
         for b in 0..nb {
-            nchw[(b * g.cout + co) * p..][..p].copy_from_slice(&wide[(co * nb + b) * p..][..p]);
+            let src = &wide[(co * nb + b) * p..][..p];
+            for (d, s) in nchw[(b * g.cout + co) * p..][..p].iter_mut().zip(src) {
+                d.write(*s);
+            }
         }
     }
 }
@@ -281,11 +315,30 @@ fn columns<'a, T: WithDType>(x: &'a [T], g: &Geometry, buf: &'a mut Vec<T>) -> &
     buf
 }
 
+/// `out` (`[Cout, width]`) = `W·X` group by group, for im2col columns `cols` of `width`.
+fn products<T: WithDType, E>(out: &mut [E], w: &[T], cols: &[T], g: &Geometry, width: usize)
+where
+    [E]: Dst<T>,
+{
+    let (cg, og) = (g.taps() / g.groups, g.cout / g.groups);
+    for grp in 0..g.groups {
+        gemm_into(
+            (og, width, cg),
+            &mut out[grp * og * width..],
+            View { rs: width, cs: 1 },
+            false,
+            &w[grp * og * cg..],
+            View { rs: cg, cs: 1 },
+            &cols[grp * cg * width..],
+            View { rs: width, cs: 1 },
+        );
+    }
+}
+
 /// `x` `[N, C, H, W]` ⊛ `w` `[Cout, C/g, k, k]` → `[N, Cout, Ho, Wo]` (all contiguous).
 pub(super) fn forward<T: WithDType>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
     let nb = g.chunk();
-    let mut y = vec![T::zero(); g.n * g.image_out()];
-    let (cg, og) = (g.taps() / g.groups, g.cout / g.groups);
+    let mut y = Box::<[T]>::new_uninit_slice(g.n * g.image_out());
     y.par_chunks_mut(nb * g.image_out())
         .zip(x.par_chunks(nb * g.image_in()))
         .for_each_init(
@@ -294,29 +347,18 @@ pub(super) fn forward<T: WithDType>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
                 let nb = x.len() / g.image_in();
                 let cols = columns(x, g, buf);
                 let width = nb * g.plane_out();
-                let direct = nb == 1;
-                if !direct {
+                if nb == 1 {
+                    // The groups' rows cover the image's output: every element written once.
+                    products(y, w, cols, g, width);
+                } else {
                     wide.resize(g.cout * width, T::zero());
-                }
-                let out: &mut [T] = if direct { &mut *y } else { &mut wide[..] };
-                for grp in 0..g.groups {
-                    gemm_into(
-                        (og, width, cg),
-                        &mut out[grp * og * width..],
-                        View { rs: width, cs: 1 },
-                        false,
-                        &w[grp * og * cg..],
-                        View { rs: cg, cs: 1 },
-                        &cols[grp * cg * width..],
-                        View { rs: width, cs: 1 },
-                    );
-                }
-                if !direct {
+                    products(&mut wide[..], w, cols, g, width);
                     scatter(wide, y, g);
                 }
             },
         );
-    y
+    // SAFETY: every chunk of `y` was written whole (see the loop above).
+    unsafe { y.assume_init() }.into_vec()
 }
 
 /// Gradients of the conv for output gradient `dy` (`[N, Cout, Ho, Wo]`), flat: the input's
