@@ -257,17 +257,19 @@ impl Affine {
 
     fn run<T: WithDType>(&self, x: &[T], hw: usize) -> Vec<T> {
         let c = self.scale.len();
-        let mut y = vec![T::zero(); x.len()];
+        // Written once, so not zero-filled first.
+        let mut y = Box::<[T]>::new_uninit_slice(x.len());
         y.par_chunks_mut(hw)
             .zip(x.par_chunks(hw))
             .enumerate()
             .for_each(|(plane, (y, x))| {
                 let map = self.channel::<T>(plane % c);
                 for (y, x) in y.iter_mut().zip(x) {
-                    *y = map.apply(*x);
+                    y.write(map.apply(*x));
                 }
             });
-        y
+        // SAFETY: the planes cover `y` (same length and chunking as `x`), each element written.
+        unsafe { y.assume_init() }.into_vec()
     }
 }
 
@@ -454,7 +456,8 @@ fn bn_grad<T: WithDType>(x: &[T], g: &[T], w: &[T], op: &BnTrainGrad, hw: usize)
         })
         .unzip();
     let w = per_channel(w);
-    let mut out = vec![T::from_f64(0.0); x.len() + 2 * c];
+    // Every element is written below, so the buffer is not zero-filled first.
+    let mut out = Box::<[T]>::new_uninit_slice(x.len() + 2 * c);
     let (dx, rest) = out.split_at_mut(x.len());
     // dx = w·invstd/M · (M·g − Σg − x̂·Σg·x̂) = α·g + β·x + γ per channel.
     dx.par_chunks_mut(hw).enumerate().for_each(|(p, dx)| {
@@ -467,14 +470,15 @@ fn bn_grad<T: WithDType>(x: &[T], g: &[T], w: &[T], op: &BnTrainGrad, hw: usize)
         let gate = op.gate::<T>(ch);
         let r = p * hw..(p + 1) * hw;
         for ((d, xv), gv) in dx.iter_mut().zip(&x[r.clone()]).zip(&g[r]) {
-            *d = alpha * gate.gate(*xv, *gv) + beta * *xv + gamma;
+            d.write(alpha * gate.gate(*xv, *gv) + beta * *xv + gamma);
         }
     });
     for ch in 0..c {
-        rest[ch] = T::from_f64(dw[ch]);
-        rest[c + ch] = T::from_f64(db[ch]);
+        rest[ch].write(T::from_f64(dw[ch]));
+        rest[c + ch].write(T::from_f64(db[ch]));
     }
-    out
+    // SAFETY: the planes cover `dx` (same chunking as `x`) and the loop above `rest`.
+    unsafe { out.assume_init() }.into_vec()
 }
 
 impl CustomOp3 for BnTrainGrad {

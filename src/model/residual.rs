@@ -41,31 +41,32 @@ fn slice<'a, T>(v: &'a [T], l: &Layout) -> Result<&'a [T]> {
 const CHUNK: usize = 1 << 16;
 
 fn forward<T: candle_core::WithDType>(a: &[T], b: &[T]) -> Vec<T> {
-    let mut y = vec![T::zero(); a.len()];
+    // Written once, so not zero-filled first.
+    let mut y = Box::<[T]>::new_uninit_slice(a.len());
     y.par_chunks_mut(CHUNK)
         .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
         .for_each(|(y, (a, b))| {
             for ((y, a), b) in y.iter_mut().zip(a).zip(b) {
                 let s = *a + *b;
-                *y = if s > T::zero() { s } else { T::zero() };
+                y.write(if s > T::zero() { s } else { T::zero() });
             }
         });
-    y
+    // SAFETY: the chunks cover `y` (same length and chunking as `a`), each element written.
+    unsafe { y.assume_init() }.into_vec()
 }
 
 /// The gradient passed where the output is positive.
 fn gate<T: candle_core::WithDType>(y: &[T], g: &[T]) -> Vec<T> {
-    let mut out = vec![T::zero(); y.len()];
+    let mut out = Box::<[T]>::new_uninit_slice(y.len());
     out.par_chunks_mut(CHUNK)
         .zip(y.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
         .for_each(|(o, (y, g))| {
             for ((o, y), g) in o.iter_mut().zip(y).zip(g) {
-                if *y > T::zero() {
-                    *o = *g;
-                }
+                o.write(if *y > T::zero() { *g } else { T::zero() });
             }
         });
-    out
+    // SAFETY: the chunks cover `out` (same length and chunking as `y`), each element written.
+    unsafe { out.assume_init() }.into_vec()
 }
 
 struct AddRelu;
