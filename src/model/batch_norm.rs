@@ -6,7 +6,9 @@
 //! mean, div, sqrt, mul, add, ..) each a pass over the activation, and as many again in
 //! backward; in a ResNet fine-tuning step on the CPU that was a large share of the time. Here
 //! the statistics are one pass, the normalisation one pass, and the backward two (per-channel
-//! sums, then the input gradient). Other devices use candle's BatchNorm.
+//! sums, then the input gradient). A ReLU that follows is fused into the same passes
+//! ([`BatchNorm::forward_t_relu`]), and eval mode is one pass without a graph. Other devices
+//! and [`Kernels::Reference`] use candle's BatchNorm.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{

@@ -24,3 +24,6 @@ pub mod metrics;
 pub mod optimizer;
 pub mod predict;
 pub mod scheduler;
+
+#[cfg(test)]
+mod kernel_steps;
