@@ -2,15 +2,16 @@
 """PyTorch training-step throughput on the CPU, the baseline for `benches/step.rs`.
 
 What it measures: seconds per optimiser step and locations/s (one location = 4 views) for
-the same set-up as geoexp's Rust bench: batch 8 locations × 4 views at 112 px, 50 classes,
-random inputs, 2 threads (`torch.set_num_threads(2)`), for two backbones:
+the same set-up as geoexp's Rust bench: batch 8 locations × 4 views at 112 px, 55 classes,
+random inputs, 2 threads (`torch.set_num_threads(2)`), for three backbones:
 
 * `tiny-cnn`: 4 × [Conv2d 3×3 stride 2 padding 1 (no bias) + BatchNorm2d + ReLU],
   channels 3→16→32→64→128, then global average pool → 128 features (replica of geoexp's);
-* `resnet18`: torchvision `resnet18(weights=None)` with `fc = Identity` → 512 features.
+* `resnet18`, `resnet50`: torchvision's `(weights=None)` with `fc = Identity` → 512 / 2048
+  features.
 
 The wrapper runs the backbone on all 4 views as one batch ([B,4,3,S,S] → [4B,3,S,S]),
-concatenates the features per location ([B, 4·D]), applies a Linear head to 50 classes,
+concatenates the features per location ([B, 4·D]), applies a Linear head to 55 classes,
 cross entropy, AdamW (lr 1e-3). Two modes:
 
 * `frozen`: backbone in eval() under `torch.no_grad()`, only the head in the optimiser;
@@ -18,12 +19,14 @@ cross entropy, AdamW (lr 1e-3). Two modes:
 
 Warm-up 3 steps, then `--steps` timed steps (default 10). The table gives the mean s/step and
 locations/s over the timed steps, plus the fastest single step ("best"), which is steadier
-when something else is using the cores.
+when something else is using the cores. Each result is also printed as a line
+`STEP <model> <mode> <mean s> <best s>` for `benches/step_vs_torch.py`.
 
 How to run (from the repository root):
 
     python3 benches/torch_step.py [--steps N] [--batch B] [--size S] [--threads T]
-                                  [--models tiny-cnn,resnet18]
+                                  [--models tiny-cnn,resnet18,resnet50]
+                                  [--modes frozen,full] [--classes K]
 
 It installs torch + torchvision into its OWN virtual environment at
 `$HOME/.cache/geoexp-torch-venv` (created on first run; PyPI's torch is the CUDA build,
@@ -47,7 +50,7 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torchvision  # noqa: E402
 
-CLASSES = 50
+CLASSES = 55
 VIEWS = 4
 
 
@@ -70,7 +73,13 @@ def resnet18():
     return net, 512
 
 
-BACKBONES = {"tiny-cnn": tiny_cnn, "resnet18": resnet18}
+def resnet50():
+    net = torchvision.models.resnet50(weights=None)
+    net.fc = nn.Identity()
+    return net, 2048
+
+
+BACKBONES = {"tiny-cnn": tiny_cnn, "resnet18": resnet18, "resnet50": resnet50}
 
 
 class GeoNet(nn.Module):
@@ -98,13 +107,15 @@ def main():
     ap.add_argument("--size", type=int, default=112, help="pixels")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--models", default="tiny-cnn,resnet18")
+    ap.add_argument("--modes", default="frozen,full")
+    ap.add_argument("--classes", type=int, default=CLASSES)
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
           f"{torch.get_num_threads()} threads (CPU)")
-    print(f"batch {args.batch} locations × {VIEWS} views, {args.size} px, {CLASSES} classes, "
+    print(f"batch {args.batch} locations × {VIEWS} views, {args.size} px, {args.classes} classes, "
           f"{args.warmup} warmup + {args.steps} timed steps")
     # s/step and locations/s are means over the timed steps; the "best" columns use the
     # fastest single step, which is steadier when other work shares the cores.
@@ -112,12 +123,12 @@ def main():
           f"{'best s/step':>12} {'best loc/s':>14}", flush=True)
 
     x = torch.randn(args.batch, VIEWS, 3, args.size, args.size)
-    y = torch.arange(args.batch) % CLASSES
+    y = torch.arange(args.batch) % args.classes
     loss_fn = nn.CrossEntropyLoss()
     for name in args.models.split(","):
-        for mode in ("frozen", "full"):
+        for mode in args.modes.split(","):
             backbone, dim = BACKBONES[name]()
-            net = GeoNet(backbone, dim, CLASSES)
+            net = GeoNet(backbone, dim, args.classes)
             frozen = mode == "frozen"
             net.train()
             if frozen:
@@ -129,9 +140,12 @@ def main():
 
             def step():
                 opt.zero_grad(set_to_none=True)
-                loss = loss_fn(net(x, frozen), y)
+                logits = net(x, frozen)
+                logits.argmax(1).tolist()  # geoexp's step reads the accuracy's argmax
+                loss = loss_fn(logits, y)
                 loss.backward()
                 opt.step()
+                return loss.item()  # and the loss, which waits for the step to finish
 
             for _ in range(args.warmup):
                 step()
@@ -143,7 +157,8 @@ def main():
             per_step = sum(times) / len(times)
             best = min(times)
             print(f"{name:<12} {mode:<10} {per_step:>10.3f} {args.batch / per_step:>12.2f} "
-                  f"{best:>12.3f} {args.batch / best:>14.2f}", flush=True)
+                  f"{best:>12.3f} {args.batch / best:>14.2f}")
+            print(f"STEP {name} {mode} {per_step:.4f} {best:.4f}", flush=True)
 
 
 if __name__ == "__main__":

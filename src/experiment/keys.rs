@@ -71,6 +71,7 @@ keys! {
     "train.augment.color_jitter": "float" => "Brightness, contrast and saturation vary by up to ± this fraction (0: off). Training only.",
     "train.augment.noise_std": "float" => "Standard deviation of Gaussian pixel noise on the 0..1 scale (0: off). Training only.",
     "train.device": "string" => "`cpu`, `cuda`, `cuda:N` or `auto`.",
+    "train.kernels": "fast | reference" => "CPU kernels of conv, batch-norm and max-pool: geoexp's own (several times faster to train) or plain candle ops, the fallback. Results differ by float rounding, so it is part of the train stage's key.",
     "train.monitor": "string" => "Metric (`val/<name>` or `train/<name>`) that picks the best checkpoint and drives `plateau`.",
     "train.monitor_mode": "auto | min | max" => "Whether the monitor improves downwards or upwards; `auto` goes by its name (accuracies and scores up).",
     "sweep": "table" => "Grid for `geoexp sweep`: `\"key.path\" = [values...]`, plus `zip`, `exclude`, `seeds` (see Sweeps).",

@@ -19,9 +19,9 @@ pub mod validate;
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, Origin};
 pub use load::{LoadOptions, Loaded, load};
 pub use schema::{
-    AugmentConfig, Centroid, ClassesConfig, DatasetConfig, Experiment, Fusion, ModelConfig,
-    MonitorMode, Optimizer, SchedulerConfig, SchedulerKind, SplitConfig, SyntheticConfig, Task,
-    TrainConfig, Unfreeze,
+    AugmentConfig, Centroid, ClassesConfig, DatasetConfig, Experiment, Fusion, Kernels,
+    ModelConfig, MonitorMode, Optimizer, SchedulerConfig, SchedulerKind, SplitConfig,
+    SyntheticConfig, Task, TrainConfig, Unfreeze,
 };
 
 #[cfg(test)]

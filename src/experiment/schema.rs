@@ -181,6 +181,8 @@ pub enum Fusion {
 
 /// Backbone names geoexp knows (the model module's registry).
 pub use crate::model::BACKBONES;
+/// CPU kernels a training step runs on (`train.kernels`).
+pub use crate::model::Kernels;
 
 /// `[model]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -322,6 +324,8 @@ pub struct TrainConfig {
     pub augment: AugmentConfig,
     /// `cpu`, `cuda`, `cuda:N` or `auto`.
     pub device: String,
+    /// Custom CPU kernels or plain candle ops.
+    pub kernels: Kernels,
     /// Metric that picks the best checkpoint and drives `plateau`.
     pub monitor: String,
     /// Whether the monitor improves downwards or upwards.
@@ -346,6 +350,7 @@ impl Default for TrainConfig {
             haversine_tau_km: 0.0,
             augment: AugmentConfig::default(),
             device: "auto".into(),
+            kernels: Kernels::Fast,
             monitor: "val/haversine_km_mean".into(),
             monitor_mode: MonitorMode::Auto,
         }

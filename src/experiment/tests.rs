@@ -413,3 +413,22 @@ fn classification_only_settings_are_refused_for_regression() {
         "{err}"
     );
 }
+
+#[test]
+fn train_kernels_default_to_fast_and_an_unknown_value_names_the_key_and_the_choices() {
+    let f = Files::new();
+    let path = f.write("e.toml", SYNTH);
+    let loaded = load_with(&path, &[], &[]).unwrap();
+    assert_eq!(loaded.experiment.train.kernels, Kernels::Fast);
+    let loaded = load_with(&path, &["train.kernels=reference"], &[]).unwrap();
+    assert_eq!(loaded.experiment.train.kernels, Kernels::Reference);
+
+    let path = f.write("e2.toml", &format!("{SYNTH}[train]\nkernels = \"turbo\"\n"));
+    let msg = error_text(&path, &[], &[]);
+    assert!(msg.contains("e2.toml:4:"), "{msg}");
+    assert!(msg.contains("train.kernels"), "{msg}");
+    assert!(
+        msg.contains("turbo") && msg.contains("fast") && msg.contains("reference"),
+        "{msg}"
+    );
+}

@@ -3,11 +3,11 @@
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
-use super::ModelError;
 use super::batch_norm::BatchNorm;
 use super::conv::Conv;
 use super::resnet::{ResNet, ResNetConfig};
 use super::tiny_cnn::TinyCnn;
+use super::{Kernels, ModelError};
 
 /// Every backbone [`build_backbone`] knows, in the order shown to users.
 pub const BACKBONES: &[&str] = &[
@@ -47,14 +47,24 @@ pub trait Backbone: Send + Sync {
     fn block_var_names(&self) -> &[Vec<String>];
 }
 
-/// Builds the backbone called `name` with its vars under `vb` (torchvision names).
+/// Builds the backbone called `name` with its vars under `vb` (torchvision names), on the
+/// fast kernels.
 pub fn build_backbone(name: &str, vb: VarBuilder) -> Result<Box<dyn Backbone>, ModelError> {
+    build_backbone_with(name, Kernels::Fast, vb)
+}
+
+/// [`build_backbone`] with a choice of kernels.
+pub fn build_backbone_with(
+    name: &str,
+    kernels: Kernels,
+    vb: VarBuilder,
+) -> Result<Box<dyn Backbone>, ModelError> {
     let build = |e| ModelError::Build {
         what: format!("backbone {name}"),
         source: e,
     };
     let config = match name {
-        "tiny-cnn" => return Ok(Box::new(TinyCnn::new(vb).map_err(build)?)),
+        "tiny-cnn" => return Ok(Box::new(TinyCnn::new(kernels, vb).map_err(build)?)),
         "resnet18" => ResNetConfig::resnet18(),
         "resnet34" => ResNetConfig::resnet34(),
         "resnet50" => ResNetConfig::resnet50(),
@@ -68,7 +78,7 @@ pub fn build_backbone(name: &str, vb: VarBuilder) -> Result<Box<dyn Backbone>, M
             });
         }
     };
-    Ok(Box::new(ResNet::new(&config, vb).map_err(build)?))
+    Ok(Box::new(ResNet::new(&config, kernels, vb).map_err(build)?))
 }
 
 /// Shared by the backbones: which block index is the first trainable one.
@@ -77,11 +87,20 @@ pub(super) fn first_trainable(blocks: usize, trainable: usize) -> usize {
 }
 
 /// Records the full names of the vars a block creates, so [`Backbone::block_var_names`] needs no
-/// VarMap (a VarBuilder cannot list what it made).
-#[derive(Default)]
-pub(super) struct Names(pub Vec<String>);
+/// VarMap (a VarBuilder cannot list what it made), and hands every layer the kernels to use.
+pub(super) struct Names {
+    pub names: Vec<String>,
+    kernels: Kernels,
+}
 
 impl Names {
+    pub fn new(kernels: Kernels) -> Self {
+        Self {
+            names: Vec::new(),
+            kernels,
+        }
+    }
+
     /// A conv (no bias) under `vb`, torchvision's `Conv2d(.., bias=False)`; see [`conv_cfg`].
     pub fn conv(
         &mut self,
@@ -91,14 +110,12 @@ impl Names {
         cfg: candle_nn::Conv2dConfig,
         vb: VarBuilder,
     ) -> candle_core::Result<Conv> {
-        self.0.push(format!("{}.weight", vb.prefix()));
+        self.names.push(format!("{}.weight", vb.prefix()));
         let conv = candle_nn::conv2d_no_bias(cin, cout, k, cfg, vb)?;
-        Ok(Conv::new(
-            conv.weight().clone(),
-            cfg.stride,
-            cfg.padding,
-            cfg.groups,
-        ))
+        Ok(
+            Conv::new(conv.weight().clone(), cfg.stride, cfg.padding, cfg.groups)
+                .with_kernels(self.kernels),
+        )
     }
 
     /// A BatchNorm under `vb`: torchvision's `weight`, `bias`, `running_mean`, `running_var`
@@ -106,9 +123,9 @@ impl Names {
     pub fn bn(&mut self, c: usize, vb: VarBuilder) -> candle_core::Result<BatchNorm> {
         let p = vb.prefix();
         for n in ["weight", "bias", "running_mean", "running_var"] {
-            self.0.push(format!("{p}.{n}"));
+            self.names.push(format!("{p}.{n}"));
         }
-        BatchNorm::new(c, vb)
+        Ok(BatchNorm::new(c, vb)?.with_kernels(self.kernels))
     }
 }
 

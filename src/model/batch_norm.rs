@@ -6,14 +6,18 @@
 //! mean, div, sqrt, mul, add, ..) each a pass over the activation, and as many again in
 //! backward; in a ResNet fine-tuning step on the CPU that was a large share of the time. Here
 //! the statistics are one pass, the normalisation one pass, and the backward two (per-channel
-//! sums, then the input gradient). Other devices use candle's BatchNorm.
+//! sums, then the input gradient). A ReLU that follows is fused into the same passes
+//! ([`BatchNorm::forward_t_relu`]), and eval mode is one pass without a graph. Other devices
+//! and [`Kernels::Reference`] use candle's BatchNorm.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{
-    CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, Var, WithDType, bail,
+    CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor, Var, WithDType, bail,
 };
 use candle_nn::{ModuleT, VarBuilder};
 use rayon::prelude::*;
+
+use super::Kernels;
 
 /// A BatchNorm over dimension 1 of an `[N, C, H, W]` tensor, vars `weight`, `bias`,
 /// `running_mean`, `running_var` (torchvision's names).
@@ -25,8 +29,10 @@ pub struct BatchNorm {
     running_var: Var,
     eps: f64,
     momentum: f64,
-    /// candle's own, sharing the same vars: the path for non-CPU devices and other dtypes.
+    /// candle's own, sharing the same vars: the path for non-CPU devices, other dtypes and
+    /// [`Kernels::Reference`].
     fallback: candle_nn::BatchNorm,
+    kernels: Kernels,
 }
 
 impl BatchNorm {
@@ -58,38 +64,67 @@ impl BatchNorm {
             eps,
             momentum,
             fallback,
+            kernels: Kernels::Fast,
         })
     }
 
+    /// The same BatchNorm (same vars) on `kernels`.
+    pub fn with_kernels(self, kernels: Kernels) -> Self {
+        Self { kernels, ..self }
+    }
+
     /// `train`: normalise with the batch's statistics and update the running ones; else
-    /// normalise with the running statistics (left untouched).
+    /// normalise with the running statistics (left untouched). `train == false` promises no
+    /// backward passes through (frozen blocks, inference), as for [`super::Conv::forward_t`].
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let fused = x.device().is_cpu()
+        self.forward_fused(x, train, false)
+    }
+
+    /// `relu(forward_t(x, train))`, in the same pass on the fast kernels: one op less in the
+    /// graph, whose backward in candle is half a dozen passes over the activation.
+    pub fn forward_t_relu(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_fused(x, train, true)
+    }
+
+    fn forward_fused(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
+        let fused = self.kernels == Kernels::Fast
+            && x.device().is_cpu()
             && matches!(x.dtype(), DType::F32 | DType::F64)
             && x.rank() == 4
             && self.weight.dtype() == x.dtype();
         if !fused {
-            return self.fallback.forward_t(x, train);
+            let y = self.fallback.forward_t(x, train)?;
+            return if relu { y.relu() } else { Ok(y) };
         }
         if train {
-            self.forward_train(x)
+            self.forward_train(x, relu)
         } else {
-            self.forward_eval(x)
+            self.forward_eval(x, relu)
         }
     }
 
-    /// y = x·scale + shift with per-channel scale and shift: two passes instead of four.
-    fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {
-        let c = x.dim(1)?;
-        let rm = self.running_mean.as_detached_tensor();
-        let rv = self.running_var.as_detached_tensor();
-        let scale = (&self.weight / (rv + self.eps)?.sqrt()?)?;
-        let shift = (&self.bias - (rm * &scale)?)?;
-        x.broadcast_mul(&scale.reshape((1, c, 1, 1))?)?
-            .broadcast_add(&shift.reshape((1, c, 1, 1))?)
+    /// y = x·scale + shift with per-channel scale and shift, in one pass without a graph.
+    fn forward_eval(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
+        let f64s = |t: &Tensor| t.to_dtype(DType::F64)?.to_vec1::<f64>();
+        let (w, b) = (f64s(&self.weight)?, f64s(&self.bias)?);
+        let rm = f64s(self.running_mean.as_tensor())?;
+        let rv = f64s(self.running_var.as_tensor())?;
+        let scale: Vec<f64> = w
+            .iter()
+            .zip(&rv)
+            .map(|(w, v)| w / (v + self.eps).sqrt())
+            .collect();
+        let shift = b
+            .iter()
+            .zip(&rm)
+            .zip(&scale)
+            .map(|((b, m), s)| b - m * s)
+            .collect();
+        x.contiguous()?
+            .apply_op1_no_bwd(&BnEval(Affine { scale, shift, relu }))
     }
 
-    fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward_train(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
         let x = x.contiguous()?;
         let (n, c, h, w) = x.dims4()?;
         let m = n * h * w;
@@ -117,7 +152,7 @@ impl BatchNorm {
         upd(&self.running_mean, mean.clone(), 1.0)?;
         upd(&self.running_var, var.clone(), m as f64 / (m as f64 - 1.0))?;
         let invstd = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
-        x.apply_op3(&self.weight, &self.bias, BnTrain { mean, invstd })
+        x.apply_op3(&self.weight, &self.bias, BnTrain { mean, invstd, relu })
     }
 }
 
@@ -129,52 +164,173 @@ fn contiguous<'a, T>(v: &'a [T], l: &Layout) -> Result<&'a [T]> {
     }
 }
 
+/// `(Σ f(xᵢ, yᵢ).0, Σ f(xᵢ, yᵢ).1)` over two equally long slices, in f64 with eight
+/// interleaved accumulators: the compiler may not reorder float additions, so one
+/// accumulator would be one long chain of dependent adds (latency-bound); eight vectorise.
+/// The order is fixed, so is the result.
+#[inline]
+fn sums<T: WithDType>(xs: &[T], ys: &[T], f: impl Fn(T, T) -> (f64, f64)) -> (f64, f64) {
+    let (mut a, mut b) = ([0f64; 8], [0f64; 8]);
+    let (mut xc, mut yc) = (xs.chunks_exact(8), ys.chunks_exact(8));
+    for (x, y) in (&mut xc).zip(&mut yc) {
+        for l in 0..8 {
+            let (u, v) = f(x[l], y[l]);
+            a[l] += u;
+            b[l] += v;
+        }
+    }
+    for (l, (x, y)) in xc.remainder().iter().zip(yc.remainder()).enumerate() {
+        let (u, v) = f(*x, *y);
+        a[l] += u;
+        b[l] += v;
+    }
+    (a.iter().sum(), b.iter().sum())
+}
+
 /// Per-channel mean and biased variance of a contiguous `[N, C, HW]` buffer, in f64 and two
 /// passes (one-pass sums of squares lose precision on large activations).
 fn stats<T: WithDType>(x: &[T], c: usize, hw: usize) -> (Vec<f64>, Vec<f64>) {
     let n = x.len() / (c * hw);
     let m = (n * hw) as f64;
-    let planes = |ch: usize| (0..n).map(move |b| &x[(b * c + ch) * hw..(b * c + ch + 1) * hw]);
+    let plane = move |b: usize, ch: usize| &x[(b * c + ch) * hw..(b * c + ch + 1) * hw];
     (0..c)
         .into_par_iter()
         .map(|ch| {
-            let mean = planes(ch).flatten().map(|v| v.to_f64()).sum::<f64>() / m;
-            let var = planes(ch)
-                .flatten()
-                .map(|v| (v.to_f64() - mean).powi(2))
-                .sum::<f64>()
-                / m;
+            let total = |f: &dyn Fn(T) -> f64| -> f64 {
+                (0..n)
+                    .map(|b| sums(plane(b, ch), plane(b, ch), |v, _| (f(v), 0.0)).0)
+                    .sum()
+            };
+            let mean = total(&|v| v.to_f64()) / m;
+            let var = total(&|v| (v.to_f64() - mean).powi(2)) / m;
             (mean, var)
         })
         .unzip()
 }
 
-/// Train-mode normalisation with the batch statistics computed beforehand.
+/// Train-mode normalisation with the batch statistics computed beforehand, optionally
+/// followed by a ReLU.
 struct BnTrain {
     mean: Vec<f64>,
     invstd: Vec<f64>,
+    relu: bool,
+}
+
+impl BnTrain {
+    /// The per-channel map the forward applies, for weight `w` and bias `b`.
+    fn affine(&self, w: &[f64], b: &[f64]) -> Affine {
+        let scale: Vec<f64> = self.invstd.iter().zip(w).map(|(i, w)| i * w).collect();
+        let shift = b
+            .iter()
+            .zip(&self.mean)
+            .zip(&scale)
+            .map(|((b, m), s)| b - m * s)
+            .collect();
+        Affine {
+            scale,
+            shift,
+            relu: self.relu,
+        }
+    }
 }
 
 fn per_channel<T: WithDType>(t: &[T]) -> Vec<f64> {
     t.iter().map(|v| v.to_f64()).collect()
 }
 
+/// `y = x·scale[c] + shift[c]`, then `max(y, 0)` if `relu`.
+#[derive(Clone, Debug)]
+struct Affine {
+    scale: Vec<f64>,
+    shift: Vec<f64>,
+    relu: bool,
+}
+
+impl Affine {
+    /// Channel `ch`'s map in the tensor's precision, so that the pass over the activation
+    /// vectorises.
+    fn channel<T: WithDType>(&self, ch: usize) -> Channel<T> {
+        Channel {
+            scale: T::from_f64(self.scale[ch]),
+            shift: T::from_f64(self.shift[ch]),
+            relu: self.relu,
+        }
+    }
+
+    fn run<T: WithDType>(&self, x: &[T], hw: usize) -> Vec<T> {
+        let c = self.scale.len();
+        // Written once, so not zero-filled first.
+        let mut y = Box::<[T]>::new_uninit_slice(x.len());
+        y.par_chunks_mut(hw)
+            .zip(x.par_chunks(hw))
+            .enumerate()
+            .for_each(|(plane, (y, x))| {
+                let map = self.channel::<T>(plane % c);
+                for (y, x) in y.iter_mut().zip(x) {
+                    y.write(map.apply(*x));
+                }
+            });
+        // SAFETY: the planes cover `y` (same length and chunking as `x`), each element written.
+        unsafe { y.assume_init() }.into_vec()
+    }
+}
+
+/// One channel of an [`Affine`].
+#[derive(Clone, Copy)]
+struct Channel<T> {
+    scale: T,
+    shift: T,
+    relu: bool,
+}
+
+impl<T: WithDType> Channel<T> {
+    /// The output for `x`. The backward recomputes it to find where the ReLU passed the
+    /// gradient, so both must use this one expression.
+    #[inline]
+    fn apply(&self, x: T) -> T {
+        let y = x * self.scale + self.shift;
+        if self.relu && y <= T::zero() {
+            T::zero()
+        } else {
+            y
+        }
+    }
+
+    /// `g`, or 0 where the ReLU after this map cut.
+    #[inline]
+    fn gate(&self, x: T, g: T) -> T {
+        if self.relu && self.apply(x) == T::zero() {
+            T::zero()
+        } else {
+            g
+        }
+    }
+}
+
 fn normalise<T: WithDType>(x: &[T], w: &[T], b: &[T], op: &BnTrain, hw: usize) -> Vec<T> {
-    let c = w.len();
-    let (w, b) = (per_channel(w), per_channel(b));
-    let mut y = vec![T::from_f64(0.0); x.len()];
-    y.par_chunks_mut(hw)
-        .zip(x.par_chunks(hw))
-        .enumerate()
-        .for_each(|(plane, (y, x))| {
-            let ch = plane % c;
-            let scale = op.invstd[ch] * w[ch];
-            let shift = b[ch] - op.mean[ch] * scale;
-            for (y, x) in y.iter_mut().zip(x) {
-                *y = T::from_f64(x.to_f64() * scale + shift);
-            }
-        });
-    y
+    op.affine(&per_channel(w), &per_channel(b)).run(x, hw)
+}
+
+/// Eval-mode BatchNorm (and ReLU) with the running statistics folded into the map.
+struct BnEval(Affine);
+
+impl CustomOp1 for BnEval {
+    fn name(&self) -> &'static str {
+        "batch-norm-eval"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (_, c, h, w) = l.shape().dims4()?;
+        if c != self.0.scale.len() {
+            bail!("batch-norm: {c} channels, expected {}", self.0.scale.len())
+        }
+        let y = match s {
+            CpuStorage::F32(x) => CpuStorage::F32(self.0.run(contiguous(x, l)?, h * w)),
+            CpuStorage::F64(x) => CpuStorage::F64(self.0.run(contiguous(x, l)?, h * w)),
+            other => bail!("batch-norm: unsupported dtype {:?}", other.dtype()),
+        };
+        Ok((y, l.shape().clone()))
+    }
 }
 
 impl CustomOp3 for BnTrain {
@@ -220,19 +376,26 @@ impl CustomOp3 for BnTrain {
         &self,
         x: &Tensor,
         w: &Tensor,
-        _b: &Tensor,
+        b: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (n, c, h, wd) = x.dims4()?;
         let len = n * c * h * wd;
         let grad = grad.contiguous()?;
+        let gate = if self.relu {
+            let f64s = |t: &Tensor| t.to_dtype(DType::F64)?.to_vec1::<f64>();
+            Some(self.affine(&f64s(w)?, &f64s(b)?))
+        } else {
+            None
+        };
         let packed = x.detach().apply_op3_no_bwd(
             &grad.detach(),
             &w.detach().contiguous()?,
             &BnTrainGrad {
                 mean: self.mean.clone(),
                 invstd: self.invstd.clone(),
+                gate,
             },
         )?;
         let dx = x
@@ -252,6 +415,22 @@ impl CustomOp3 for BnTrain {
 struct BnTrainGrad {
     mean: Vec<f64>,
     invstd: Vec<f64>,
+    /// The forward's map when a ReLU followed: the gradient only passes where it was positive.
+    gate: Option<Affine>,
+}
+
+impl BnTrainGrad {
+    /// Channel `ch`'s ReLU gate (a map that never cuts when no ReLU followed).
+    fn gate<T: WithDType>(&self, ch: usize) -> Channel<T> {
+        match &self.gate {
+            Some(a) => a.channel(ch),
+            None => Channel {
+                scale: T::one(),
+                shift: T::zero(),
+                relu: false,
+            },
+        }
+    }
 }
 
 fn bn_grad<T: WithDType>(x: &[T], g: &[T], w: &[T], op: &BnTrainGrad, hw: usize) -> Vec<T> {
@@ -264,37 +443,44 @@ fn bn_grad<T: WithDType>(x: &[T], g: &[T], w: &[T], op: &BnTrainGrad, hw: usize)
         .into_par_iter()
         .map(|ch| {
             let (mean, inv) = (op.mean[ch], op.invstd[ch]);
+            let gate = op.gate::<T>(ch);
             let (mut sg, mut sgx) = (0.0, 0.0);
             for b in 0..n {
                 let r = plane(b, ch);
-                for (xv, gv) in x[r.clone()].iter().zip(&g[r]) {
-                    let gv = gv.to_f64();
-                    sg += gv;
-                    sgx += gv * (xv.to_f64() - mean) * inv;
-                }
+                let (a, bx) = sums(&x[r.clone()], &g[r], |xv, gv| {
+                    let gv = gate.gate(xv, gv).to_f64();
+                    (gv, gv * (xv.to_f64() - mean))
+                });
+                sg += a;
+                sgx += bx * inv;
             }
             (sg, sgx)
         })
         .unzip();
     let w = per_channel(w);
-    let mut out = vec![T::from_f64(0.0); x.len() + 2 * c];
+    // Every element is written below, so the buffer is not zero-filled first.
+    let mut out = Box::<[T]>::new_uninit_slice(x.len() + 2 * c);
     let (dx, rest) = out.split_at_mut(x.len());
-    // dx = w·invstd/M · (M·g − Σg − x̂·Σg·x̂)
+    // dx = w·invstd/M · (M·g − Σg − x̂·Σg·x̂) = α·g + β·x + γ per channel.
     dx.par_chunks_mut(hw).enumerate().for_each(|(p, dx)| {
         let ch = p % c;
         let (mean, inv) = (op.mean[ch], op.invstd[ch]);
         let k = w[ch] * inv / m;
+        let alpha = T::from_f64(k * m);
+        let beta = T::from_f64(-k * dw[ch] * inv);
+        let gamma = T::from_f64(k * (dw[ch] * inv * mean - db[ch]));
+        let gate = op.gate::<T>(ch);
         let r = p * hw..(p + 1) * hw;
         for ((d, xv), gv) in dx.iter_mut().zip(&x[r.clone()]).zip(&g[r]) {
-            let xhat = (xv.to_f64() - mean) * inv;
-            *d = T::from_f64(k * (m * gv.to_f64() - db[ch] - xhat * dw[ch]));
+            d.write(alpha * gate.gate(*xv, *gv) + beta * *xv + gamma);
         }
     });
     for ch in 0..c {
-        rest[ch] = T::from_f64(dw[ch]);
-        rest[c + ch] = T::from_f64(db[ch]);
+        rest[ch].write(T::from_f64(dw[ch]));
+        rest[c + ch].write(T::from_f64(db[ch]));
     }
-    out
+    // SAFETY: the planes cover `dx` (same chunking as `x`) and the loop above `rest`.
+    unsafe { out.assume_init() }.into_vec()
 }
 
 impl CustomOp3 for BnTrainGrad {
@@ -361,7 +547,7 @@ mod tests {
     }
 
     #[test]
-    fn matches_candles_batch_norm_in_train_and_eval_mode_with_gradients() -> Result<()> {
+    fn matches_candles_batch_norm_in_train_mode_with_gradients_and_in_eval_mode() -> Result<()> {
         let dev = Device::Cpu;
         let (n, c, h, w) = (3, 4, 5, 3);
         let build = || -> Result<(VarMap, BatchNorm)> {
@@ -393,6 +579,11 @@ mod tests {
             let a = ours.forward_t(&x, train)?;
             let b = reference.forward_t(&x, train)?;
             close(&flat(&a), &flat(&b), "y");
+            if !train {
+                // Eval mode promises no backward (frozen blocks, inference) and builds no graph.
+                assert!(a.backward()?.get(&x).is_none());
+                continue;
+            }
             let ga = (a * &r)?.sum_all()?.backward()?;
             let gb = (b * &r)?.sum_all()?.backward()?;
             let (od, rd) = (

@@ -4,8 +4,8 @@
 use candle_core::{Result, Tensor};
 use candle_nn::{Linear, Module, VarBuilder};
 
-use super::ModelError;
-use super::backbone::{Backbone, build_backbone};
+use super::backbone::{Backbone, build_backbone_with};
+use super::{Kernels, ModelError};
 
 /// Views per location (headings 0°, 90°, 180°, 270°).
 const VIEWS: usize = 4;
@@ -30,16 +30,28 @@ pub struct GeoNet {
 impl GeoNet {
     /// Builds the net: backbone `backbone` (one of [`super::BACKBONES`]) under `vb.pp("backbone")`,
     /// head `Linear(fused_dim → outputs)` under `vb.pp("head")` (`head.weight`, `head.bias`).
+    /// Fast kernels; see [`GeoNet::with_kernels`].
     pub fn new(
         backbone: &str,
         fusion: Fusion,
         outputs: usize,
         vb: VarBuilder,
     ) -> std::result::Result<Self, ModelError> {
+        Self::with_kernels(backbone, fusion, outputs, Kernels::Fast, vb)
+    }
+
+    /// [`GeoNet::new`] on a choice of kernels (same vars, same function).
+    pub fn with_kernels(
+        backbone: &str,
+        fusion: Fusion,
+        outputs: usize,
+        kernels: Kernels,
+        vb: VarBuilder,
+    ) -> std::result::Result<Self, ModelError> {
         if outputs == 0 {
             return Err(ModelError::NoOutputs { outputs });
         }
-        let backbone = build_backbone(backbone, vb.pp("backbone"))?;
+        let backbone = build_backbone_with(backbone, kernels, vb.pp("backbone"))?;
         let fused = match fusion {
             Fusion::Concat => VIEWS * backbone.feature_dim(),
             Fusion::Mean => backbone.feature_dim(),

@@ -8,10 +8,12 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::Kernels;
 use super::backbone::{Backbone, Names, conv_cfg, first_trainable};
 use super::batch_norm::BatchNorm;
 use super::conv::Conv;
-use super::maxpool::max_pool_3x3_s2_p1;
+use super::maxpool::{max_pool_3x3_s2_p1, max_pool_3x3_s2_p1_composed};
+use super::residual::add_relu;
 
 /// Which residual block a ResNet uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,38 +95,56 @@ impl ConvBn {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.bn.forward_t(&self.conv.forward_t(x, train)?, train)
     }
+
+    /// `relu(forward(x))`, fused where the kernels allow.
+    fn forward_relu(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.bn
+            .forward_t_relu(&self.conv.forward_t(x, train)?, train)
+    }
 }
 
 /// One entry of [`Backbone::blocks`].
 enum Block {
-    /// `conv1` 7×7/2, `bn1`, ReLU, max-pool 3×3/2.
-    Stem(ConvBn),
+    /// `conv1` 7×7/2, `bn1`, ReLU, max-pool 3×3/2 (the composed one on reference kernels).
+    Stem(ConvBn, Kernels),
     /// A residual block: its conv+BN stages in order, and the optional downsample shortcut
     /// (`downsample.0` conv 1×1, `downsample.1` BN).
     Residual {
         convs: Vec<ConvBn>,
         downsample: Option<ConvBn>,
+        kernels: Kernels,
     },
 }
 
 impl Block {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         match self {
-            Block::Stem(cb) => max_pool_3x3_s2_p1(&cb.forward(x, train)?.relu()?),
-            Block::Residual { convs, downsample } => {
+            Block::Stem(cb, kernels) => {
+                let x = cb.forward_relu(x, train)?;
+                match kernels {
+                    Kernels::Fast => max_pool_3x3_s2_p1(&x),
+                    Kernels::Reference => max_pool_3x3_s2_p1_composed(&x),
+                }
+            }
+            Block::Residual {
+                convs,
+                downsample,
+                kernels,
+            } => {
                 let mut y = x.clone();
                 let last = convs.len() - 1;
                 for (i, cb) in convs.iter().enumerate() {
-                    y = cb.forward(&y, train)?;
-                    if i < last {
-                        y = y.relu()?;
-                    }
+                    y = if i < last {
+                        cb.forward_relu(&y, train)?
+                    } else {
+                        cb.forward(&y, train)?
+                    };
                 }
                 let shortcut = match downsample {
                     Some(d) => d.forward(x, train)?,
                     None => x.clone(),
                 };
-                (y + shortcut)?.relu()
+                add_relu(&y, &shortcut, *kernels)
             }
         }
     }
@@ -140,18 +160,21 @@ pub struct ResNet {
 
 impl ResNet {
     /// Builds `config` with its vars under `vb`, named like torchvision.
-    pub fn new(config: &ResNetConfig, vb: VarBuilder) -> Result<Self> {
+    pub fn new(config: &ResNetConfig, kernels: Kernels, vb: VarBuilder) -> Result<Self> {
         let mut blocks = Vec::new();
         let mut prefixes = Vec::new();
         let mut var_names = Vec::new();
 
-        let mut names = Names::default();
-        blocks.push(Block::Stem(ConvBn {
-            conv: names.conv(3, 64, 7, conv_cfg(2, 3, 1), vb.pp("conv1"))?,
-            bn: names.bn(64, vb.pp("bn1"))?,
-        }));
+        let mut names = Names::new(kernels);
+        blocks.push(Block::Stem(
+            ConvBn {
+                conv: names.conv(3, 64, 7, conv_cfg(2, 3, 1), vb.pp("conv1"))?,
+                bn: names.bn(64, vb.pp("bn1"))?,
+            },
+            kernels,
+        ));
         prefixes.push(vec!["conv1".to_string(), "bn1".to_string()]);
-        var_names.push(names.0);
+        var_names.push(names.names);
 
         let expansion = config.expansion();
         let mut cin = 64;
@@ -162,7 +185,7 @@ impl ResNet {
                 let stride = if stage > 0 && i == 0 { 2 } else { 1 };
                 let prefix = format!("layer{}.{i}", stage + 1);
                 let vb = vb.pp(&prefix);
-                let mut names = Names::default();
+                let mut names = Names::new(kernels);
                 let cout = planes * expansion;
                 let mut conv_bn = |n: usize, ci, co, k, s, p, g| -> Result<ConvBn> {
                     Ok(ConvBn {
@@ -199,9 +222,13 @@ impl ResNet {
                 } else {
                     None
                 };
-                blocks.push(Block::Residual { convs, downsample });
+                blocks.push(Block::Residual {
+                    convs,
+                    downsample,
+                    kernels,
+                });
                 prefixes.push(vec![prefix]);
-                var_names.push(names.0);
+                var_names.push(names.names);
                 cin = cout;
             }
         }

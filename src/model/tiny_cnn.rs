@@ -5,6 +5,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::Kernels;
 use super::backbone::{Backbone, Names, conv_cfg, first_trainable};
 use super::batch_norm::BatchNorm;
 use super::conv::Conv;
@@ -27,7 +28,7 @@ pub struct TinyCnn {
 
 impl TinyCnn {
     /// Builds the network with its vars under `vb`.
-    pub fn new(vb: VarBuilder) -> Result<Self> {
+    pub fn new(kernels: Kernels, vb: VarBuilder) -> Result<Self> {
         let mut blocks = Vec::new();
         let mut prefixes = Vec::new();
         let mut var_names = Vec::new();
@@ -35,13 +36,13 @@ impl TinyCnn {
         for (i, &cout) in CHANNELS.iter().enumerate() {
             let name = format!("block{i}");
             let vb = vb.pp(&name);
-            let mut names = Names::default();
+            let mut names = Names::new(kernels);
             blocks.push(Block {
                 conv: names.conv(cin, cout, 3, conv_cfg(2, 1, 1), vb.pp("conv"))?,
                 bn: names.bn(cout, vb.pp("bn"))?,
             });
             prefixes.push(vec![name]);
-            var_names.push(names.0);
+            var_names.push(names.names);
             cin = cout;
         }
         Ok(Self {
@@ -61,9 +62,7 @@ impl Backbone for TinyCnn {
                 x = x.detach();
             }
             let train = i >= first;
-            x =
-                b.bn.forward_t(&b.conv.forward_t(&x, train)?, train)?
-                    .relu()?;
+            x = b.bn.forward_t_relu(&b.conv.forward_t(&x, train)?, train)?;
         }
         let x = x.mean((2, 3))?;
         Ok(if trainable == 0 { x.detach() } else { x })

@@ -127,6 +127,7 @@ impl TrainStage {
                 Fusion::Concat => model::Fusion::Concat,
                 Fusion::Mean => model::Fusion::Mean,
             },
+            kernels: t.kernels,
             lr: t.lr,
             backbone_lr: t.backbone_lr.unwrap_or(t.lr),
             unfreeze_epoch: t.unfreeze_epoch,
@@ -177,7 +178,8 @@ impl Stage for TrainStage {
 
     fn version(&self) -> u32 {
         // 2: upstream class and dataset settings among the HParams.
-        2
+        // 3: `train.kernels`, and the fast kernels' conv forward is geoexp's own.
+        3
     }
 
     fn upstream(&self) -> Vec<&'static str> {

@@ -17,7 +17,7 @@ use crate::experiment::{AugmentConfig, Task, Unfreeze};
 use crate::geo::{LatLon, Projection};
 use crate::graph::{StageContext, StageError};
 use crate::images::{ChannelStats, ImageTensor};
-use crate::model::{Fusion, GeoNet, init_seeded, load_pretrained};
+use crate::model::{Fusion, GeoNet, Kernels, init_seeded, load_pretrained};
 use crate::track::tensorboard::{EventWriter, HParamValue};
 
 use super::augment::is_active;
@@ -48,6 +48,8 @@ pub struct FitSettings {
     pub task: Task,
     /// View fusion.
     pub fusion: Fusion,
+    /// CPU kernels of the training step.
+    pub kernels: Kernels,
     /// Head learning rate (the schedule's base).
     pub lr: f64,
     /// Backbone learning rate once unfrozen (scaled by the schedule like `lr`).
@@ -111,8 +113,8 @@ pub struct FitSummary {
     pub epochs_run: u32,
 }
 
-/// Builds the network on `device` and initialises it from the seed (and the pretrained
-/// weights, if any).
+/// Builds the network on `device` with the fast kernels and initialises it from the seed (and
+/// the pretrained weights, if any).
 ///
 /// # Errors
 /// Unknown backbone, or unloadable weights.
@@ -123,9 +125,24 @@ pub fn build_net(
     weights: Option<&Path>,
     device: &Device,
 ) -> Result<(VarMap, GeoNet), StageError> {
+    build_net_with(info, fusion, Kernels::Fast, seed, weights, device)
+}
+
+/// [`build_net`] on a choice of kernels.
+///
+/// # Errors
+/// Unknown backbone, or unloadable weights.
+pub fn build_net_with(
+    info: &ModelInfo,
+    fusion: Fusion,
+    kernels: Kernels,
+    seed: u64,
+    weights: Option<&Path>,
+    device: &Device,
+) -> Result<(VarMap, GeoNet), StageError> {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
-    let net = GeoNet::new(&info.backbone, fusion, info.outputs, vb)?;
+    let net = GeoNet::with_kernels(&info.backbone, fusion, info.outputs, kernels, vb)?;
     init_seeded(&varmap, seed)?;
     if let Some(w) = weights {
         load_pretrained(&varmap, w, "backbone.")?;
@@ -144,10 +161,12 @@ pub fn fit(
     device: &Device,
     ctx: &StageContext<'_>,
 ) -> Result<FitSummary, StageError> {
+    super::memory::keep_freed_memory();
     let work = ctx.work_dir()?;
-    let (varmap, net) = build_net(
+    let (varmap, net) = build_net_with(
         &data.info,
         settings.fusion,
+        settings.kernels,
         settings.seed,
         settings.weights.as_deref(),
         device,
@@ -225,13 +244,7 @@ pub fn fit(
                 Unfreeze::Last(n) => n.min(blocks),
             }
         };
-        let backbone_names: std::collections::BTreeSet<String> =
-            net.trainable_var_names(trainable).into_iter().collect();
-        let (head_vars, backbone_vars): (Vec<_>, Vec<_>) = all_vars
-            .iter()
-            .filter(|(n, _)| n.starts_with("head.") || backbone_names.contains(n))
-            .cloned()
-            .partition(|(n, _)| n.starts_with("head."));
+        let (head_vars, backbone_vars) = step_vars(&all_vars, &net, trainable);
         let order = epoch_order(data.train.len(), settings.seed, epoch);
         let tick = ctx.progress(
             &format!("epoch {}/{}", epoch + 1, settings.epochs),
@@ -278,15 +291,12 @@ pub fn fit(
             } else {
                 mse(&y, &batch_targets(&batch, device)?)?
             };
-            let grads = loss.backward()?;
-            optimizer.step(&grads, &head_vars, lr)?;
-            if !backbone_vars.is_empty() {
-                optimizer.step(
-                    &grads,
-                    &backbone_vars,
-                    lr * settings.backbone_lr / settings.lr,
-                )?;
-            }
+            update(
+                &loss,
+                &mut optimizer,
+                (&head_vars, lr),
+                (&backbone_vars, lr * settings.backbone_lr / settings.lr),
+            )?;
             let loss = scalar(&loss)?;
             loss_sum += loss * batch.len() as f64;
             seen += batch.len();
@@ -390,7 +400,50 @@ pub fn fit(
 /// hard links under a `events.out.tfevents.*` name instead.
 pub const EVENTS_FILE: &str = "train.events";
 
-fn named_vars(varmap: &VarMap) -> Result<Vec<(String, Var)>, StageError> {
+/// Vars with their names, as the optimiser takes them.
+pub type NamedVars = Vec<(String, Var)>;
+
+/// The vars a step with `trainable` backbone blocks updates, as (head, backbone), out of
+/// [`named_vars`].
+pub fn step_vars(
+    all_vars: &[(String, Var)],
+    net: &GeoNet,
+    trainable: usize,
+) -> (NamedVars, NamedVars) {
+    let backbone_names: std::collections::BTreeSet<String> =
+        net.trainable_var_names(trainable).into_iter().collect();
+    all_vars
+        .iter()
+        .filter(|(n, _)| n.starts_with("head.") || backbone_names.contains(n))
+        .cloned()
+        .partition(|(n, _)| n.starts_with("head."))
+}
+
+/// The part of a training step after the loss: backward, then one update of the head's and
+/// one of the backbone's vars, each with its learning rate. `benches/step.rs` times this
+/// same function.
+///
+/// # Errors
+/// A tensor operation failed.
+pub fn update(
+    loss: &Tensor,
+    optimizer: &mut Optimizer,
+    (head, head_lr): (&[(String, Var)], f64),
+    (backbone, backbone_lr): (&[(String, Var)], f64),
+) -> candle_core::Result<()> {
+    let grads = loss.backward()?;
+    optimizer.step(&grads, head, head_lr)?;
+    if !backbone.is_empty() {
+        optimizer.step(&grads, backbone, backbone_lr)?;
+    }
+    Ok(())
+}
+
+/// Every var of `varmap` with its name, in name order.
+///
+/// # Errors
+/// The var map's lock is poisoned.
+pub fn named_vars(varmap: &VarMap) -> Result<NamedVars, StageError> {
     let vars = varmap
         .data()
         .lock()

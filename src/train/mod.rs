@@ -8,8 +8,10 @@
 //! - [`evaluate`]: a network over a split → predictions and metrics.
 //! - [`checkpoint`]: safetensors checkpoints with their metadata.
 //! - [`device`]: `train.device` → candle device.
+//! - [`memory`]: allocator settings that keep a step's buffers mapped between steps.
 //! - [`fit`]: the loop, with resume.
 
+mod adam_cpu;
 pub mod augment;
 pub mod checkpoint;
 pub mod data;
@@ -17,7 +19,11 @@ pub mod device;
 pub mod evaluate;
 pub mod fit;
 pub mod loss;
+pub mod memory;
 pub mod metrics;
 pub mod optimizer;
 pub mod predict;
 pub mod scheduler;
+
+#[cfg(test)]
+mod kernel_steps;

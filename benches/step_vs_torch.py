@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""geoexp's training step beside PyTorch's, on this machine, in one run (tracker issue 6).
+
+For each model it runs `cargo bench --bench step` (geoexp's own step: GeoNet, the project's
+loss and AdamW, see `benches/step.rs`) and then `benches/torch_step.py` (torchvision's
+models, torch.optim.AdamW, in its own venv) with the same set-up: 8 locations × 4 views at
+112 px, concat head to 55 classes, random inputs, 2 threads, frozen backbone and full
+fine-tuning. It prints both times and their ratio (geoexp / PyTorch; the issue's goal is
+≤ 1.5) from the fastest single step of each ("best", steadier when other work shares the
+cores) and from the means, plus the load average when each measurement started.
+
+    python3 benches/step_vs_torch.py [--models tiny-cnn,resnet18,resnet50]
+        [--modes frozen,full] [--kernels fast|reference] [--steps N] [--warmup N]
+        [--threads T] [--size S] [--batch B] [--classes K]
+
+Only the standard library here; torch_step.py creates its venv on first use.
+
+Measured on the 2-core development machine (AVX-512; another build often running, load
+average ≈ 2; s/step, fastest of 5–8 steps, PyTorch 2.15 CPU):
+
+    model     mode    before  after  PyTorch  ratio before → after
+    tiny-cnn  frozen  0.033   0.008  0.008    1.04 → 0.99
+    tiny-cnn  full    0.128   0.036  0.030    4.20 → 0.92   (1.93 at load 0.2)
+    resnet18  frozen  0.499   0.155  0.128    3.90 → 1.20
+    resnet18  full    1.658   0.665  0.405    3.89 → 1.64   (1.57 at load 0.4)
+    resnet50  frozen  1.113   0.334  0.335    3.10 → 1.00
+    resnet50  full    4.259   1.844  1.145    3.72 → 1.61   (1.62 at load 1.0)
+
+"before" is main's kernels (candle's conv forward with a GEMM backward, fused batch norm,
+the max-pool op); "after" adds the im2col + GEMM conv forward and gradients on AVX-512,
+batch norm fused with its ReLU, add_relu, the fused Adam, fewer zero-fills and page
+faults. The reference kernels (`--kernels reference`, plain candle ops) take 0.204 s
+(tiny-cnn full) and 2.99 s (resnet18 full). PyTorch's own times vary ±30 % run to run here.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def results(cmd, env=None):
+    """Runs `cmd`, echoing its table, and returns {(model, mode): (mean, best)}."""
+    out = subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.PIPE,
+                         text=True).stdout
+    found = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if parts[:1] == ["STEP"] and len(parts) == 5:
+            found[(parts[1], parts[2])] = (float(parts[3]), float(parts[4]))
+        else:
+            print("  " + line, flush=True)
+    return found
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", default="tiny-cnn,resnet18,resnet50")
+    ap.add_argument("--modes", default="frozen,full")
+    ap.add_argument("--kernels", default="fast", choices=["fast", "reference"])
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--size", type=int, default=112)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--classes", type=int, default=55)
+    args = ap.parse_args()
+
+    rows = []
+    for model in args.models.split(","):
+        env = dict(os.environ,
+                   STEP_BACKBONES=model, STEP_MODES=args.modes, STEP_KERNELS=args.kernels,
+                   STEP_STEPS=str(args.steps), STEP_WARMUP=str(args.warmup),
+                   STEP_SIZE=str(args.size), STEP_BATCH=str(args.batch),
+                   STEP_CLASSES=str(args.classes), RAYON_NUM_THREADS=str(args.threads))
+        load_g = os.getloadavg()[0]
+        ours = results(["cargo", "bench", "-q", "--bench", "step"], env)
+        load_t = os.getloadavg()[0]
+        theirs = results([sys.executable, os.path.join(HERE, "torch_step.py"),
+                          "--models", model, "--modes", args.modes,
+                          "--steps", str(args.steps), "--warmup", str(args.warmup),
+                          "--threads", str(args.threads), "--size", str(args.size),
+                          "--batch", str(args.batch), "--classes", str(args.classes)])
+        for mode in args.modes.split(","):
+            g, t = ours.get((model, mode)), theirs.get((model, mode))
+            if g and t:
+                rows.append((model, mode, g, t, load_g, load_t))
+
+    print()
+    print(f"{args.batch} locations × 4 views, {args.size} px, {args.classes} classes, "
+          f"{args.threads} threads, geoexp kernels: {args.kernels}; s/step as best (mean)")
+    head = (f"{'model':<10} {'mode':<7} {'geoexp':>16} {'PyTorch':>16} "
+            f"{'ratio best':>10} {'ratio mean':>10} {'load g/t':>10}")
+    print(head)
+    print("-" * len(head))
+    for model, mode, g, t, lg, lt in rows:
+        print(f"{model:<10} {mode:<7} {g[1]:>7.3f} ({g[0]:>6.3f}) {t[1]:>7.3f} ({t[0]:>6.3f}) "
+              f"{g[1] / t[1]:>10.2f} {g[0] / t[0]:>10.2f} {lg:>4.1f}/{lt:<4.1f}")
+
+
+if __name__ == "__main__":
+    main()
