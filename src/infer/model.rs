@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 
 use crate::geo::{Projection, projection};
-use crate::model::{Fusion, GeoNet};
+use crate::model::{Fusion, GeoNet, Kernels};
 use crate::train::checkpoint::{self, ModelInfo};
-use crate::train::fit::build_net;
+use crate::train::fit::build_net_with;
 use crate::train::predict::{Outputs, before, read_outputs};
 
 use super::InferError;
@@ -74,6 +74,15 @@ impl Model {
     /// # Errors
     /// Unreadable or foreign checkpoints, unknown backbones, missing tensors, bad CRS.
     pub fn open(path: &Path, device: &Device) -> Result<Model, InferError> {
+        Self::open_with(path, device, Kernels::Fast)
+    }
+
+    /// Like [`Model::open`] on a choice of CPU kernels (the evaluate stage follows the run's
+    /// `train.kernels`).
+    ///
+    /// # Errors
+    /// As [`Model::open`].
+    pub fn open_with(path: &Path, device: &Device, kernels: Kernels) -> Result<Model, InferError> {
         let loaded = checkpoint::load(path, device)?;
         let info = loaded.meta.model;
         let fusion = if info.fusion == "mean" {
@@ -81,12 +90,10 @@ impl Model {
         } else {
             Fusion::Concat
         };
-        let (varmap, net) =
-            build_net(&info, fusion, loaded.meta.seed, None, device).map_err(|e| {
-                InferError::Build {
-                    path: path.to_path_buf(),
-                    message: e.to_string(),
-                }
+        let (varmap, net) = build_net_with(&info, fusion, kernels, loaded.meta.seed, None, device)
+            .map_err(|e| InferError::Build {
+                path: path.to_path_buf(),
+                message: e.to_string(),
             })?;
         checkpoint::restore_vars(path, &varmap, &loaded.model)?;
         let projection = projection(&info.crs).map_err(|e| InferError::Build {

@@ -1,7 +1,8 @@
 //! The evaluate stage: the `best` checkpoint (by `train.monitor`, not the last one) on the
 //! test split, against the baseline that always predicts the train-set mean location.
 //!
-//! Reads: the train entry's `best` checkpoint, the classes and images entries.
+//! Reads: `train.kernels`, the train entry's `best` checkpoint, the classes and images
+//! entries.
 //! Writes: `predictions.csv` (uuid, true and predicted lat/lon, km error), `cells.csv`
 //! (per true class: count, mean and median km), `error_map.png`, `metrics.toml`, and the
 //! TensorBoard event file `evaluate.events` (test metrics, the error map, the HParams
@@ -16,8 +17,11 @@ use serde::Serialize;
 use crate::dataset::Split;
 use crate::experiment::{Centroid, Fusion, Loaded, Task};
 use crate::geo::{Boundary, haversine_km};
-use crate::graph::{Input, Outcome, Params, Stage, StageContext, StageError, write_atomic};
+use crate::graph::{
+    Input, Outcome, Params, Stage, StageContext, StageError, params_of, write_atomic,
+};
 use crate::infer::{Model, TaskKind};
+use crate::model::Kernels;
 use crate::track::map::{ErrorLine, draw_errors};
 use crate::track::tensorboard::EventWriter;
 use crate::train::checkpoint;
@@ -48,7 +52,15 @@ pub const EVENTS_FILE: &str = "evaluate.events";
 pub struct EvaluateStage {
     device: String,
     batch_size: usize,
+    params: EvaluateParams,
     boundary: Arc<Boundary>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+struct EvaluateParams {
+    /// The kernels differ in float rounding, so the predictions depend on them.
+    #[serde(rename = "train.kernels")]
+    kernels: Kernels,
 }
 
 impl EvaluateStage {
@@ -57,6 +69,9 @@ impl EvaluateStage {
         EvaluateStage {
             device: loaded.experiment.train.device.clone(),
             batch_size: loaded.experiment.train.batch_size,
+            params: EvaluateParams {
+                kernels: loaded.experiment.train.kernels,
+            },
             boundary,
         }
     }
@@ -102,7 +117,7 @@ impl Stage for EvaluateStage {
     }
 
     fn params(&self) -> Params {
-        Params::new()
+        params_of(&self.params)
     }
 
     fn inputs(&self) -> Result<Vec<Input>, StageError> {
@@ -113,7 +128,7 @@ impl Stage for EvaluateStage {
         let train_dir = ctx.upstream_dir(super::train::NAME)?;
         let device = select_device(&self.device)?;
         let (best_path, _) = checkpoint::paths(train_dir, BEST);
-        let best = Model::open(&best_path, &device)?;
+        let best = Model::open_with(&best_path, &device, self.params.kernels)?;
         let info = best.info();
         let task = match best.task() {
             TaskKind::Classification => Task::Classification,
