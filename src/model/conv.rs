@@ -56,9 +56,16 @@ impl Conv {
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         match (train, self.kernels) {
             (true, _) => self.forward(x),
-            (false, Kernels::Fast) => {
-                conv2d_no_grad(x, &self.weight, self.stride, self.padding, self.groups)
-            }
+            // Detached inputs make `conv2d` skip the graph, so the inputs are not kept alive
+            // with the output.
+            (false, Kernels::Fast) => conv2d(
+                &x.detach(),
+                &self.weight.detach(),
+                self.stride,
+                self.padding,
+                1,
+                self.groups,
+            ),
             (false, Kernels::Reference) => self.reference(x),
         }
     }
@@ -93,27 +100,6 @@ pub fn conv2d(
     } else {
         x.apply_op2_no_bwd(&w, &op)
     }
-}
-
-/// [`conv2d`] for a pass no backward goes through (eval mode): no autograd graph, so the
-/// inputs are not kept alive with the output.
-fn conv2d_no_grad(
-    x: &Tensor,
-    w: &Tensor,
-    stride: usize,
-    padding: usize,
-    groups: usize,
-) -> Result<Tensor> {
-    let op = ConvOp {
-        stride,
-        padding,
-        dilation: 1,
-        groups,
-    };
-    if !op.handles(x, w)? {
-        return x.conv2d(w, padding, stride, 1, groups);
-    }
-    x.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &op)
 }
 
 /// The forward op; its backward is [`ConvBackward`].
