@@ -265,12 +265,16 @@ fn col2im<T: WithDType>(cols: &[T], g: &Geometry, x: &mut [T]) {
                 let i = oi * g.stride + ki * g.dilation - g.padding;
                 let j0 = c0 * g.stride + kj * g.dilation - g.padding;
                 let dst = &mut plane[i * g.w + j0..(i + 1) * g.w];
-                for (d, s) in dst
-                    .iter_mut()
-                    .step_by(g.stride)
-                    .zip(&src[oi * wo + c0..oi * wo + c1])
-                {
-                    *d += *s;
+                let src = &src[oi * wo + c0..oi * wo + c1];
+                if g.stride == 1 {
+                    // Contiguous on both sides, so this vectorises (`step_by` does not).
+                    for (d, s) in dst[..src.len()].iter_mut().zip(src) {
+                        *d += *s;
+                    }
+                } else {
+                    for (d, s) in dst.iter_mut().step_by(g.stride).zip(src) {
+                        *d += *s;
+                    }
                 }
             }
         }
@@ -376,9 +380,11 @@ pub(super) fn backward<T: WithDType>(
     let images = per * nb;
     let (cg, og) = (g.taps() / g.groups, g.cout / g.groups);
     let nx = if input_grad { g.n * g.image_in() } else { 0 };
-    let mut out = vec![T::zero(); nx + w.len()];
+    // Not zero-filled here, on one thread: each part zeroes its own input gradient (which
+    // col2im then accumulates into) and the partial sums write the weight gradient.
+    let mut out = Box::<[T]>::new_uninit_slice(nx + w.len());
     let (dx, dw_out) = out.split_at_mut(nx);
-    let mut dx_parts: Vec<&mut [T]> = if input_grad {
+    let mut dx_parts: Vec<&mut [MaybeUninit<T>]> = if input_grad {
         dx.chunks_mut(images * g.image_in()).collect()
     } else {
         Vec::new()
@@ -389,6 +395,7 @@ pub(super) fn backward<T: WithDType>(
         .into_par_iter()
         .enumerate()
         .map(|(part, dx)| {
+            let dx = zeroed(dx);
             let mut dw = vec![T::zero(); w.len()];
             let (mut buf, mut wide) = (Vec::new(), Vec::new());
             let first = part * images;
@@ -441,10 +448,27 @@ pub(super) fn backward<T: WithDType>(
         })
         .collect();
     // Summed in part order, whichever thread finished first.
-    for p in &partials {
-        for (a, b) in dw_out.iter_mut().zip(p) {
-            *a += *b;
-        }
+    dw_out
+        .par_chunks_mut(1 << 14)
+        .enumerate()
+        .for_each(|(i, dw)| {
+            let dw = zeroed(dw);
+            for p in &partials {
+                for (d, v) in dw.iter_mut().zip(&p[i << 14..]) {
+                    *d += *v;
+                }
+            }
+        });
+    // SAFETY: every element of `dx` was zeroed by its part (the parts cover it) and every
+    // element of `dw_out` written just above.
+    unsafe { out.assume_init() }.into_vec()
+}
+
+/// `s` filled with zeros, as initialised memory.
+fn zeroed<T: WithDType>(s: &mut [MaybeUninit<T>]) -> &mut [T] {
+    for v in s.iter_mut() {
+        v.write(T::zero());
     }
-    out
+    // SAFETY: every element was just written.
+    unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<T>(), s.len()) }
 }

@@ -11,7 +11,9 @@
 //! by which vars have gradients.
 //!
 //! All maths is done with tensor ops on the parameters' own device and dtype, so it runs
-//! unchanged on CPU, CUDA and Metal; nothing is copied to the host during a step.
+//! unchanged on CPU, CUDA and Metal; nothing is copied to the host during a step. Adam and
+//! AdamW on contiguous f32 CPU tensors instead take a bit-identical in-place path
+//! (`adam_cpu`).
 //!
 //! # Checkpoint layout
 //!
@@ -120,9 +122,10 @@ pub enum OptimizerError {
     },
 }
 
-/// Per-var state; the tensors are replaced (never mutated) on every step, so tensors handed
-/// out by [`Optimizer::state_tensors`] stay valid snapshots.
-#[derive(Clone, Debug, Default)]
+/// Per-var state. The CPU Adam path updates the moments in place, so these tensors are never
+/// shared: [`Optimizer::state_tensors`] hands out copies and [`Optimizer::load_state`] takes
+/// copies.
+#[derive(Debug, Default)]
 struct ParamState {
     /// Number of updates this var has received (Adam's bias correction uses it).
     step: u64,
@@ -132,7 +135,7 @@ struct ParamState {
 }
 
 /// Adam, AdamW or SGD with state keyed by var name; see the [module docs](self).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Optimizer {
     settings: OptimizerSettings,
     // BTreeMap so exported state comes out in a stable order.
@@ -175,15 +178,18 @@ impl Optimizer {
             };
             let state = self.state.entry(name.clone()).or_default();
             check_state_shape(name, var, state)?;
-            // Detached so the update builds no autograd graph around the parameters.
+            // Detached so the update builds no autograd graph around the parameters; it shares
+            // the var's storage, so an in-place update moves the var.
             let param = var.as_tensor().detach();
             let grad = grad.detach();
             let next = match self.settings.kind {
                 OptimizerKind::Adam => adam(&self.settings, state, &param, grad, lr, false)?,
                 OptimizerKind::AdamW => adam(&self.settings, state, &param, grad, lr, true)?,
-                OptimizerKind::Sgd => sgd(&self.settings, state, &param, grad, lr)?,
+                OptimizerKind::Sgd => Some(sgd(&self.settings, state, &param, grad, lr)?),
             };
-            var.set(&next)?;
+            if let Some(next) = next {
+                var.set(&next)?;
+            }
         }
         Ok(())
     }
@@ -207,7 +213,13 @@ impl Optimizer {
                 (MOMENTUM_BUFFER, &state.momentum_buffer),
             ] {
                 if let Some(t) = tensor {
-                    out.push((entry_name(var, field), t.clone()));
+                    let name = entry_name(var, field);
+                    // A snapshot: the live tensor changes in place at the next step.
+                    let copy = t.copy().map_err(|source| OptimizerError::Tensor {
+                        name: name.clone(),
+                        source,
+                    })?;
+                    out.push((name, copy));
                 }
             }
         }
@@ -282,8 +294,10 @@ impl Optimizer {
                     Some(_) => {}
                     None => shape = Some((name.clone(), t.dims().to_vec())),
                 }
+                // A copy even on the same device: the state is updated in place.
                 let t = t
                     .to_device(device)
+                    .and_then(|t| t.copy())
                     .map_err(|source| OptimizerError::Tensor {
                         name: name.clone(),
                         source,
@@ -382,7 +396,8 @@ fn check_state_shape(name: &str, var: &Var, state: &ParamState) -> candle_core::
     Ok(())
 }
 
-/// `torch.optim.Adam` / `AdamW` (amsgrad off), one parameter; returns the new parameter.
+/// `torch.optim.Adam` / `AdamW` (amsgrad off), one parameter; returns the new parameter, or
+/// `None` when `param` (and with it the var) was updated in place.
 fn adam(
     s: &OptimizerSettings,
     state: &mut ParamState,
@@ -390,7 +405,7 @@ fn adam(
     mut grad: Tensor,
     lr: f64,
     decoupled: bool,
-) -> candle_core::Result<Tensor> {
+) -> candle_core::Result<Option<Tensor>> {
     let t = (state.step + 1) as f64;
     let fused = super::adam_cpu::AdamStep {
         shrink: (decoupled && s.weight_decay != 0.0).then_some(1.0 - lr * s.weight_decay),
@@ -401,16 +416,11 @@ fn adam(
         eps: s.eps,
         step_size: lr / (1.0 - s.beta1.powf(t)),
     };
-    let moments = state.exp_avg.as_ref().zip(state.exp_avg_sq.as_ref());
-    // Both moments or neither (a half-restored state takes the tensor path, which says so).
-    if moments.is_some() == state.exp_avg.is_some()
-        && let Some(done) = super::adam_cpu::step(param, &grad, moments, &fused)
-    {
-        let (next, m, v) = done?;
+    let moments = (&mut state.exp_avg, &mut state.exp_avg_sq);
+    if let Some(done) = super::adam_cpu::step(param, &grad, moments, &fused) {
+        done?;
         state.step += 1;
-        state.exp_avg = Some(m);
-        state.exp_avg_sq = Some(v);
-        return Ok(next);
+        return Ok(None);
     }
     let mut param = param.clone();
     if s.weight_decay != 0.0 {
@@ -442,7 +452,7 @@ fn adam(
     let next = (param - update)?;
     state.exp_avg = Some(m);
     state.exp_avg_sq = Some(v);
-    Ok(next)
+    Ok(Some(next))
 }
 
 /// `torch.optim.SGD` (dampening 0, no Nesterov), one parameter; returns the new parameter.
@@ -629,6 +639,27 @@ mod tests {
             }
             assert_eq!(runs[0], runs[1], "{kind:?}");
         }
+    }
+
+    #[test]
+    fn saved_and_loaded_state_is_not_moved_by_later_steps() {
+        // The CPU path updates the moments in place: neither a saved snapshot nor the tensors
+        // a state was loaded from may change with it.
+        let moment = |m: &HashMap<String, Tensor>| m["optim.w.exp_avg"].to_vec1::<f32>().unwrap();
+        let mut opt = Optimizer::new(settings(OptimizerKind::AdamW, 0.0, 0.0));
+        let vars = vec![var("w", [1.0, 2.0])];
+        opt.step(&grads_of(&vars[0].1, [1.0, 1.0]), &vars, 0.1)
+            .unwrap();
+        let saved = to_map(opt.state_tensors().unwrap());
+        let before = moment(&saved);
+        let mut resumed = Optimizer::new(settings(OptimizerKind::AdamW, 0.0, 0.0));
+        resumed.load_state(&saved, &Device::Cpu).unwrap();
+        for o in [&mut opt, &mut resumed] {
+            o.step(&grads_of(&vars[0].1, [3.0, -1.0]), &vars, 0.1)
+                .unwrap();
+        }
+        assert_eq!(moment(&saved), before);
+        assert_ne!(moment(&to_map(opt.state_tensors().unwrap())), before);
     }
 
     #[test]
