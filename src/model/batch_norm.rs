@@ -18,6 +18,7 @@ use candle_nn::{ModuleT, VarBuilder};
 use rayon::prelude::*;
 
 use super::Kernels;
+use super::conv::Conv;
 
 /// A BatchNorm over dimension 1 of an `[N, C, H, W]` tensor, vars `weight`, `bias`,
 /// `running_mean`, `running_var` (torchvision's names).
@@ -87,12 +88,7 @@ impl BatchNorm {
     }
 
     fn forward_fused(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
-        let fused = self.kernels == Kernels::Fast
-            && x.device().is_cpu()
-            && matches!(x.dtype(), DType::F32 | DType::F64)
-            && x.rank() == 4
-            && self.weight.dtype() == x.dtype();
-        if !fused {
+        if !self.fuses(x) {
             let y = self.fallback.forward_t(x, train)?;
             return if relu { y.relu() } else { Ok(y) };
         }
@@ -124,16 +120,62 @@ impl BatchNorm {
             .apply_op1_no_bwd(&BnEval(Affine { scale, shift, relu }))
     }
 
+    /// `relu?(self(conv(x)))`: in train mode on the fast CPU kernels one op
+    /// ([`super::conv_bn`]), which keeps the conv's output and its gradient out of candle's
+    /// graph; otherwise the conv, then this BatchNorm.
+    pub fn forward_conv_t(
+        &self,
+        conv: &Conv,
+        x: &Tensor,
+        train: bool,
+        relu: bool,
+    ) -> Result<Tensor> {
+        if train && self.fuses(x) {
+            if let Some(y) = super::conv_bn::forward(conv, self, x, relu)? {
+                return Ok(y);
+            }
+        }
+        self.forward_fused(&conv.forward_t(x, train)?, train, relu)
+    }
+
+    /// Whether the fused CPU kernels take `x` (else candle's BatchNorm does).
+    fn fuses(&self, x: &Tensor) -> bool {
+        self.kernels == Kernels::Fast
+            && x.device().is_cpu()
+            && matches!(x.dtype(), DType::F32 | DType::F64)
+            && x.rank() == 4
+            && self.weight.dtype() == x.dtype()
+    }
+
+    pub(super) fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    pub(super) fn bias(&self) -> &Tensor {
+        &self.bias
+    }
+
+    pub(super) fn eps(&self) -> f64 {
+        self.eps
+    }
+
+    /// Moves the running statistics towards a batch's `mean` and biased `var` over `m` values
+    /// per channel (the variance is stored unbiased, as torch does).
+    pub(super) fn update_running(&self, mean: &[f64], var: &[f64], m: usize) -> Result<()> {
+        let mom = self.momentum;
+        let upd = |run: &Var, batch: &[f64], factor: f64| -> Result<()> {
+            let batch = Tensor::new(batch, run.device())?.to_dtype(run.dtype())?;
+            run.set(&((run.as_detached_tensor() * (1.0 - mom))? + (batch * (mom * factor))?)?)
+        };
+        upd(&self.running_mean, mean, 1.0)?;
+        upd(&self.running_var, var, m as f64 / (m as f64 - 1.0))
+    }
+
     fn forward_train(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
         let x = x.contiguous()?;
         let (n, c, h, w) = x.dims4()?;
         let m = n * h * w;
-        if m < 2 {
-            bail!(
-                "batch-norm in train mode needs more than one value per channel, got {:?}",
-                x.shape()
-            )
-        }
+        check_batch(m, x.shape())?;
         let (mean, var) = match &*x.storage_and_layout().0 {
             candle_core::Storage::Cpu(CpuStorage::F32(v)) => {
                 stats(contiguous(v, x.layout())?, c, h * w)
@@ -143,17 +185,23 @@ impl BatchNorm {
             }
             _ => bail!("batch-norm: unexpected storage"),
         };
-        let mom = self.momentum;
-        let dev = x.device();
-        let upd = |run: &Var, batch: Vec<f64>, factor: f64| -> Result<()> {
-            let batch = Tensor::from_vec(batch, c, dev)?.to_dtype(run.dtype())?;
-            run.set(&((run.as_detached_tensor() * (1.0 - mom))? + (batch * (mom * factor))?)?)
-        };
-        upd(&self.running_mean, mean.clone(), 1.0)?;
-        upd(&self.running_var, var.clone(), m as f64 / (m as f64 - 1.0))?;
-        let invstd = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
+        self.update_running(&mean, &var, m)?;
+        let invstd = invstd(&var, self.eps);
         x.apply_op3(&self.weight, &self.bias, BnTrain { mean, invstd, relu })
     }
+}
+
+/// Train mode needs more than one value per channel (`m` of them) to have a variance.
+pub(super) fn check_batch(m: usize, shape: &Shape) -> Result<()> {
+    if m < 2 {
+        bail!("batch-norm in train mode needs more than one value per channel, got {shape:?}")
+    }
+    Ok(())
+}
+
+/// `1 / sqrt(var + eps)` per channel.
+pub(super) fn invstd(var: &[f64], eps: f64) -> Vec<f64> {
+    var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect()
 }
 
 /// The contiguous slice a layout covers.
@@ -187,38 +235,43 @@ fn sums<T: WithDType>(xs: &[T], ys: &[T], f: impl Fn(T, T) -> (f64, f64)) -> (f6
     (a.iter().sum(), b.iter().sum())
 }
 
-/// Per-channel mean and biased variance of a contiguous `[N, C, HW]` buffer, in f64 and two
-/// passes (one-pass sums of squares lose precision on large activations).
-fn stats<T: WithDType>(x: &[T], c: usize, hw: usize) -> (Vec<f64>, Vec<f64>) {
+/// Per-channel mean and biased variance of a contiguous `[N, C, HW]` buffer, in f64 and one
+/// pass: sums of `x − K` and `(x − K)²` around the channel's first value `K`. The pass is
+/// memory-bound, so a second one for the variance would cost as much again; shifting by a
+/// value of the channel keeps the subtraction `E[(x−K)²] − E[x−K]²` well conditioned (its
+/// relative error grows with ((mean − K) / std)², which a sample of the channel keeps small).
+pub(super) fn stats<T: WithDType>(x: &[T], c: usize, hw: usize) -> (Vec<f64>, Vec<f64>) {
     let n = x.len() / (c * hw);
     let m = (n * hw) as f64;
     let plane = move |b: usize, ch: usize| &x[(b * c + ch) * hw..(b * c + ch + 1) * hw];
     (0..c)
         .into_par_iter()
         .map(|ch| {
-            let total = |f: &dyn Fn(T) -> f64| -> f64 {
-                (0..n)
-                    .map(|b| sums(plane(b, ch), plane(b, ch), |v, _| (f(v), 0.0)).0)
-                    .sum()
-            };
-            let mean = total(&|v| v.to_f64()) / m;
-            let var = total(&|v| (v.to_f64() - mean).powi(2)) / m;
-            (mean, var)
+            let k = plane(0, ch).first().map_or(0.0, |v| v.to_f64());
+            let (s1, s2) = (0..n).fold((0.0, 0.0), |(s1, s2), b| {
+                let (a, q) = sums(plane(b, ch), plane(b, ch), |v, _| {
+                    let d = v.to_f64() - k;
+                    (d, d * d)
+                });
+                (s1 + a, s2 + q)
+            });
+            let shift = s1 / m;
+            (k + shift, (s2 / m - shift * shift).max(0.0))
         })
         .unzip()
 }
 
 /// Train-mode normalisation with the batch statistics computed beforehand, optionally
 /// followed by a ReLU.
-struct BnTrain {
-    mean: Vec<f64>,
-    invstd: Vec<f64>,
-    relu: bool,
+pub(super) struct BnTrain {
+    pub mean: Vec<f64>,
+    pub invstd: Vec<f64>,
+    pub relu: bool,
 }
 
 impl BnTrain {
     /// The per-channel map the forward applies, for weight `w` and bias `b`.
-    fn affine(&self, w: &[f64], b: &[f64]) -> Affine {
+    pub(super) fn affine(&self, w: &[f64], b: &[f64]) -> Affine {
         let scale: Vec<f64> = self.invstd.iter().zip(w).map(|(i, w)| i * w).collect();
         let shift = b
             .iter()
@@ -234,13 +287,13 @@ impl BnTrain {
     }
 }
 
-fn per_channel<T: WithDType>(t: &[T]) -> Vec<f64> {
+pub(super) fn per_channel<T: WithDType>(t: &[T]) -> Vec<f64> {
     t.iter().map(|v| v.to_f64()).collect()
 }
 
 /// `y = x·scale[c] + shift[c]`, then `max(y, 0)` if `relu`.
 #[derive(Clone, Debug)]
-struct Affine {
+pub(super) struct Affine {
     scale: Vec<f64>,
     shift: Vec<f64>,
     relu: bool,
@@ -307,7 +360,13 @@ impl<T: WithDType> Channel<T> {
     }
 }
 
-fn normalise<T: WithDType>(x: &[T], w: &[T], b: &[T], op: &BnTrain, hw: usize) -> Vec<T> {
+pub(super) fn normalise<T: WithDType>(
+    x: &[T],
+    w: &[T],
+    b: &[T],
+    op: &BnTrain,
+    hw: usize,
+) -> Vec<T> {
     op.affine(&per_channel(w), &per_channel(b)).run(x, hw)
 }
 
@@ -412,11 +471,11 @@ impl CustomOp3 for BnTrain {
 
 /// `(x, grad, weight)` → `[dx (flattened), dweight (C), dbias (C)]` in one buffer, since a
 /// custom op has one output.
-struct BnTrainGrad {
-    mean: Vec<f64>,
-    invstd: Vec<f64>,
+pub(super) struct BnTrainGrad {
+    pub mean: Vec<f64>,
+    pub invstd: Vec<f64>,
     /// The forward's map when a ReLU followed: the gradient only passes where it was positive.
-    gate: Option<Affine>,
+    pub gate: Option<Affine>,
 }
 
 impl BnTrainGrad {
@@ -433,7 +492,13 @@ impl BnTrainGrad {
     }
 }
 
-fn bn_grad<T: WithDType>(x: &[T], g: &[T], w: &[T], op: &BnTrainGrad, hw: usize) -> Vec<T> {
+pub(super) fn bn_grad<T: WithDType>(
+    x: &[T],
+    g: &[T],
+    w: &[f64],
+    op: &BnTrainGrad,
+    hw: usize,
+) -> Vec<T> {
     let c = w.len();
     let n = x.len() / (c * hw);
     let m = (n * hw) as f64;
@@ -457,7 +522,6 @@ fn bn_grad<T: WithDType>(x: &[T], g: &[T], w: &[T], op: &BnTrainGrad, hw: usize)
             (sg, sgx)
         })
         .unzip();
-    let w = per_channel(w);
     // Every element is written below, so the buffer is not zero-filled first.
     let mut out = Box::<[T]>::new_uninit_slice(x.len() + 2 * c);
     let (dx, rest) = out.split_at_mut(x.len());
@@ -503,7 +567,7 @@ impl CustomOp3 for BnTrainGrad {
                 CpuStorage::F32(bn_grad(
                     contiguous(x, l1)?,
                     contiguous(g, l2)?,
-                    contiguous(wt, l3)?,
+                    &per_channel(contiguous(wt, l3)?),
                     self,
                     h * w,
                 ))
@@ -512,7 +576,7 @@ impl CustomOp3 for BnTrainGrad {
                 CpuStorage::F64(bn_grad(
                     contiguous(x, l1)?,
                     contiguous(g, l2)?,
-                    contiguous(wt, l3)?,
+                    &per_channel(contiguous(wt, l3)?),
                     self,
                     h * w,
                 ))

@@ -73,6 +73,18 @@ impl Conv {
     fn reference(&self, x: &Tensor) -> Result<Tensor> {
         x.conv2d(&self.weight, self.padding, self.stride, 1, self.groups)
     }
+
+    /// The weight, and the fast CPU op with this conv's settings when it takes `x`.
+    pub(super) fn fast_op(&self, x: &Tensor) -> Result<Option<(&Tensor, ConvOp)>> {
+        let op = ConvOp {
+            stride: self.stride,
+            padding: self.padding,
+            dilation: 1,
+            groups: self.groups,
+        };
+        let fast = self.kernels == Kernels::Fast && op.handles(x, &self.weight)?;
+        Ok(fast.then_some((&self.weight, op)))
+    }
 }
 
 /// `x` `[N, Cin, H, W]` ⊛ `w` `[Cout, Cin / groups, k, k]`; same result as candle's
@@ -104,7 +116,7 @@ pub fn conv2d(
 
 /// The forward op; its backward is [`ConvBackward`].
 #[derive(Clone, Copy, Debug)]
-struct ConvOp {
+pub(super) struct ConvOp {
     stride: usize,
     padding: usize,
     dilation: usize,
@@ -122,7 +134,7 @@ impl ConvOp {
             && kh == kw)
     }
 
-    fn geometry(&self, x: &Layout, w: &Layout) -> Result<Geometry> {
+    pub(super) fn geometry(&self, x: &Layout, w: &Layout) -> Result<Geometry> {
         let (n, c, h, wd) = x.shape().dims4()?;
         let (cout, cg, k, k2) = w.shape().dims4()?;
         if k != k2 || cg * self.groups != c {
@@ -151,7 +163,7 @@ impl ConvOp {
 }
 
 /// The contiguous slice a layout covers.
-fn slice<'a, T>(v: &'a [T], l: &Layout) -> Result<&'a [T]> {
+pub(super) fn slice<'a, T>(v: &'a [T], l: &Layout) -> Result<&'a [T]> {
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&v[a..b]),
         None => bail!("conv2d: expected a contiguous tensor"),
@@ -251,6 +263,7 @@ impl CustomOp3 for ConvBackward {
                     slice(dy, l3)?,
                     &g,
                     self.input_grad,
+                    &[],
                 ))
             }
             (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(dy)) => {
@@ -260,6 +273,7 @@ impl CustomOp3 for ConvBackward {
                     slice(dy, l3)?,
                     &g,
                     self.input_grad,
+                    &[],
                 ))
             }
             (a, ..) => bail!("conv2d backward: unsupported dtype {:?}", a.dtype()),

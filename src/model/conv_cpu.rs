@@ -366,13 +366,15 @@ pub(super) fn forward<T: WithDType>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
 }
 
 /// Gradients of the conv for output gradient `dy` (`[N, Cout, Ho, Wo]`), flat: the input's
-/// (when `input_grad`) followed by the weight's.
+/// (when `input_grad`), the weight's, then `tail` (so that a fused op's other gradients share
+/// the one output buffer a custom op has).
 pub(super) fn backward<T: WithDType>(
     x: &[T],
     w: &[T],
     dy: &[T],
     g: &Geometry,
     input_grad: bool,
+    tail: &[T],
 ) -> Vec<T> {
     let nb = g.chunk();
     let chunks = g.n.div_ceil(nb);
@@ -382,8 +384,12 @@ pub(super) fn backward<T: WithDType>(
     let nx = if input_grad { g.n * g.image_in() } else { 0 };
     // Not zero-filled here, on one thread: each part zeroes its own input gradient (which
     // col2im then accumulates into) and the partial sums write the weight gradient.
-    let mut out = Box::<[T]>::new_uninit_slice(nx + w.len());
-    let (dx, dw_out) = out.split_at_mut(nx);
+    let mut out = Box::<[T]>::new_uninit_slice(nx + w.len() + tail.len());
+    let (dx, rest) = out.split_at_mut(nx);
+    let (dw_out, tail_out) = rest.split_at_mut(w.len());
+    for (o, v) in tail_out.iter_mut().zip(tail) {
+        o.write(*v);
+    }
     let mut dx_parts: Vec<&mut [MaybeUninit<T>]> = if input_grad {
         dx.chunks_mut(images * g.image_in()).collect()
     } else {
@@ -459,8 +465,8 @@ pub(super) fn backward<T: WithDType>(
                 }
             }
         });
-    // SAFETY: every element of `dx` was zeroed by its part (the parts cover it) and every
-    // element of `dw_out` written just above.
+    // SAFETY: every element of `dx` was zeroed by its part (the parts cover it), every
+    // element of `dw_out` written just above and `tail_out` at the start.
     unsafe { out.assume_init() }.into_vec()
 }
 

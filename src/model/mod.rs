@@ -35,6 +35,7 @@
 mod backbone;
 mod batch_norm;
 mod conv;
+mod conv_bn;
 mod conv_cpu;
 mod init;
 mod maxpool;

@@ -93,13 +93,12 @@ struct ConvBn {
 
 impl ConvBn {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.bn.forward_t(&self.conv.forward_t(x, train)?, train)
+        self.bn.forward_conv_t(&self.conv, x, train, false)
     }
 
     /// `relu(forward(x))`, fused where the kernels allow.
     fn forward_relu(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.bn
-            .forward_t_relu(&self.conv.forward_t(x, train)?, train)
+        self.bn.forward_conv_t(&self.conv, x, train, true)
     }
 }
 

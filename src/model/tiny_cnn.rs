@@ -62,7 +62,7 @@ impl Backbone for TinyCnn {
                 x = x.detach();
             }
             let train = i >= first;
-            x = b.bn.forward_t_relu(&b.conv.forward_t(&x, train)?, train)?;
+            x = b.bn.forward_conv_t(&b.conv, &x, train, true)?;
         }
         let x = x.mean((2, 3))?;
         Ok(if trainable == 0 { x.detach() } else { x })
