@@ -8,7 +8,8 @@
 //! * forward: `Y = W·X`, written straight into the `[N, Cout, Ho, Wo]` output when a chunk is
 //!   one image;
 //! * weight gradient: `dW += G·Xᵀ` with `G` the output gradient `[Cout, nb·Ho·Wo]`;
-//! * input gradient: col2im(`Wᵀ·G`), reusing `X`'s buffer once `dW` has read it.
+//! * input gradient: at stride 1, the forward of the conv with the kernel flipped on `G`
+//!   ([`transposed`]); otherwise col2im(`Wᵀ·G`), reusing `X`'s buffer once `dW` has read it.
 //!
 //! Chunks hold one image unless the image's output is small (deep layers): then several
 //! images share one GEMM so that its matrices stay large enough to run near peak. The
@@ -341,8 +342,15 @@ where
 
 /// `x` `[N, C, H, W]` ⊛ `w` `[Cout, C/g, k, k]` → `[N, Cout, Ho, Wo]` (all contiguous).
 pub(super) fn forward<T: WithDType>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
-    let nb = g.chunk();
     let mut y = Box::<[T]>::new_uninit_slice(g.n * g.image_out());
+    forward_into(x, w, g, &mut y);
+    // SAFETY: `forward_into` writes every element.
+    unsafe { y.assume_init() }.into_vec()
+}
+
+/// [`forward`] into `y` (`g.n · Cout·Ho·Wo` elements), every element written once.
+fn forward_into<T: WithDType>(x: &[T], w: &[T], g: &Geometry, y: &mut [MaybeUninit<T>]) {
+    let nb = g.chunk();
     y.par_chunks_mut(nb * g.image_out())
         .zip(x.par_chunks(nb * g.image_in()))
         .for_each_init(
@@ -361,8 +369,45 @@ pub(super) fn forward<T: WithDType>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
                 }
             },
         );
-    // SAFETY: every chunk of `y` was written whole (see the loop above).
-    unsafe { y.assume_init() }.into_vec()
+}
+
+/// For a stride-1 conv whose padding is at most its kernel's span − 1: the weights and
+/// geometry of the conv that maps the output gradient to the input gradient. That is the
+/// same conv with the kernel flipped, input and output channels swapped (within each group)
+/// and padding `d·(k−1) − p`, so the input gradient comes out of one GEMM per image with
+/// `Cout·k·k` as its inner dimension, written once, instead of a GEMM with `Cout` as its
+/// inner dimension followed by col2im's scattered additions into a zeroed buffer.
+fn transposed<T: WithDType>(w: &[T], g: &Geometry) -> Option<(Vec<T>, Geometry)> {
+    let span = g.dilation * (g.k - 1);
+    if g.stride != 1 || g.padding > span {
+        return None;
+    }
+    let (cg, og, kk) = (g.c / g.groups, g.cout / g.groups, g.k * g.k);
+    let mut wt = vec![T::zero(); w.len()];
+    for grp in 0..g.groups {
+        for o in 0..og {
+            for c in 0..cg {
+                let src = &w[((grp * og + o) * cg + c) * kk..][..kk];
+                let dst = &mut wt[((grp * cg + c) * og + o) * kk..][..kk];
+                for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                    *d = *s;
+                }
+            }
+        }
+    }
+    let gt = Geometry {
+        n: g.n,
+        c: g.cout,
+        h: g.ho(),
+        w: g.wo(),
+        cout: g.c,
+        k: g.k,
+        stride: 1,
+        padding: span - g.padding,
+        dilation: g.dilation,
+        groups: g.groups,
+    };
+    Some((wt, gt))
 }
 
 /// Gradients of the conv for output gradient `dy` (`[N, Cout, Ho, Wo]`), flat: the input's
@@ -390,7 +435,14 @@ pub(super) fn backward<T: WithDType>(
     for (o, v) in tail_out.iter_mut().zip(tail) {
         o.write(*v);
     }
-    let mut dx_parts: Vec<&mut [MaybeUninit<T>]> = if input_grad {
+    let flipped = if input_grad { transposed(w, g) } else { None };
+    if let Some((wt, gt)) = &flipped {
+        debug_assert_eq!((gt.ho(), gt.wo()), (g.h, g.w));
+        forward_into(dy, wt, gt, dx);
+    }
+    // Otherwise the input gradient is col2im's, accumulated chunk by chunk below.
+    let col2im_grad = input_grad && flipped.is_none();
+    let mut dx_parts: Vec<&mut [MaybeUninit<T>]> = if col2im_grad {
         dx.chunks_mut(images * g.image_in()).collect()
     } else {
         Vec::new()
@@ -431,7 +483,7 @@ pub(super) fn backward<T: WithDType>(
                         View { rs: 1, cs: width },
                     );
                 }
-                if !input_grad {
+                if !col2im_grad {
                     continue;
                 }
                 buf.resize(g.taps() * width, T::zero());
@@ -465,7 +517,8 @@ pub(super) fn backward<T: WithDType>(
                 }
             }
         });
-    // SAFETY: every element of `dx` was zeroed by its part (the parts cover it), every
+    // SAFETY: every element of `dx` was written by `forward_into` or zeroed by its part (the
+    // parts cover it), every
     // element of `dw_out` written just above and `tail_out` at the start.
     unsafe { out.assume_init() }.into_vec()
 }
