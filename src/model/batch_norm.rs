@@ -130,10 +130,11 @@ impl BatchNorm {
         train: bool,
         relu: bool,
     ) -> Result<Tensor> {
-        if train && self.fuses(x) {
-            if let Some(y) = super::conv_bn::forward(conv, self, x, relu)? {
-                return Ok(y);
-            }
+        if train
+            && self.fuses(x)
+            && let Some(y) = super::conv_bn::forward(conv, self, x, relu)?
+        {
+            return Ok(y);
         }
         self.forward_fused(&conv.forward_t(x, train)?, train, relu)
     }

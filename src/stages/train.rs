@@ -179,7 +179,8 @@ impl Stage for TrainStage {
     fn version(&self) -> u32 {
         // 2: upstream class and dataset settings among the HParams.
         // 3: `train.kernels`, and the fast kernels' conv forward is geoexp's own.
-        3
+        // 4: the fast kernels' BatchNorm statistics take one pass (last-bit differences).
+        4
     }
 
     fn upstream(&self) -> Vec<&'static str> {
