@@ -350,10 +350,11 @@ impl<T: WithDType> Channel<T> {
         }
     }
 
-    /// `g`, or 0 where the ReLU after this map cut.
+    /// `g`, or 0 where the ReLU after this map cut: where [`Channel::apply`]'s `y ≤ 0` (a
+    /// select on the same expression, so that the backward's passes vectorise).
     #[inline]
     fn gate(&self, x: T, g: T) -> T {
-        if self.relu && self.apply(x) == T::zero() {
+        if self.relu && x * self.scale + self.shift <= T::zero() {
             T::zero()
         } else {
             g

@@ -233,11 +233,10 @@ fn im2col<T: WithDType>(x: &[T], g: &Geometry, cols: &mut [T]) {
                 if g.stride == 1 {
                     dst[c0..c1].copy_from_slice(&src[j0..j0 + (c1 - c0)]);
                 } else {
-                    for (d, s) in dst[c0..c1]
-                        .iter_mut()
-                        .zip(src[j0..].iter().step_by(g.stride))
-                    {
-                        *d = *s;
+                    // Indexed: `step_by` compiles to a call per element here.
+                    let src = &src[j0..];
+                    for (t, d) in dst[c0..c1].iter_mut().enumerate() {
+                        *d = src[t * g.stride];
                     }
                 }
             }
@@ -273,8 +272,9 @@ fn col2im<T: WithDType>(cols: &[T], g: &Geometry, x: &mut [T]) {
                         *d += *s;
                     }
                 } else {
-                    for (d, s) in dst.iter_mut().step_by(g.stride).zip(src) {
-                        *d += *s;
+                    // Indexed, as in im2col.
+                    for (t, s) in src.iter().enumerate() {
+                        dst[t * g.stride] += *s;
                     }
                 }
             }
