@@ -15,22 +15,26 @@ cores) and from the means, plus the load average when each measurement started.
 
 Only the standard library here; torch_step.py creates its venv on first use.
 
-Measured on the 2-core development machine (AVX-512; another build often running, load
-average ≈ 2; s/step, fastest of 5–8 steps, PyTorch 2.15 CPU):
+Measured on the 2-core development machine (AVX-512, quiet; s/step, fastest of 5–8
+steps; PyTorch 2.15 CPU, whose own times vary by up to ±40 % from run to run here, so the
+ratios are given for three runs of this script):
 
-    model     mode    before  after  PyTorch  ratio before → after
-    tiny-cnn  frozen  0.033   0.008  0.008    1.04 → 0.99
-    tiny-cnn  full    0.128   0.036  0.030    4.20 → 0.92   (1.93 at load 0.2)
-    resnet18  frozen  0.499   0.155  0.128    3.90 → 1.20
-    resnet18  full    1.658   0.665  0.405    3.89 → 1.64   (1.57 at load 0.4)
-    resnet50  frozen  1.113   0.334  0.335    3.10 → 1.00
-    resnet50  full    4.259   1.844  1.145    3.72 → 1.61   (1.62 at load 1.0)
+    model     mode    first   second  now     PyTorch      ratio now (3 runs)
+    tiny-cnn  frozen  0.033   0.008   0.008   0.009–0.034  0.23 / 0.61 / 0.91
+    tiny-cnn  full    0.128   0.036   0.030   0.022–0.027  1.11 / 1.29 / 1.42
+    resnet18  frozen  0.499   0.155   0.134   0.132–0.195  0.69 / 1.00 / 1.03
+    resnet18  full    1.658   0.665   0.529   0.393–0.426  1.24 / 1.32 / 1.35
+    resnet50  frozen  1.113   0.334   0.303   0.325–0.410  0.75 / 0.92 / 0.93
+    resnet50  full    4.259   1.844   1.464   1.085–1.161  1.26 / 1.35 / 1.35
 
-"before" is main's kernels (candle's conv forward with a GEMM backward, fused batch norm,
-the max-pool op); "after" adds the im2col + GEMM conv forward and gradients on AVX-512,
-batch norm fused with its ReLU, add_relu, the fused Adam, fewer zero-fills and page
-faults. The reference kernels (`--kernels reference`, plain candle ops) take 0.204 s
-(tiny-cnn full) and 2.99 s (resnet18 full). PyTorch's own times vary ±30 % run to run here.
+"first" is candle's conv forward with a GEMM backward, fused batch norm and the max-pool
+op; "second" adds the im2col + GEMM conv forward and gradients on AVX-512, batch norm
+fused with its ReLU, add_relu, the fused Adam, fewer zero-fills and page faults; "now"
+adds conv + batch norm as one op (the conv output's gradient skips candle's gradient
+store), the max-pool's argmax recorded in the forward, the stride-1 input gradient as the
+flipped conv's forward, a vectorised col2im, parallel zero-fills, one-pass batch-norm
+statistics and Adam in place. The reference kernels (`--kernels reference`, plain candle
+ops) take 0.204 s (tiny-cnn full) and 2.99 s (resnet18 full).
 """
 
 import argparse
