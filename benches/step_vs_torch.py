@@ -9,7 +9,7 @@ fine-tuning. It prints both times and their ratio (geoexp / PyTorch; the issue's
 ≤ 1.5) from the fastest single step of each ("best", steadier when other work shares the
 cores) and from the means, plus the load average when each measurement started.
 
-    python3 benches/step_vs_torch.py [--models tiny-cnn,resnet18,resnet50]
+    python3 benches/step_vs_torch.py [--models tiny-cnn,resnet18,resnet50,resnext50_32x4d]
         [--modes frozen,full] [--kernels fast|reference] [--steps N] [--warmup N]
         [--threads T] [--size S] [--batch B] [--classes K]
 

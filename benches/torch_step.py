@@ -3,12 +3,12 @@
 
 What it measures: seconds per optimiser step and locations/s (one location = 4 views) for
 the same set-up as geoexp's Rust bench: batch 8 locations × 4 views at 112 px, 55 classes,
-random inputs, 2 threads (`torch.set_num_threads(2)`), for three backbones:
+random inputs, 2 threads (`torch.set_num_threads(2)`), for these backbones:
 
 * `tiny-cnn`: 4 × [Conv2d 3×3 stride 2 padding 1 (no bias) + BatchNorm2d + ReLU],
   channels 3→16→32→64→128, then global average pool → 128 features (replica of geoexp's);
-* `resnet18`, `resnet50`: torchvision's `(weights=None)` with `fc = Identity` → 512 / 2048
-  features.
+* `resnet18`, `resnet50`, `resnext50_32x4d`: torchvision's `(weights=None)` with
+  `fc = Identity` → 512 / 2048 / 2048 features.
 
 The wrapper runs the backbone on all 4 views as one batch ([B,4,3,S,S] → [4B,3,S,S]),
 concatenates the features per location ([B, 4·D]), applies a Linear head to 55 classes,
@@ -79,7 +79,18 @@ def resnet50():
     return net, 2048
 
 
-BACKBONES = {"tiny-cnn": tiny_cnn, "resnet18": resnet18, "resnet50": resnet50}
+def resnext50_32x4d():
+    net = torchvision.models.resnext50_32x4d(weights=None)
+    net.fc = nn.Identity()
+    return net, 2048
+
+
+BACKBONES = {
+    "tiny-cnn": tiny_cnn,
+    "resnet18": resnet18,
+    "resnet50": resnet50,
+    "resnext50_32x4d": resnext50_32x4d,
+}
 
 
 class GeoNet(nn.Module):
