@@ -17,15 +17,17 @@ Only the standard library here; torch_step.py creates its venv on first use.
 
 Measured on the 2-core development machine (AVX-512, quiet; s/step, fastest of 5–8
 steps; PyTorch 2.15 CPU, whose own times vary by up to ±40 % from run to run here, so the
-ratios are given for three runs of this script):
+ratio column also gives the range over this and three earlier runs of the day):
 
-    model     mode    first   second  now     PyTorch      ratio now (3 runs)
-    tiny-cnn  frozen  0.033   0.008   0.008   0.009–0.034  0.23 / 0.61 / 0.91
-    tiny-cnn  full    0.128   0.036   0.030   0.022–0.027  1.11 / 1.29 / 1.42
-    resnet18  frozen  0.499   0.155   0.134   0.132–0.195  0.69 / 1.00 / 1.03
-    resnet18  full    1.658   0.665   0.529   0.393–0.426  1.24 / 1.32 / 1.35
-    resnet50  frozen  1.113   0.334   0.303   0.325–0.410  0.75 / 0.92 / 0.93
-    resnet50  full    4.259   1.844   1.464   1.085–1.161  1.26 / 1.35 / 1.35
+    model            mode    first   second  now     PyTorch  ratio now (range)
+    tiny-cnn         frozen  0.033   0.008   0.008   0.009    0.87 (0.23–0.91)
+    tiny-cnn         full    0.128   0.036   0.027   0.024    1.13 (1.11–1.42)
+    resnet18         frozen  0.499   0.155   0.135   0.131    1.03 (0.69–1.03)
+    resnet18         full    1.658   0.665   0.503   0.412    1.22 (1.22–1.35)
+    resnet50         frozen  1.113   0.334   0.299   0.322    0.93 (0.75–0.93)
+    resnet50         full    4.259   1.844   1.331   1.107    1.20 (1.20–1.35)
+    resnext50_32x4d  frozen  -       -       0.347   0.393    0.88
+    resnext50_32x4d  full    -       -       1.650   1.353    1.22
 
 "first" is candle's conv forward with a GEMM backward, fused batch norm and the max-pool
 op; "second" adds the im2col + GEMM conv forward and gradients on AVX-512, batch norm
