@@ -7,7 +7,8 @@
 //! backward; in a ResNet fine-tuning step on the CPU that was a large share of the time. Here
 //! the statistics are one pass, the normalisation one pass, and the backward two (per-channel
 //! sums, then the input gradient). A ReLU that follows is fused into the same passes
-//! ([`BatchNorm::forward_t_relu`]), and eval mode is one pass without a graph. Other devices
+//! ([`BatchNorm::forward_t_relu`]), and eval mode is one pass without a graph. After a conv,
+//! [`BatchNorm::forward_conv_t`] trains both as one op ([`super::conv_bn`]). Other devices
 //! and [`Kernels::Reference`] use candle's BatchNorm.
 
 use candle_core::backend::BackendStorage;
