@@ -121,8 +121,8 @@ impl BatchNorm {
             .apply_op1_no_bwd(&BnEval(Affine { scale, shift, relu }))
     }
 
-    /// `relu?(self(conv(x)))`: in train mode on the fast CPU kernels one op
-    /// ([`super::conv_bn`]), which keeps the conv's output and its gradient out of candle's
+    /// `relu?(self(conv(x)))`: in train mode on the fast CPU kernels one op (the
+    /// `conv_bn` module), which keeps the conv's output and its gradient out of candle's
     /// graph; otherwise the conv, then this BatchNorm.
     pub fn forward_conv_t(
         &self,
