@@ -9,6 +9,7 @@
 //! loaded model comes with its [`Batcher`], whose thread ends once the model is dropped
 //! from the cache and its last request is answered.
 
+use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -46,6 +47,9 @@ pub struct ModelStore {
     device: Device,
     batching: Batching,
     loaded: Mutex<LruCache<String, Entry>>,
+    /// One lock per model name that has been loaded, so that concurrent requests for a cold
+    /// model wait for one load instead of each loading it (bounded by the files served).
+    loading: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 impl ModelStore {
@@ -74,6 +78,7 @@ impl ModelStore {
             device,
             batching,
             loaded: Mutex::new(LruCache::new(capacity)),
+            loading: Mutex::new(HashMap::new()),
         })
     }
 
@@ -139,14 +144,21 @@ impl ModelStore {
     /// As [`ModelStore::locate`]; 500 when the file is not a usable checkpoint.
     pub fn get(&self, name: &str) -> Result<Arc<Batcher>, ApiError> {
         let path = self.locate(name)?;
-        let stamp = stamp(&path);
-        if let Some(entry) = self.lock().get(name)
-            && entry.stamp == stamp
-        {
-            return Ok(Arc::clone(&entry.served));
+        if let Some(served) = self.cached(name, stamp(&path)) {
+            return Ok(served);
         }
-        // Loaded without the lock, so other models keep answering meanwhile; two requests
-        // racing for a cold model both load it and the second insert wins.
+        // Loaded under this model's own lock only, so other models keep answering meanwhile;
+        // a request that waited here finds the model its predecessor loaded.
+        let gate = Arc::clone(
+            unpoisoned(&self.loading)
+                .entry(name.to_owned())
+                .or_default(),
+        );
+        let _loading = unpoisoned(&gate);
+        let stamp = stamp(&path);
+        if let Some(served) = self.cached(name, stamp) {
+            return Ok(served);
+        }
         let model = Model::open(&path, &self.device).map_err(|e| {
             ApiError::internal(format!(
                 "model `{name}` cannot be loaded: {}",
@@ -166,18 +178,28 @@ impl ModelStore {
         Ok(served)
     }
 
+    /// Model `name` if it is loaded from the file version `stamp`.
+    fn cached(&self, name: &str, stamp: Stamp) -> Option<Arc<Batcher>> {
+        self.lock()
+            .get(name)
+            .filter(|entry| entry.stamp == stamp)
+            .map(|entry| Arc::clone(&entry.served))
+    }
+
     /// Names of the models loaded now, most recently used first.
     pub fn loaded(&self) -> Vec<String> {
         self.lock().iter().map(|(k, _)| k.clone()).collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<String, Entry>> {
-        // A panic while holding the lock cannot leave the cache inconsistent (every
-        // operation on it is a single call), so a poisoned lock is still usable.
-        self.loaded
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        unpoisoned(&self.loaded)
     }
+}
+
+/// `m` locked. A panic while holding one of the store's locks cannot leave what it guards
+/// inconsistent (every operation on it is a single call), so a poisoned lock is still usable.
+fn unpoisoned<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn stamp(path: &Path) -> Stamp {
@@ -274,6 +296,29 @@ mod tests {
         let replaced = s.get("c").unwrap();
         assert!(!Arc::ptr_eq(&c, &replaced));
         assert!(Arc::ptr_eq(&replaced, &s.get("c").unwrap()));
+    }
+
+    #[test]
+    fn concurrent_requests_for_a_cold_model_share_one_load() {
+        use crate::infer::model::testing::write_checkpoint;
+        let dir = tempfile::tempdir().unwrap();
+        write_checkpoint(dir.path(), "a", 1);
+        let s = store(dir.path());
+        let start = std::sync::Barrier::new(8);
+        let served: Vec<Arc<Batcher>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        start.wait();
+                        s.get("a").unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for other in &served[1..] {
+            assert!(Arc::ptr_eq(&served[0], other), "one model, loaded once");
+        }
     }
 
     #[test]
