@@ -120,6 +120,54 @@ impl Geometry {
     }
 }
 
+/// One row of the im2col matrix: an input channel and a kernel offset, with the output rows
+/// `r0..r1` and columns `c0..c1` whose input pixel lies inside the image (the rest read
+/// padding).
+struct Tap {
+    c: usize,
+    ki: usize,
+    kj: usize,
+    r0: usize,
+    r1: usize,
+    c0: usize,
+    c1: usize,
+}
+
+impl Geometry {
+    fn tap(&self, row: usize) -> Tap {
+        let k = self.k;
+        let (c, ki, kj) = (row / (k * k), row / k % k, row % k);
+        let (c0, c1) = self.valid(kj, self.w, self.wo());
+        // A tap that reads only padding columns reads nothing in any row.
+        let (r0, r1) = if c0 < c1 {
+            self.valid(ki, self.h, self.ho())
+        } else {
+            (0, 0)
+        };
+        Tap {
+            c,
+            ki,
+            kj,
+            r0,
+            r1,
+            c0,
+            c1,
+        }
+    }
+}
+
+impl Tap {
+    /// The input row that output row `oi` reads.
+    fn input_row(&self, g: &Geometry, oi: usize) -> usize {
+        oi * g.stride + self.ki * g.dilation - g.padding
+    }
+
+    /// The input column that output column `c0` reads.
+    fn first_input_col(&self, g: &Geometry) -> usize {
+        self.c0 * g.stride + self.kj * g.dilation - g.padding
+    }
+}
+
 /// A strided matrix view for [`gemm_into`]: element (i, j) at `i·rs + j·cs`.
 #[derive(Clone, Copy)]
 struct View {
@@ -207,29 +255,23 @@ fn gemm_into<T: WithDType, D: Dst<T> + ?Sized>(
 
 /// Fills `cols` (`[C·k·k, nb·Ho·Wo]`) from the `nb` images in `x`.
 fn im2col<T: WithDType>(x: &[T], g: &Geometry, cols: &mut [T]) {
-    let (ho, wo, k) = (g.ho(), g.wo(), g.k);
+    let wo = g.wo();
     let nb = x.len() / g.image_in();
     let width = nb * g.plane_out();
     for (row, out) in cols.chunks_mut(width).enumerate().take(g.taps()) {
-        let (c, ki, kj) = (row / (k * k), row / k % k, row % k);
-        let (c0, c1) = g.valid(kj, g.w, wo);
-        // A tap that reads only padding columns reads nothing in any row.
-        let (r0, r1) = if c0 < c1 {
-            g.valid(ki, g.h, ho)
-        } else {
-            (0, 0)
-        };
+        let t = g.tap(row);
+        let (c0, c1) = (t.c0, t.c1);
         for (b, out) in out.chunks_mut(g.plane_out()).enumerate() {
-            let plane = &x[(b * g.c + c) * g.h * g.w..][..g.h * g.w];
-            out[..r0 * wo].fill(T::zero());
-            out[r1 * wo..].fill(T::zero());
-            for oi in r0..r1 {
-                let i = oi * g.stride + ki * g.dilation - g.padding;
+            let plane = &x[(b * g.c + t.c) * g.h * g.w..][..g.h * g.w];
+            out[..t.r0 * wo].fill(T::zero());
+            out[t.r1 * wo..].fill(T::zero());
+            for oi in t.r0..t.r1 {
+                let i = t.input_row(g, oi);
                 let src = &plane[i * g.w..(i + 1) * g.w];
                 let dst = &mut out[oi * wo..(oi + 1) * wo];
                 dst[..c0].fill(T::zero());
                 dst[c1..].fill(T::zero());
-                let j0 = c0 * g.stride + kj * g.dilation - g.padding;
+                let j0 = t.first_input_col(g);
                 if g.stride == 1 {
                     dst[c0..c1].copy_from_slice(&src[j0..j0 + (c1 - c0)]);
                 } else {
@@ -247,25 +289,18 @@ fn im2col<T: WithDType>(x: &[T], g: &Geometry, cols: &mut [T]) {
 /// Adds every column of `cols` (`[C·k·k, nb·Ho·Wo]`) back onto its input pixel of the `nb`
 /// images in `x`.
 fn col2im<T: WithDType>(cols: &[T], g: &Geometry, x: &mut [T]) {
-    let (ho, wo, k) = (g.ho(), g.wo(), g.k);
+    let wo = g.wo();
     let nb = x.len() / g.image_in();
     let width = nb * g.plane_out();
     for (row, src) in cols.chunks(width).enumerate().take(g.taps()) {
-        let (c, ki, kj) = (row / (k * k), row / k % k, row % k);
-        let (c0, c1) = g.valid(kj, g.w, wo);
-        // A tap that reads only padding columns reads nothing in any row.
-        let (r0, r1) = if c0 < c1 {
-            g.valid(ki, g.h, ho)
-        } else {
-            (0, 0)
-        };
+        let t = g.tap(row);
+        let j0 = t.first_input_col(g);
         for (b, src) in src.chunks(g.plane_out()).enumerate() {
-            let plane = &mut x[(b * g.c + c) * g.h * g.w..][..g.h * g.w];
-            for oi in r0..r1 {
-                let i = oi * g.stride + ki * g.dilation - g.padding;
-                let j0 = c0 * g.stride + kj * g.dilation - g.padding;
+            let plane = &mut x[(b * g.c + t.c) * g.h * g.w..][..g.h * g.w];
+            for oi in t.r0..t.r1 {
+                let i = t.input_row(g, oi);
                 let dst = &mut plane[i * g.w + j0..(i + 1) * g.w];
-                let src = &src[oi * wo + c0..oi * wo + c1];
+                let src = &src[oi * wo + t.c0..oi * wo + t.c1];
                 if g.stride == 1 {
                     // Contiguous on both sides, so this vectorises (`step_by` does not).
                     for (d, s) in dst[..src.len()].iter_mut().zip(src) {

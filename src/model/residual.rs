@@ -6,7 +6,7 @@
 //! in the graph.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, bail};
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, WithDType, bail};
 use rayon::prelude::*;
 
 use super::Kernels;
@@ -23,9 +23,9 @@ pub fn add_relu(a: &Tensor, b: &Tensor, kernels: Kernels) -> Result<Tensor> {
     }
     let (a, b) = (a.contiguous()?, b.contiguous()?);
     if a.track_op() || b.track_op() {
-        a.apply_op2(&b, AddRelu)
+        a.apply_op2(&b, AddRelu::Forward)
     } else {
-        a.apply_op2_no_bwd(&b, &AddRelu)
+        a.apply_op2_no_bwd(&b, &AddRelu::Forward)
     }
 }
 
@@ -40,40 +40,48 @@ fn slice<'a, T>(v: &'a [T], l: &Layout) -> Result<&'a [T]> {
 /// Elements per rayon task: big enough to amortise it, small enough to balance.
 const CHUNK: usize = 1 << 16;
 
-fn forward<T: candle_core::WithDType>(a: &[T], b: &[T]) -> Vec<T> {
-    // Written once, so not zero-filled first.
-    let mut y = Box::<[T]>::new_uninit_slice(a.len());
-    y.par_chunks_mut(CHUNK)
-        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-        .for_each(|(y, (a, b))| {
-            for ((y, a), b) in y.iter_mut().zip(a).zip(b) {
-                let s = *a + *b;
-                y.write(if s > T::zero() { s } else { T::zero() });
-            }
-        });
-    // SAFETY: the chunks cover `y` (same length and chunking as `a`), each element written.
-    unsafe { y.assume_init() }.into_vec()
-}
-
-/// The gradient passed where the output is positive.
-fn gate<T: candle_core::WithDType>(y: &[T], g: &[T]) -> Vec<T> {
-    let mut out = Box::<[T]>::new_uninit_slice(y.len());
+/// `f(a[i], b[i])` for every `i`, in parallel, written once (so not zero-filled first).
+fn map2<T: WithDType>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
+    let mut out = Box::<[T]>::new_uninit_slice(a.len());
     out.par_chunks_mut(CHUNK)
-        .zip(y.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
-        .for_each(|(o, (y, g))| {
-            for ((o, y), g) in o.iter_mut().zip(y).zip(g) {
-                o.write(if *y > T::zero() { *g } else { T::zero() });
+        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+        .for_each(|(o, (a, b))| {
+            for ((o, a), b) in o.iter_mut().zip(a).zip(b) {
+                o.write(f(*a, *b));
             }
         });
-    // SAFETY: the chunks cover `out` (same length and chunking as `y`), each element written.
+    // SAFETY: the chunks cover `out` (same length and chunking as `a`), each element written.
     unsafe { out.assume_init() }.into_vec()
 }
 
-struct AddRelu;
+/// The two passes, each an elementwise map of two same-shaped tensors.
+#[derive(Clone, Copy)]
+enum AddRelu {
+    /// `(a, b)` → `relu(a + b)`; its backward is [`AddRelu::Gate`].
+    Forward,
+    /// `(output, output gradient)` → the gradient of both summands: passed where the output
+    /// is positive.
+    Gate,
+}
+
+impl AddRelu {
+    fn apply<T: WithDType>(self, a: &[T], b: &[T]) -> Vec<T> {
+        match self {
+            AddRelu::Forward => map2(a, b, |a, b| {
+                let s = a + b;
+                if s > T::zero() { s } else { T::zero() }
+            }),
+            AddRelu::Gate => map2(a, b, |y, g| if y > T::zero() { g } else { T::zero() }),
+        }
+    }
+}
 
 impl CustomOp2 for AddRelu {
     fn name(&self) -> &'static str {
-        "add-relu"
+        match self {
+            AddRelu::Forward => "add-relu",
+            AddRelu::Gate => "add-relu-grad",
+        }
     }
 
     fn cpu_fwd(
@@ -83,21 +91,22 @@ impl CustomOp2 for AddRelu {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        let name = self.name();
         if l1.shape() != l2.shape() {
             bail!(
-                "add_relu: shapes {:?} and {:?} differ",
+                "{name}: shapes {:?} and {:?} differ",
                 l1.shape(),
                 l2.shape()
             )
         }
         let y = match (s1, s2) {
             (CpuStorage::F32(a), CpuStorage::F32(b)) => {
-                CpuStorage::F32(forward(slice(a, l1)?, slice(b, l2)?))
+                CpuStorage::F32(self.apply(slice(a, l1)?, slice(b, l2)?))
             }
             (CpuStorage::F64(a), CpuStorage::F64(b)) => {
-                CpuStorage::F64(forward(slice(a, l1)?, slice(b, l2)?))
+                CpuStorage::F64(self.apply(slice(a, l1)?, slice(b, l2)?))
             }
-            (a, _) => bail!("add_relu: unsupported dtype {:?}", a.dtype()),
+            (a, _) => bail!("{name}: unsupported dtype {:?}", a.dtype()),
         };
         Ok((y, l1.shape().clone()))
     }
@@ -109,44 +118,12 @@ impl CustomOp2 for AddRelu {
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        if let AddRelu::Gate = self {
+            bail!("add_relu: the gradient pass has no gradient")
+        }
         let g = res
             .detach()
-            .apply_op2_no_bwd(&grad.detach().contiguous()?, &AddReluGrad)?;
+            .apply_op2_no_bwd(&grad.detach().contiguous()?, &AddRelu::Gate)?;
         Ok((a.track_op().then(|| g.clone()), b.track_op().then_some(g)))
-    }
-}
-
-/// `(output, output gradient)` → the gradient of both summands.
-struct AddReluGrad;
-
-impl CustomOp2 for AddReluGrad {
-    fn name(&self) -> &'static str {
-        "add-relu-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        if l1.shape() != l2.shape() {
-            bail!(
-                "add_relu backward: shapes {:?} and {:?} differ",
-                l1.shape(),
-                l2.shape()
-            )
-        }
-        let g = match (s1, s2) {
-            (CpuStorage::F32(y), CpuStorage::F32(g)) => {
-                CpuStorage::F32(gate(slice(y, l1)?, slice(g, l2)?))
-            }
-            (CpuStorage::F64(y), CpuStorage::F64(g)) => {
-                CpuStorage::F64(gate(slice(y, l1)?, slice(g, l2)?))
-            }
-            (y, _) => bail!("add_relu backward: unsupported dtype {:?}", y.dtype()),
-        };
-        Ok((g, l1.shape().clone()))
     }
 }
