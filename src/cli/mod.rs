@@ -15,6 +15,7 @@ mod serve;
 mod sweep;
 mod synth;
 mod values;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -52,6 +53,9 @@ enum Command {
     Predict(predict::Args),
     /// Serve checkpoints over HTTP (upload page, prediction endpoints, OpenAPI).
     Serve(serve::Args),
+    /// Check a run's cache entries against its manifest (re-hash every output), or
+    /// recompute one of its stages and compare.
+    Verify(verify::Args),
 }
 
 /// How the process ends. Documented in `--help`'s footer and README.md.
@@ -100,6 +104,7 @@ pub fn main() -> ExitCode {
         Command::Diff(args) => diff::run(args, &ctx),
         Command::Predict(args) => predict::run(args, &ctx),
         Command::Serve(args) => serve::run(args, &ctx),
+        Command::Verify(args) => verify::run(args, &ctx),
     };
     match result {
         Ok(status) => status.into(),
@@ -111,7 +116,10 @@ pub fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             let failure = err
                 .downcast_ref::<crate::ops::OpError>()
-                .is_some_and(crate::ops::OpError::is_stage_failure);
+                .is_some_and(crate::ops::OpError::is_stage_failure)
+                || err
+                    .downcast_ref::<crate::ops::verify::VerifyError>()
+                    .is_some_and(crate::ops::verify::VerifyError::is_stage_failure);
             if failure {
                 ExitStatus::Failure
             } else {

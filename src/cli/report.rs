@@ -146,6 +146,12 @@ impl Reporter for Console {
                     "{stage:<10} waiting for {holder}, which is computing it"
                 ));
             }
+            RunEvent::WaitingForGc { holder } => {
+                self.line(&format!(
+                    "{:<10} waiting for `geoexp gc` ({holder}) to finish",
+                    "cache"
+                ));
+            }
             RunEvent::Failed { stage, .. } => {
                 self.line(&format!("{stage:<10} FAILED"));
             }

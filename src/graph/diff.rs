@@ -305,6 +305,7 @@ mod tests {
                 .collect(),
             inputs: BTreeMap::new(),
             outputs: BTreeMap::new(),
+            volatile_outputs: Vec::new(),
             results: map(results),
         }
     }

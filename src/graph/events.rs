@@ -37,6 +37,11 @@ pub enum RunEvent {
         /// Description of the lock holder (host, pid).
         holder: String,
     },
+    /// A `geoexp gc` pass holds the cache; we wait for it before using any entry.
+    WaitingForGc {
+        /// Description of the gc process (host, pid).
+        holder: String,
+    },
     /// A stage finished and its entry was committed to the cache.
     Finished {
         /// Stage name.

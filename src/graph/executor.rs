@@ -172,12 +172,13 @@ fn run_locked(
     let record = Record {
         key: r.key.clone(),
         material: r.material.clone(),
-        outputs: pending.hash_outputs()?,
+        outputs: pending.hash_outputs(r.stage.volatile_outputs())?,
         results: outcome.results,
         created: Creation {
             at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             host: this_host(),
             duration_s: duration.as_secs_f64(),
+            facts: outcome.facts,
         },
     };
     let dir = pending.commit(&record, &r.inputs_tsv())?;

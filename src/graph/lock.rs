@@ -94,8 +94,18 @@ impl KeyLock {
     ///
     /// # Errors
     /// When the lock directory cannot be written.
-    pub fn acquire(
+    pub fn acquire(path: &Path, on_wait: impl FnMut(&LockOwner)) -> Result<KeyLock, GraphError> {
+        KeyLock::acquire_with_note(path, "", on_wait)
+    }
+
+    /// [`KeyLock::acquire`], with `note` (lines of text) written into the lock file after
+    /// the owner, for whoever inspects it ([`read_note`]).
+    ///
+    /// # Errors
+    /// When the lock directory cannot be written.
+    pub fn acquire_with_note(
         path: &Path,
+        note: &str,
         mut on_wait: impl FnMut(&LockOwner),
     ) -> Result<KeyLock, GraphError> {
         if let Some(dir) = path.parent() {
@@ -110,7 +120,7 @@ impl KeyLock {
                 .open(path)
             {
                 Ok(mut file) => {
-                    file.write_all(me.encode().as_bytes())
+                    file.write_all(format!("{}{note}", me.encode()).as_bytes())
                         .and_then(|()| file.sync_all())
                         .map_err(GraphError::io("writing", path))?;
                     return Ok(KeyLock::start(path.to_path_buf(), me));
@@ -182,6 +192,25 @@ impl Drop for KeyLock {
             let _ = fs::remove_file(&self.path);
         }
     }
+}
+
+/// The note of a live lock (see [`KeyLock::acquire_with_note`]): `None` when there is no
+/// lock at `path` or it is stale.
+pub fn read_note(path: &Path) -> Option<String> {
+    live_holder(path)?;
+    let text = fs::read_to_string(path).ok()?;
+    Some(
+        text.lines()
+            .filter(|l| !["host=", "pid=", "nonce="].iter().any(|p| l.starts_with(p)))
+            .map(|l| format!("{l}\n"))
+            .collect(),
+    )
+}
+
+/// Whether the lock at `path` is stale: its owner is gone (see the module docs). A missing
+/// lock is not stale, and neither is a live one.
+pub fn is_stale(path: &Path) -> bool {
+    matches!(inspect(path), Holder::Stale(_))
 }
 
 /// The live owner of the lock at `path`, if any: `None` when there is no lock or it is stale.

@@ -17,7 +17,7 @@ use super::error::GraphError;
 use super::executor::{StageRun, StageStatus};
 use super::key::{InputFingerprint, StageKey};
 use super::reason::MaterialView;
-use super::store::{OutputHash, write_atomic};
+use super::store::{Creation, OutputHash, write_atomic};
 
 /// File name of a run's manifest.
 pub const MANIFEST_FILE: &str = "manifest.toml";
@@ -53,25 +53,35 @@ pub struct StageManifest {
     /// Input fingerprints.
     #[serde(default)]
     pub inputs: BTreeMap<String, InputFingerprint>,
-    /// Output hashes.
+    /// Hashes of the deterministic outputs.
     #[serde(default)]
     pub outputs: BTreeMap<String, OutputHash>,
+    /// Names of the outputs whose bytes depend on when or where the stage ran (event
+    /// files): their hashes are in the cache entry's record, not here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volatile_outputs: Vec<String>,
     /// Results (counts, metrics).
     #[serde(default)]
     pub results: BTreeMap<String, Value>,
 }
 
 impl StageManifest {
-    /// The manifest view of an executed stage.
+    /// The manifest view of an executed stage: its record less everything volatile.
     pub fn of(run: &StageRun) -> StageManifest {
         let record = &run.entry.record;
+        let (volatile, outputs): (BTreeMap<_, _>, BTreeMap<_, _>) = record
+            .outputs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .partition(|(_, v)| v.volatile);
         StageManifest {
             key: record.key.clone(),
             version: record.material.stage_version,
             params: record.material.params.clone(),
             upstream: record.material.upstream.clone(),
             inputs: record.material.inputs.clone(),
-            outputs: record.outputs.clone(),
+            outputs,
+            volatile_outputs: volatile.into_keys().collect(),
             results: record.results.clone(),
         }
     }
@@ -146,6 +156,10 @@ pub struct StageExecution {
     pub status: String,
     /// Seconds spent by this process.
     pub duration_s: f64,
+    /// When, where and how the entry was computed (by this process or an earlier one),
+    /// with the stage's facts about that attempt (device, epochs run after a resume).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub computed: Option<Creation>,
 }
 
 impl StageExecution {
@@ -160,6 +174,7 @@ impl StageExecution {
             }
             .to_owned(),
             duration_s: run.duration.as_secs_f64(),
+            computed: Some(run.entry.record.created.clone()),
         }
     }
 }
@@ -266,6 +281,7 @@ mod tests {
                 upstream: BTreeMap::new(),
                 inputs: BTreeMap::new(),
                 outputs: BTreeMap::new(),
+                volatile_outputs: Vec::new(),
                 results: [("best_epoch".to_owned(), json!(3))].into(),
             };
             let m = Manifest {

@@ -8,12 +8,15 @@
 //! - [`key`]: what goes into a stage key, and its canonical encoding.
 //! - [`fingerprint`]: content hashes of input files, memoised by file identity.
 //! - [`store`]: the cache (`runs/.cache/<stage>/<key>/record.toml`), atomic commits.
+//! - [`outputs`]: an entry's output hashes, checked quickly at hits and fully by `verify`.
 //! - [`lock`]: per-key lock files that work across processes and hosts.
+//! - [`live`]: which entries running processes are about to use, so `gc` keeps them.
 //! - [`dag`]: the graph and key resolution.
 //! - [`reason`], [`plan`]: why a stage would run.
 //! - [`executor`]: running stages; emits [`events::RunEvent`]s, never prints.
 //! - [`manifest`]: `manifest.toml` and `execution.toml`.
 //! - [`diff`]: what differs between two runs' manifests, by key path.
+//! - [`verify`]: a run's entries checked against its manifest; a stage recomputed.
 
 pub mod dag;
 pub mod diff;
@@ -22,12 +25,15 @@ pub mod events;
 pub mod executor;
 pub mod fingerprint;
 pub mod key;
+pub mod live;
 pub mod lock;
 pub mod manifest;
+pub mod outputs;
 pub mod plan;
 pub mod reason;
 pub mod stage;
 pub mod store;
+pub mod verify;
 
 pub use dag::{Graph, Resolved, resolve};
 pub use diff::{

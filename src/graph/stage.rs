@@ -90,11 +90,15 @@ impl Input {
     }
 }
 
-/// What a finished stage reports besides its files: counts and metrics for the manifest.
+/// What a finished stage reports besides its files.
 #[derive(Clone, Debug, Default)]
 pub struct Outcome {
-    /// Named results (`locations = 1500`, `classes = 55`), recorded in the cache entry.
+    /// Named results (`locations = 1500`, `classes = 55`): what follows from the stage's
+    /// key alone. Recorded in the cache entry and copied into every manifest.
     pub results: BTreeMap<String, Value>,
+    /// Facts of this attempt (`device`, epochs run after a resume): recorded in the cache
+    /// entry's `created` table and in `execution.toml`, never in a manifest.
+    pub facts: BTreeMap<String, Value>,
 }
 
 impl Outcome {
@@ -103,9 +107,35 @@ impl Outcome {
         self.results.insert(name.to_owned(), value.into());
         self
     }
+
+    /// Adds a fact of this attempt (see [`Outcome::facts`]).
+    pub fn fact(mut self, name: &str, value: impl Into<Value>) -> Self {
+        self.facts.insert(name.to_owned(), value.into());
+        self
+    }
 }
 
 /// A unit of cached work in the run graph.
+///
+/// # The manifest contract
+///
+/// A run's `manifest.toml` must be the same bytes for the same experiment on the same
+/// inputs with the same code: on two machines, in two runs directories, cold, cached, or
+/// killed and resumed. A stage keeps its part of that promise by
+///
+/// - reporting as [`Outcome::results`] only what follows from its key (counts, metrics),
+///   and everything about *this attempt* (device, epochs run since a resume, timings) as
+///   [`Outcome::facts`], which go to `execution.toml`;
+/// - writing outputs whose bytes follow from its key alone (no time, host, pid or
+///   random file name inside them, nor in a checkpoint's metadata), except
+/// - outputs that are volatile by nature (TensorBoard event files carry wall times, and
+///   TensorBoard needs them), which it names in [`Stage::volatile_outputs`]. The cache
+///   entry's record hashes every output; a manifest lists volatile outputs by name only,
+///   and `geoexp verify` checks their size, not their hash.
+///
+/// Bookkeeping that only a resume needs (an event file's length) belongs in the stage's
+/// work directory, not in an output. `geoexp verify --recompute STAGE` and the
+/// byte-identity tests in `tests/cli/reproduce.rs` hold every stage to this.
 pub trait Stage: Send + Sync {
     /// Stage name: also the cache folder name and the `--until`/`--force` argument.
     fn name(&self) -> &'static str;
@@ -119,6 +149,11 @@ pub trait Stage: Send + Sync {
     fn inputs(&self) -> Result<Vec<Input>, StageError>;
     /// Does the work, writing every output under `ctx.out_dir()`.
     fn run(&self, ctx: &StageContext<'_>) -> Result<Outcome, StageError>;
+    /// Top-level outputs whose bytes depend on when or where the stage ran (see the
+    /// manifest contract above); every other output must be deterministic.
+    fn volatile_outputs(&self) -> &'static [&'static str] {
+        &[]
+    }
 }
 
 /// What a running stage gets from the engine.

@@ -18,9 +18,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::GraphError;
-use super::fingerprint::hash_path;
+use super::events::NoTick;
 use super::key::{KeyMaterial, StageKey};
 use super::lock::{KeyLock, LockOwner, this_host};
+pub use super::outputs::OutputHash;
+use super::outputs::{Depth, check, hash_outputs};
 
 /// File name of an entry's record.
 pub const RECORD_FILE: &str = "record.toml";
@@ -30,19 +32,8 @@ const TMP_DIR: &str = ".tmp";
 const WORK_DIR: &str = ".work";
 const LOCK_DIR: &str = ".locks";
 
-/// Hash of one output: a file, or a directory summarised by its file count and digest.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OutputHash {
-    /// blake3 of the file, or of the directory's sorted `path \0 hash` listing.
-    pub blake3: String,
-    /// Total size in bytes.
-    pub bytes: u64,
-    /// Number of files (directories only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub files: Option<u64>,
-}
-
-/// Volatile facts about how an entry was made; never copied into manifests.
+/// Volatile facts about how an entry was made; never copied into manifests (they go to
+/// `execution.toml`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Creation {
     /// RFC 3339 UTC time the entry was committed.
@@ -51,6 +42,9 @@ pub struct Creation {
     pub host: String,
     /// Wall time of the stage's run function, in seconds.
     pub duration_s: f64,
+    /// The stage's facts about that attempt ([`Outcome::facts`](super::Outcome::facts)).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub facts: BTreeMap<String, Value>,
 }
 
 /// `record.toml`: what went into an entry's key and what came out.
@@ -60,7 +54,8 @@ pub struct Record {
     pub key: StageKey,
     /// What went into the key.
     pub material: KeyMaterial,
-    /// Output files and directories (top level of the entry), by name.
+    /// Output files and directories (top level of the entry), by name; volatile ones are
+    /// marked.
     #[serde(default)]
     pub outputs: BTreeMap<String, OutputHash>,
     /// The stage's named results (counts, metrics).
@@ -82,11 +77,12 @@ pub struct Entry {
 /// Result of looking up a key.
 #[derive(Debug)]
 pub enum Lookup {
-    /// A complete entry.
+    /// A complete entry whose outputs pass the quick check ([`Depth::Quick`]).
     Found(Box<Entry>),
     /// No entry.
     Missing,
-    /// An entry directory whose record cannot be used.
+    /// An entry directory whose record cannot be used, or whose outputs do not match it;
+    /// the message names the file.
     Corrupt(String),
 }
 
@@ -124,8 +120,28 @@ impl Store {
         self.root.join(stage).join(WORK_DIR).join(key.as_str())
     }
 
-    /// Looks up a complete entry.
+    /// Looks up a complete entry, and checks its outputs against its record quickly
+    /// (sizes of everything, hashes of the small files: see [`super::outputs`]), so a
+    /// damaged entry is recomputed rather than used.
     pub fn lookup(&self, stage: &str, key: &StageKey) -> Lookup {
+        match self.read_entry(stage, key) {
+            Lookup::Found(entry) => {
+                let problems = check(&entry.dir, &entry.record.outputs, Depth::Quick, &NoTick);
+                match problems.first() {
+                    None => Lookup::Found(entry),
+                    Some(first) => Lookup::Corrupt(if problems.len() == 1 {
+                        first.to_string()
+                    } else {
+                        format!("{first} (and {} more)", problems.len() - 1)
+                    }),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Reads an entry's record without checking its outputs (`verify` checks them itself).
+    pub fn read_entry(&self, stage: &str, key: &StageKey) -> Lookup {
         let dir = self.entry_dir(stage, key);
         if !dir.is_dir() {
             return Lookup::Missing;
@@ -185,24 +201,132 @@ impl Store {
     /// # Errors
     /// When the temporary directory cannot be created.
     pub fn begin(&self, stage: &str, key: &StageKey) -> Result<PendingEntry, GraphError> {
-        let tmp_root = self.root.join(stage).join(TMP_DIR);
-        fs::create_dir_all(&tmp_root).map_err(GraphError::io("creating", &tmp_root))?;
-        sweep_abandoned(&tmp_root);
-        let nonce = blake3::hash(format!("{:?}", SystemTime::now()).as_bytes()).to_hex();
-        let dir = tmp_root.join(format!(
-            "{}.{}.{}.{}",
-            key.as_str(),
-            this_host(),
-            std::process::id(),
-            &nonce[..8]
-        ));
-        fs::create_dir(&dir).map_err(GraphError::io("creating", &dir))?;
+        let dir = self.scratch_dir(stage, key.as_str())?;
         Ok(PendingEntry {
             dir,
             target: self.entry_dir(stage, key),
             committed: false,
         })
     }
+
+    /// A fresh, empty directory `.cache/<stage>/.tmp/<label>.<host>.<pid>.<nonce>/` that
+    /// is swept as abandoned once this process is gone; the caller removes it when done.
+    ///
+    /// # Errors
+    /// When it cannot be created.
+    pub fn scratch_dir(&self, stage: &str, label: &str) -> Result<PathBuf, GraphError> {
+        let tmp_root = self.root.join(stage).join(TMP_DIR);
+        fs::create_dir_all(&tmp_root).map_err(GraphError::io("creating", &tmp_root))?;
+        sweep_abandoned(&tmp_root);
+        let dir = tmp_root.join(tmp_name(label));
+        fs::create_dir(&dir).map_err(GraphError::io("creating", &dir))?;
+        Ok(dir)
+    }
+
+    /// Names of the stage folders in the cache.
+    pub fn stages(&self) -> Vec<String> {
+        let Ok(dir) = fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = dir
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Keys of the entries of `stage` (complete or not: directory names only).
+    pub fn keys(&self, stage: &str) -> Vec<StageKey> {
+        list_keys(&self.root.join(stage))
+    }
+
+    /// Keys that have a work directory under `stage` (trainings in progress or interrupted).
+    pub fn work_keys(&self, stage: &str) -> Vec<StageKey> {
+        list_keys(&self.root.join(stage).join(WORK_DIR))
+    }
+
+    /// The lock file of (`stage`, `key`), whether or not it exists.
+    pub fn lock_path(&self, stage: &str, key: &StageKey) -> PathBuf {
+        self.root
+            .join(stage)
+            .join(LOCK_DIR)
+            .join(format!("{}.lock", key.as_str()))
+    }
+
+    /// Temporary directories under `stage/.tmp` (entries being written, entries being
+    /// removed, scratch directories), with whether their process is gone.
+    pub fn temporaries(&self, stage: &str) -> Vec<(PathBuf, bool)> {
+        let Ok(dir) = fs::read_dir(self.root.join(stage).join(TMP_DIR)) else {
+            return Vec::new();
+        };
+        dir.filter_map(Result::ok)
+            .map(|e| {
+                let abandoned = is_abandoned(&e);
+                (e.path(), abandoned)
+            })
+            .collect()
+    }
+
+    /// Removes the entry of (`stage`, `key`): first renamed aside into `.tmp` (so from
+    /// that moment no lookup finds it, and a crash leaves only a temporary that the next
+    /// write sweeps), then deleted. Returns the directory it was renamed to, when the
+    /// deletion itself failed (the entry is gone from the cache either way).
+    ///
+    /// # Errors
+    /// When the entry cannot be renamed (it is then untouched).
+    pub fn remove_entry(&self, stage: &str, key: &StageKey) -> Result<Option<PathBuf>, GraphError> {
+        remove_aside(
+            &self.entry_dir(stage, key),
+            &self.root.join(stage).join(TMP_DIR),
+            key.as_str(),
+        )
+    }
+
+    /// Removes the work directory of (`stage`, `key`) the same way as [`Store::remove_entry`].
+    ///
+    /// # Errors
+    /// When it cannot be renamed.
+    pub fn remove_work(&self, stage: &str, key: &StageKey) -> Result<Option<PathBuf>, GraphError> {
+        let name = format!("{}-work", key.as_str());
+        remove_aside(
+            &self.work_dir(stage, key),
+            &self.root.join(stage).join(TMP_DIR),
+            &name,
+        )
+    }
+}
+
+/// `<label>.<host>.<pid>.<nonce>`: the name [`sweep_abandoned`] can judge.
+fn tmp_name(label: &str) -> String {
+    let nonce = blake3::hash(format!("{:?}{label}", SystemTime::now()).as_bytes()).to_hex();
+    format!(
+        "{label}.{}.{}.{}",
+        this_host(),
+        std::process::id(),
+        &nonce[..8]
+    )
+}
+
+fn list_keys(dir: &Path) -> Vec<StageKey> {
+    let Ok(dir) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut keys: Vec<StageKey> = dir
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str().and_then(StageKey::parse))
+        .collect();
+    keys.sort();
+    keys
+}
+
+fn remove_aside(dir: &Path, tmp_root: &Path, label: &str) -> Result<Option<PathBuf>, GraphError> {
+    fs::create_dir_all(tmp_root).map_err(GraphError::io("creating", tmp_root))?;
+    let aside = tmp_root.join(tmp_name(label));
+    fs::rename(dir, &aside).map_err(GraphError::io("removing", dir))?;
+    Ok(fs::remove_dir_all(&aside).is_err().then_some(aside))
 }
 
 /// An entry being written; removed on drop unless committed (so a failing or panicking
@@ -219,12 +343,16 @@ impl PendingEntry {
         &self.dir
     }
 
-    /// Hashes the outputs the stage wrote (top-level files and directories).
+    /// Hashes the outputs the stage wrote (top-level files and directories), marking
+    /// those in `volatile`.
     ///
     /// # Errors
     /// When an output cannot be read.
-    pub fn hash_outputs(&self) -> Result<BTreeMap<String, OutputHash>, GraphError> {
-        hash_outputs(&self.dir)
+    pub fn hash_outputs(
+        &self,
+        volatile: &[&str],
+    ) -> Result<BTreeMap<String, OutputHash>, GraphError> {
+        hash_outputs(&self.dir, &[RECORD_FILE, INPUTS_FILE], volatile)
     }
 
     /// Writes the input listing and the record, then renames the entry into place,
@@ -278,85 +406,29 @@ fn sweep_abandoned(tmp_root: &Path) {
     let Ok(dir) = fs::read_dir(tmp_root) else {
         return;
     };
-    let host = this_host();
     for entry in dir.filter_map(Result::ok) {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let mut parts = name.rsplitn(3, '.');
-        let (_nonce, pid, rest) = (parts.next(), parts.next(), parts.next());
-        let pid: Option<u32> = pid.and_then(|p| p.parse().ok());
-        let same_host_dead = rest.is_some_and(|r| r.ends_with(&format!(".{host}")))
-            && pid.is_some_and(|p| !super::lock::pid_is_alive(p));
-        let ancient = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|m| SystemTime::now().duration_since(m).ok())
-            .is_some_and(|age| age > Duration::from_secs(86_400));
-        if same_host_dead || ancient {
+        if is_abandoned(&entry) {
             let _ = fs::remove_dir_all(entry.path());
         }
     }
 }
 
-fn hash_outputs(dir: &Path) -> Result<BTreeMap<String, OutputHash>, GraphError> {
-    let mut out = BTreeMap::new();
-    let listing = fs::read_dir(dir).map_err(GraphError::io("reading", dir))?;
-    for entry in listing {
-        let entry = entry.map_err(GraphError::io("reading", dir))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name == RECORD_FILE || name == INPUTS_FILE {
-            continue;
-        }
-        let path = entry.path();
-        let hash = if path.is_dir() {
-            let mut files = Vec::new();
-            walk(&path, &path, &mut files)?;
-            let mut hashed: Vec<(String, String, u64)> = files
-                .par_iter()
-                .map(|(rel, bytes)| Ok((rel.clone(), hash_path(&path.join(rel))?, *bytes)))
-                .collect::<Result<_, GraphError>>()?;
-            hashed.sort();
-            let mut h = blake3::Hasher::new();
-            for (rel, hash, _) in &hashed {
-                h.update(rel.as_bytes());
-                h.update(b"\0");
-                h.update(hash.as_bytes());
-                h.update(b"\n");
-            }
-            OutputHash {
-                blake3: h.finalize().to_hex().to_string(),
-                bytes: hashed.iter().map(|x| x.2).sum(),
-                files: Some(hashed.len() as u64),
-            }
-        } else {
-            let bytes = entry.metadata().map(|m| m.len()).unwrap_or(0);
-            OutputHash {
-                blake3: hash_path(&path)?,
-                bytes,
-                files: None,
-            }
-        };
-        out.insert(name, hash);
-    }
-    Ok(out)
-}
-
-fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) -> Result<(), GraphError> {
-    for entry in fs::read_dir(dir).map_err(GraphError::io("reading", dir))? {
-        let entry = entry.map_err(GraphError::io("reading", dir))?;
-        let path = entry.path();
-        if path.is_dir() {
-            walk(root, &path, out)?;
-        } else {
-            let rel = path
-                .strip_prefix(root)
-                .unwrap_or(&path)
-                .to_string_lossy()
-                .into_owned();
-            out.push((rel, entry.metadata().map(|m| m.len()).unwrap_or(0)));
-        }
-    }
-    Ok(())
+/// Whether a temporary (named by [`tmp_name`]) belongs to a process of this host that no
+/// longer exists, or is older than a day (another host's crash).
+fn is_abandoned(entry: &fs::DirEntry) -> bool {
+    let name = entry.file_name().to_string_lossy().into_owned();
+    let mut parts = name.rsplitn(3, '.');
+    let (_nonce, pid, rest) = (parts.next(), parts.next(), parts.next());
+    let pid: Option<u32> = pid.and_then(|p| p.parse().ok());
+    let same_host_dead = rest.is_some_and(|r| r.ends_with(&format!(".{}", this_host())))
+        && pid.is_some_and(|p| !super::lock::pid_is_alive(p));
+    let ancient = entry
+        .metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|m| SystemTime::now().duration_since(m).ok())
+        .is_some_and(|age| age > Duration::from_secs(86_400));
+    same_host_dead || ancient
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, then rename.
@@ -397,6 +469,7 @@ mod tests {
                 at: "now".into(),
                 host: "h".into(),
                 duration_s: 0.0,
+                facts: BTreeMap::new(),
             },
         }
     }
@@ -439,7 +512,7 @@ mod tests {
         fs::create_dir(pending.dir().join("images")).unwrap();
         fs::write(pending.dir().join("images").join("1.jpg"), "x").unwrap();
         let mut r = record(&key, &m);
-        r.outputs = pending.hash_outputs().unwrap();
+        r.outputs = pending.hash_outputs(&[]).unwrap();
         pending.commit(&r, "").unwrap();
         let Lookup::Found(entry) = store.lookup("echo", &key) else {
             panic!("entry not found")

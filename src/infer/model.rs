@@ -279,7 +279,6 @@ pub(crate) mod testing {
                 best: None,
                 bad_epochs: 0,
             },
-            events: None,
             history: Vec::new(),
             model: info,
         };

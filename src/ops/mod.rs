@@ -7,6 +7,7 @@
 //! - [`ls`]: a table of the runs under a folder, from their manifests.
 //! - [`diff`]: what differs between two runs, from their manifests.
 //! - [`predict`]: a checkpoint over a directory of view folders → `uuid,latitude,longitude`.
+//! - [`verify`]: a run's cache entries against its manifest; a stage recomputed and compared.
 //!
 //! Nothing here prints: progress and stage events go to a [`Reporter`](crate::graph::Reporter).
 
@@ -17,6 +18,7 @@ pub mod predict;
 pub mod run;
 pub mod sweep;
 pub mod synth;
+pub mod verify;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

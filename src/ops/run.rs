@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::experiment::LoadOptions;
+use crate::graph::live::register;
 use crate::graph::lock::this_host;
 use crate::graph::manifest::{EXECUTION_FILE, GEOEXP_VERSION_KEY, MANIFEST_FILE};
 use crate::graph::{
-    Execution, GEOEXP_VERSION, Manifest, Reporter, RunInfo, StageExecution, StageManifest,
-    StageRun, execute,
+    Execution, GEOEXP_VERSION, Manifest, Reporter, RunEvent, RunInfo, StageExecution,
+    StageManifest, StageRun, execute,
 };
 
 use super::{OpError, Prepared};
@@ -75,6 +76,17 @@ pub fn run_prepared(
         .into_iter()
         .filter(|r| selection.contains(&r.stage.name()))
         .collect();
+    // Registered until the manifest is written, so a concurrent `gc` keeps every entry
+    // this run uses (see `graph::live`).
+    let _registration = register(
+        &prepared.store,
+        selected.iter().map(|r| (r.stage.name(), &r.key)),
+        |holder| {
+            reporter.event(RunEvent::WaitingForGc {
+                holder: holder.to_string(),
+            });
+        },
+    )?;
     let result = execute(&selected, &prepared.store, &forced, reporter);
     let mut execution = Execution {
         started_at,

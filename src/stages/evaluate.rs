@@ -6,7 +6,7 @@
 //! Writes: `predictions.csv` (uuid, true and predicted lat/lon, km error), `cells.csv`
 //! (per true class: count, mean and median km), `error_map.png`, `metrics.toml`, and the
 //! TensorBoard event file `evaluate.events` (test metrics, the error map, the HParams
-//! session end).
+//! session end; volatile, as it carries wall times).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -106,6 +106,10 @@ impl Stage for EvaluateStage {
 
     fn version(&self) -> u32 {
         1
+    }
+
+    fn volatile_outputs(&self) -> &'static [&'static str] {
+        &[EVENTS_FILE]
     }
 
     fn upstream(&self) -> Vec<&'static str> {
@@ -279,7 +283,7 @@ fn write_events(
     map: &Path,
     epoch: u32,
 ) -> Result<(), StageError> {
-    let mut events = EventWriter::create(out)?;
+    let mut events = EventWriter::create_at(&out.join(EVENTS_FILE))?;
     for (k, v) in metrics {
         events.scalar(&format!("{EVENT_PREFIX}{k}"), i64::from(epoch), *v);
     }
@@ -288,8 +292,5 @@ fn write_events(
     events.image("maps/test_errors", i64::from(epoch), &png, w, h);
     events.hparams_end(true);
     events.flush()?;
-    let written = events.path().to_path_buf();
-    drop(events);
-    std::fs::rename(&written, out.join(EVENTS_FILE))?;
     Ok(())
 }

@@ -6,7 +6,9 @@
 //! entry (locations' classes and projected coordinates, centroids, scaling) and the images
 //! entry (views and normalisation).
 //! Writes: `best.safetensors`/`best.toml`, `last.safetensors`/`last.toml`, `metrics.csv`
-//! and the TensorBoard event file `train.events`.
+//! and the TensorBoard event file `train.events` (volatile: it carries wall times).
+//! Results: the best epoch and its monitored value, the last epoch's metrics; the device
+//! and the epochs this attempt ran are facts of the attempt (`execution.toml`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -180,7 +182,12 @@ impl Stage for TrainStage {
         // 2: upstream class and dataset settings among the HParams.
         // 3: `train.kernels`, and the fast kernels' conv forward is geoexp's own.
         // 4: the fast kernels' BatchNorm statistics take one pass (last-bit differences).
-        4
+        // 5: checkpoints no longer name the event file; device and epochs run are facts.
+        5
+    }
+
+    fn volatile_outputs(&self) -> &'static [&'static str] {
+        &[crate::train::fit::EVENTS_FILE]
     }
 
     fn upstream(&self) -> Vec<&'static str> {
@@ -245,10 +252,10 @@ impl Stage for TrainStage {
         let settings = self.settings();
         let summary = fit(&settings, &data, &device, ctx)?;
         let mut outcome = Outcome::default()
-            .with("device", format!("{device:?}"))
             .with("best_epoch", summary.best.1)
             .with(&format!("best_{}", settings.monitor), summary.best.0)
-            .with("epochs_run_by_this_attempt", summary.epochs_run);
+            .fact("device", format!("{device:?}"))
+            .fact("epochs_run_by_this_attempt", summary.epochs_run);
         for (k, v) in &summary.last.metrics {
             outcome = outcome.with(&format!("last/{k}"), *v);
         }

@@ -116,8 +116,6 @@ pub struct CheckpointMeta {
     pub best: Option<(f64, u32)>,
     /// Scheduler state after this epoch.
     pub scheduler: SchedulerState,
-    /// Event-file name and its length once this epoch's events were flushed.
-    pub events: Option<(String, u64)>,
     /// Metrics of every finished epoch.
     pub history: Vec<EpochRecord>,
     /// How to use the model.

@@ -2,9 +2,11 @@
 //! after each; `best` and `last` checkpoints; TensorBoard events flushed at every epoch end.
 //!
 //! Everything a resumed run needs is in `last`: weights (batch-norm statistics included),
-//! optimiser moments, scheduler state, the epoch, the best value and the event file's
-//! length. Shuffles and augmentations derive from (seed, epoch), so resuming after epoch
-//! `e` replays exactly what an uninterrupted run does from epoch `e + 1`.
+//! optimiser moments, scheduler state, the epoch and the best value; the event file's
+//! length after each epoch is kept beside it in the work directory. Shuffles and
+//! augmentations derive from (seed, epoch), so resuming after epoch `e` replays exactly
+//! what an uninterrupted run does from epoch `e + 1`, and the checkpoints come out
+//! byte-identical.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -107,8 +109,6 @@ pub struct FitSummary {
     pub best: (f64, u32),
     /// Metrics of the last epoch.
     pub last: EpochRecord,
-    /// The event file's name in the output directory.
-    pub events_file: String,
     /// Epochs this call trained (less than all after a resume).
     pub epochs_run: u32,
 }
@@ -178,42 +178,52 @@ pub fn fit(
     let mut history: Vec<EpochRecord> = Vec::new();
     let mut best: Option<(f64, u32)> = None;
     let (last_path, _) = checkpoint::paths(&work, LAST);
-    let (mut events, start_epoch) = if last_path.is_file() {
+    let events_path = work.join(EVENTS_FILE);
+    let lengths_path = work.join(EVENT_LENGTHS_FILE);
+    let mut event_lengths = read_event_lengths(&lengths_path);
+    let resumed = if last_path.is_file() {
         let loaded = checkpoint::load(&last_path, device)?;
         checkpoint::restore_vars(&last_path, &varmap, &loaded.model)?;
         optimizer.load_state(&loaded.optim, device)?;
         scheduler.restore(loaded.meta.scheduler.clone());
         history = loaded.meta.history.clone();
         best = loaded.meta.best;
-        let events = match &loaded.meta.events {
-            Some((name, len)) => EventWriter::resume(&work.join(name), *len)?,
-            None => EventWriter::create(&work)?,
-        };
         ctx.say(&format!(
             "resuming from {} after epoch {}",
             last_path.display(),
             loaded.meta.epoch + 1
         ));
-        (events, loaded.meta.epoch + 1)
+        Some(loaded.meta.epoch)
     } else {
-        let mut events = EventWriter::create(&work)?;
-        // The evaluate stage logs the best checkpoint's test metrics under these tags.
-        let metric_tags: Vec<String> = [
-            "evaluate/haversine_km_mean",
-            "evaluate/haversine_km_median",
-            "evaluate/geoguessr_score",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .chain(std::iter::once(settings.monitor.clone()))
-        .collect();
-        events.hparams_start(&settings.hparams, &metric_tags);
-        if let Some((png, w, h)) = &data.class_map {
-            events.image("maps/classes", 0, png, *w, *h);
-        }
-        (events, 0)
+        None
     };
-    let events_name = file_name(events.path());
+    // The event file resumes where `last` left it; should its length be unknown (a work
+    // directory from an interrupted older version), it starts over, as a fresh run's does.
+    let kept = resumed.and_then(|e| event_lengths.get(&e).copied());
+    let mut events = match kept {
+        Some(len) if events_path.is_file() => EventWriter::resume(&events_path, len)?,
+        _ => {
+            let _ = std::fs::remove_file(&events_path);
+            event_lengths.clear();
+            let mut events = EventWriter::create_at(&events_path)?;
+            // The evaluate stage logs the best checkpoint's test metrics under these tags.
+            let metric_tags: Vec<String> = [
+                "evaluate/haversine_km_mean",
+                "evaluate/haversine_km_median",
+                "evaluate/geoguessr_score",
+            ]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .chain(std::iter::once(settings.monitor.clone()))
+            .collect();
+            events.hparams_start(&settings.hparams, &metric_tags);
+            if let Some((png, w, h)) = &data.class_map {
+                events.image("maps/classes", 0, png, *w, *h);
+            }
+            events
+        }
+    };
+    let start_epoch = resumed.map_or(0, |e| e + 1);
     let blocks = net.backbone_blocks();
     let classification = settings.task == Task::Classification;
     let centroids: Vec<LatLon> = data
@@ -335,7 +345,10 @@ pub fn fit(
         for (k, v) in &metrics {
             events.scalar(k, i64::from(epoch), *v);
         }
-        let events_len = events.flush()?;
+        // The length goes to disk before the checkpoint, so whichever `last` a kill leaves,
+        // the ledger knows where its events end.
+        event_lengths.insert(epoch, events.flush()?);
+        write_event_lengths(&lengths_path, &event_lengths)?;
         let record = EpochRecord { epoch, lr, metrics };
         history.push(record.clone());
         let improved = match best {
@@ -355,7 +368,6 @@ pub fn fit(
             monitor_max: settings.monitor_max,
             best,
             scheduler: scheduler.state(),
-            events: Some((events_name.clone(), events_len)),
             history: history.clone(),
             model: data.info.clone(),
         };
@@ -382,7 +394,7 @@ pub fn fit(
         move_file(&s, &s2)?;
     }
     move_file(&work.join(METRICS_FILE), &out.join(METRICS_FILE))?;
-    move_file(&work.join(&events_name), &out.join(EVENTS_FILE))?;
+    move_file(&events_path, &out.join(EVENTS_FILE))?;
     let last = history
         .last()
         .cloned()
@@ -390,15 +402,41 @@ pub fn fit(
     Ok(FitSummary {
         best: best.ok_or("no epoch produced a monitored value")?,
         last,
-        events_file: events_name,
         epochs_run,
     })
 }
 
-/// The train stage's event file inside its cache entry. Deliberately not named
-/// `*tfevents*`: TensorBoard would list every cache entry as a run; the run folders get
-/// hard links under a `events.out.tfevents.*` name instead.
+/// The train stage's event file inside its cache entry (and its work directory).
+/// Deliberately not named `*tfevents*`: TensorBoard would list every cache entry as a run;
+/// the run folders get hard links under a `events.out.tfevents.*` name instead.
 pub const EVENTS_FILE: &str = "train.events";
+
+/// The event file's length after each finished epoch, in the work directory: what a resume
+/// truncates the event file to. Kept out of the checkpoints, whose bytes must follow from
+/// the stage's key alone (an event file's length depends on its wall times).
+const EVENT_LENGTHS_FILE: &str = "events.lengths";
+
+/// The ledger of [`EVENT_LENGTHS_FILE`]: `epoch \t length` lines. Unreadable lines are
+/// skipped (the resume then starts a new event file).
+fn read_event_lengths(path: &Path) -> BTreeMap<u32, u64> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let (epoch, len) = line.split_once('\t')?;
+            Some((epoch.parse().ok()?, len.parse().ok()?))
+        })
+        .collect()
+}
+
+fn write_event_lengths(path: &Path, lengths: &BTreeMap<u32, u64>) -> Result<(), StageError> {
+    let text: String = lengths
+        .iter()
+        .map(|(epoch, len)| format!("{epoch}\t{len}\n"))
+        .collect();
+    crate::graph::write_atomic(path, text.as_bytes())?;
+    Ok(())
+}
 
 /// Vars with their names, as the optimiser takes them.
 pub type NamedVars = Vec<(String, Var)>;
@@ -497,10 +535,4 @@ fn write_metrics(path: &Path, history: &[EpochRecord]) -> Result<(), StageError>
 fn move_file(from: &Path, to: &Path) -> Result<(), StageError> {
     std::fs::rename(from, to)
         .map_err(|e| format!("moving {} to {}: {e}", from.display(), to.display()).into())
-}
-
-fn file_name(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
 }

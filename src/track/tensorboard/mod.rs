@@ -10,8 +10,8 @@
 //! panic as unimplemented. So [`EventWriter`] builds the `Event` protobufs itself (the message types
 //! come from `tensorboard-proto`), frames the records with `tensorboard-rs`'s `RecordWriter` into
 //! an in-memory buffer (that part is synchronous and correct), and writes the buffer with
-//! `std::fs` only in [`EventWriter::flush`], which fsyncs and reports errors as values. The file
-//! length that `flush` returns goes into the caller's checkpoint, so a resumed run can
+//! `std::fs` only in [`EventWriter::flush`], which fsyncs and reports errors as values. The caller
+//! keeps the file length that `flush` returns beside its checkpoint, so a resumed run can
 //! [`EventWriter::resume`] by truncating away whatever was written after that checkpoint.
 //!
 //! # The `protobuf` 2.28 advisory
@@ -194,6 +194,29 @@ impl EventWriter {
             }
         };
         sync_dir(dir)?;
+        Self::start(path, file)
+    }
+
+    /// Creates a new event file at exactly `path` (which must not exist), for writers whose
+    /// file is renamed or linked under a TensorBoard name later: a cache entry's file name
+    /// must not depend on the time or the host. Writes the version event like [`create`](Self::create).
+    pub fn create_at(path: &Path) -> Result<Self, TensorboardError> {
+        let file = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|source| TensorboardError::Io {
+                action: "creating event file",
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if let Some(dir) = path.parent() {
+            sync_dir(dir)?;
+        }
+        Self::start(path.to_path_buf(), file)
+    }
+
+    fn start(path: PathBuf, file: File) -> Result<Self, TensorboardError> {
         let mut writer = Self {
             path,
             file,
