@@ -5,7 +5,9 @@
 //! place that uses `anyhow` and prints.
 
 mod args;
+mod cache;
 mod diff;
+mod gc;
 mod ls;
 mod plan;
 mod predict;
@@ -53,6 +55,11 @@ enum Command {
     Predict(predict::Args),
     /// Serve checkpoints over HTTP (upload page, prediction endpoints, OpenAPI).
     Serve(serve::Args),
+    /// Show what the cache holds per stage: entries, size, referenced or not, trainings in
+    /// progress.
+    Cache(cache::Args),
+    /// Remove cache entries no run references (and, when asked, the oldest runs).
+    Gc(gc::Args),
     /// Check a run's cache entries against its manifest (re-hash every output), or
     /// recompute one of its stages and compare.
     Verify(verify::Args),
@@ -105,6 +112,8 @@ pub fn main() -> ExitCode {
         Command::Predict(args) => predict::run(args, &ctx),
         Command::Serve(args) => serve::run(args, &ctx),
         Command::Verify(args) => verify::run(args, &ctx),
+        Command::Cache(args) => cache::run(args, &ctx),
+        Command::Gc(args) => gc::run(args, &ctx),
     };
     match result {
         Ok(status) => status.into(),
@@ -119,7 +128,10 @@ pub fn main() -> ExitCode {
                 .is_some_and(crate::ops::OpError::is_stage_failure)
                 || err
                     .downcast_ref::<crate::ops::verify::VerifyError>()
-                    .is_some_and(crate::ops::verify::VerifyError::is_stage_failure);
+                    .is_some_and(crate::ops::verify::VerifyError::is_stage_failure)
+                || err
+                    .downcast_ref::<crate::ops::gc::GcError>()
+                    .is_some_and(|e| matches!(e, crate::ops::gc::GcError::Removal { .. }));
             if failure {
                 ExitStatus::Failure
             } else {

@@ -135,7 +135,7 @@ impl Outcome {
 ///
 /// Bookkeeping that only a resume needs (an event file's length) belongs in the stage's
 /// work directory, not in an output. `geoexp verify --recompute STAGE` and the
-/// byte-identity tests in `tests/cli/reproduce.rs` hold every stage to this.
+/// byte-identity tests (`tests/cli/run.rs`, `tests/cli/train.rs`) hold every stage to this.
 pub trait Stage: Send + Sync {
     /// Stage name: also the cache folder name and the `--until`/`--force` argument.
     fn name(&self) -> &'static str;

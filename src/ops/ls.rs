@@ -225,7 +225,7 @@ pub fn ls(options: &LsOptions) -> Result<Listing, LsError> {
 
 /// The manifests under `dir` (see the module docs), and the folders that could not be
 /// listed below the first level.
-fn find_manifests(dir: &Path) -> Result<(Vec<PathBuf>, Vec<Skipped>), LsError> {
+pub(super) fn find_manifests(dir: &Path) -> Result<(Vec<PathBuf>, Vec<Skipped>), LsError> {
     if !dir.exists() {
         return Err(LsError::MissingDir {
             path: dir.to_path_buf(),

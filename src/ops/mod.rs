@@ -8,10 +8,12 @@
 //! - [`diff`]: what differs between two runs, from their manifests.
 //! - [`predict`]: a checkpoint over a directory of view folders → `uuid,latitude,longitude`.
 //! - [`verify`]: a run's cache entries against its manifest; a stage recomputed and compared.
+//! - [`gc`]: what the cache holds (`cache`), and removing what no run needs (`gc`).
 //!
 //! Nothing here prints: progress and stage events go to a [`Reporter`](crate::graph::Reporter).
 
 pub mod diff;
+pub mod gc;
 pub mod ls;
 pub mod plan;
 pub mod predict;

@@ -3,6 +3,7 @@
 mod common;
 mod config;
 mod dataset;
+mod gc;
 mod diff;
 mod help;
 mod ls;
@@ -14,3 +15,4 @@ mod slurm;
 mod sweep;
 mod synth;
 mod train;
+mod verify;

@@ -216,11 +216,22 @@ fn a_failing_stage_exits_1_commits_nothing_and_records_the_failure() {
 }
 
 #[test]
-fn the_same_experiment_in_two_runs_directories_has_the_same_keys() {
+fn the_same_experiment_in_two_runs_directories_has_the_same_keys_and_manifest_bytes() {
     let env = TestEnv::new();
     env.write("exp.toml", &synthetic_experiment(20, ""));
     env.run(&["run", "exp.toml", "--runs-dir", "r1"]).expect(0);
     env.run(&["run", "exp.toml", "--runs-dir", "r2"]).expect(0);
+    // Two cold runs (two trainings, two event files with their own wall times): the
+    // manifests are the same bytes, event files listed by name only.
+    let manifest = |d: &str| {
+        let base = env.path().join(d).join("t");
+        let run = fs::read_dir(base).unwrap().next().unwrap().unwrap().path();
+        fs::read_to_string(run.join("manifest.toml")).unwrap()
+    };
+    let (m1, m2) = (manifest("r1"), manifest("r2"));
+    assert_eq!(m1, m2);
+    assert!(m1.contains("volatile_outputs = [\"train.events\"]"), "{m1}");
+    assert!(!m1.contains("epochs_run_by_this_attempt"), "{m1}");
     let keys = |d: &str| {
         let mut k: Vec<String> = fs::read_dir(env.path().join(d).join(".cache/classes"))
             .unwrap()

@@ -18,8 +18,7 @@ fn experiment(epochs: u32, extra_train: &str) -> String {
     )
 }
 
-/// The tensors of a checkpoint by name (its metadata names the event file, which differs
-/// between runs).
+/// The tensors of a checkpoint by name.
 fn checkpoint_tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
     let bytes = fs::read(path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -207,6 +206,24 @@ fn a_killed_training_resumes_from_last_and_ends_like_an_uninterrupted_run() {
         resumed.stdout
     );
     let run_dir = env.run_dir("t");
+    // The manifest contract: killed and resumed, the same bytes as uninterrupted; how
+    // many epochs this attempt ran is a fact of the execution.
+    assert_eq!(
+        fs::read_to_string(run_dir.join("manifest.toml")).unwrap(),
+        fs::read_to_string(whole.join("manifest.toml")).unwrap()
+    );
+    for name in ["best.safetensors", "best.toml", "last.safetensors", "last.toml"] {
+        assert_eq!(
+            fs::read(run_dir.join("checkpoints").join(name)).unwrap(),
+            fs::read(whole.join("checkpoints").join(name)).unwrap(),
+            "{name}"
+        );
+    }
+    let execution = fs::read_to_string(run_dir.join("execution.toml")).unwrap();
+    assert!(
+        execution.contains("epochs_run_by_this_attempt = "),
+        "{execution}"
+    );
     assert_eq!(metrics_csv(&run_dir), metrics_csv(&whole));
     assert_eq!(
         checkpoint_tensors(&run_dir.join("checkpoints/last.safetensors")),
