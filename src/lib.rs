@@ -31,6 +31,9 @@
 //! | `.cache/<stage>/<key>/record.toml`     | what went into the key, output hashes, results     |
 //! | `.cache/<stage>/<key>/inputs.tsv`      | per-file input hashes (for `plan`'s reasons)       |
 //! | `.cache/<stage>/.locks/<key>.lock`     | held while a process computes that entry           |
+//! | `.cache/<stage>/.tmp/`                 | entries being written or removed; verify's scratch |
+//! | `.cache/.live/<host>.<pid>.<n>.lock`   | a running process and the entries it will use      |
+//! | `.cache/.gc.lock`                      | held by a `gc` pass                                |
 //! | `.cache/fingerprints.tsv`              | memo of file hashes by (path, size, mtime, inode)  |
 //! | `<name>/<run-id>/manifest.toml`        | deterministic record of a run                      |
 //! | `<name>/<run-id>/execution.toml`       | volatile facts: times, host, hits and misses       |

@@ -108,13 +108,21 @@ fn text(report: &GcReport) -> String {
     out.push_str(&format!(
         "{} {} run(s), {} entr(ies), {} interrupted training(s), {} temporar(ies): {} {}; \
          cache {} → {}; {} run(s) kept{}\n",
-        if report.dry_run { "gc --dry-run:" } else { "gc:" },
+        if report.dry_run {
+            "gc --dry-run:"
+        } else {
+            "gc:"
+        },
         count(RemovalKind::Run),
         count(RemovalKind::Entry),
         count(RemovalKind::Work),
         count(RemovalKind::Temporary),
         size(report.freed),
-        if report.dry_run { "would be freed" } else { "freed" },
+        if report.dry_run {
+            "would be freed"
+        } else {
+            "freed"
+        },
         size(report.before),
         size(report.after),
         report.runs_kept,

@@ -156,7 +156,9 @@ impl Reporter for Console {
                 self.line(&format!("{stage:<10} FAILED"));
             }
             RunEvent::CorruptEntry { stage, problem } => {
-                tracing::warn!("{stage}: ignoring an unreadable cache entry: {problem}");
+                tracing::warn!(
+                    "{stage}: ignoring a damaged cache entry (it is recomputed): {problem}"
+                );
             }
         }
     }

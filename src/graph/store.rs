@@ -522,6 +522,45 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_whose_output_was_damaged_is_corrupt_and_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let m = material();
+        let key = m.key();
+        let pending = store.begin("echo", &key).unwrap();
+        fs::write(pending.dir().join("out.csv"), "a,b").unwrap();
+        let mut r = record(&key, &m);
+        r.outputs = pending.hash_outputs(&[]).unwrap();
+        let committed = pending.commit(&r, "").unwrap();
+        fs::write(committed.join("out.csv"), "a,c").unwrap();
+        let Lookup::Corrupt(problem) = store.lookup("echo", &key) else {
+            panic!("a damaged entry was found whole")
+        };
+        assert!(problem.contains("out.csv"), "{problem}");
+        // `read_entry` does not check outputs (verify does, fully).
+        assert!(matches!(store.read_entry("echo", &key), Lookup::Found(_)));
+    }
+
+    #[test]
+    fn a_removed_entry_is_gone_at_once_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let m = material();
+        let key = m.key();
+        let pending = store.begin("echo", &key).unwrap();
+        fs::write(pending.dir().join("out.csv"), "a,b").unwrap();
+        let mut r = record(&key, &m);
+        r.outputs = pending.hash_outputs(&[]).unwrap();
+        pending.commit(&r, "").unwrap();
+        assert_eq!(store.remove_entry("echo", &key).unwrap(), None);
+        assert!(matches!(store.lookup("echo", &key), Lookup::Missing));
+        assert_eq!(store.temporaries("echo"), []);
+        // Removing it again is an error naming the entry, and changes nothing.
+        let err = store.remove_entry("echo", &key).unwrap_err().to_string();
+        assert!(err.contains(key.as_str()), "{err}");
+    }
+
+    #[test]
     fn a_corrupt_record_is_reported_not_fatal() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::new(dir.path());

@@ -212,15 +212,17 @@ pub fn scan(runs_dir: &Path) -> Result<Scan, GcError> {
     let mut stale_locks = Vec::new();
     for stage in &stages {
         let keys = store.keys(stage);
-        entries.par_extend(keys.par_iter().map(|key| EntryInfo {
-            stage: stage.clone(),
-            key: key.as_str().to_owned(),
-            bytes: dir_bytes(&store.entry_dir(stage, key)),
-            runs: refs
-                .get(&(stage.as_str(), key.as_str()))
-                .copied()
-                .unwrap_or(0),
-            live: is_live(&store, &live, stage, key),
+        entries.par_extend(keys.par_iter().map(|key| {
+            EntryInfo {
+                stage: stage.clone(),
+                key: key.as_str().to_owned(),
+                bytes: dir_bytes(&store.entry_dir(stage, key)),
+                runs: refs
+                    .get(&(stage.as_str(), key.as_str()))
+                    .copied()
+                    .unwrap_or(0),
+                live: is_live(&store, &live, stage, key),
+            }
         }));
         work.extend(store.work_keys(stage).iter().map(|key| EntryInfo {
             stage: stage.clone(),
@@ -605,10 +607,7 @@ fn plan(scan: &Scan, options: &GcOptions, keep: &globset::GlobSet) -> Plan {
                 dropped_runs.push(i);
                 why_run.insert(
                     i,
-                    format!(
-                        "manifest older than {}",
-                        humantime::format_duration(limit)
-                    ),
+                    format!("manifest older than {}", humantime::format_duration(limit)),
                 );
             }
         }
@@ -788,13 +787,11 @@ fn remove(store: &Store, item: &Item) -> Result<(), GraphError> {
                 fs::remove_file(path)
             };
             match result {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(GraphError::Io {
-                        action: "removing",
-                        path: path.clone(),
-                        source: e,
-                    })
-                }
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(GraphError::Io {
+                    action: "removing",
+                    path: path.clone(),
+                    source: e,
+                }),
                 _ => Ok(()),
             }
         }

@@ -178,7 +178,7 @@ pub fn fit(
     let mut history: Vec<EpochRecord> = Vec::new();
     let mut best: Option<(f64, u32)> = None;
     let (last_path, _) = checkpoint::paths(&work, LAST);
-    let events_path = work.join(EVENTS_FILE);
+    let events_path = work.join(LIVE_EVENTS_FILE);
     let lengths_path = work.join(EVENT_LENGTHS_FILE);
     let mut event_lengths = read_event_lengths(&lengths_path);
     let resumed = if last_path.is_file() {
@@ -410,6 +410,11 @@ pub fn fit(
 /// Deliberately not named `*tfevents*`: TensorBoard would list every cache entry as a run;
 /// the run folders get hard links under a `events.out.tfevents.*` name instead.
 pub const EVENTS_FILE: &str = "train.events";
+
+/// The event file while training runs, in the work directory: a fixed `*tfevents*` name,
+/// so `tensorboard --logdir runs` shows a training live, and nothing in a checkpoint
+/// depends on the time or host it started on.
+const LIVE_EVENTS_FILE: &str = "events.out.tfevents.live";
 
 /// The event file's length after each finished epoch, in the work directory: what a resume
 /// truncates the event file to. Kept out of the checkpoints, whose bytes must follow from

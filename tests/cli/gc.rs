@@ -2,7 +2,7 @@
 //! racing a sweep.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +22,7 @@ fn run_with_lr(env: &TestEnv, lr: &str) -> PathBuf {
 }
 
 /// Makes a run folder look `days` old (gc ages runs by their manifest).
-fn age(run: &PathBuf, days: u64) {
+fn age(run: &Path, days: u64) {
     let when = SystemTime::now() - Duration::from_secs(days * 86_400);
     fs::File::options()
         .write(true)
@@ -32,7 +32,7 @@ fn age(run: &PathBuf, days: u64) {
         .unwrap();
 }
 
-fn label(run: &PathBuf) -> String {
+fn label(run: &Path) -> String {
     format!("t/{}", run.file_name().unwrap().to_str().unwrap())
 }
 
@@ -54,7 +54,11 @@ fn gc_keeps_what_runs_reference_and_removes_the_rest() {
         .unwrap();
     let cells: Vec<&str> = train.split_whitespace().collect();
     assert_eq!(cells[1], "2", "{}", table.stdout);
-    assert!(train.contains("1 ("), "one referenced, one not: {}", table.stdout);
+    assert!(
+        train.contains("1 ("),
+        "one referenced, one not: {}",
+        table.stdout
+    );
 
     let json = env.run(&["cache", "--format", "json"]).expect(0);
     let report: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
@@ -64,10 +68,19 @@ fn gc_keeps_what_runs_reference_and_removes_the_rest() {
 
     let dry = env.run(&["gc", "--dry-run"]).expect(0);
     assert!(dry.stdout.contains("would remove entry"), "{}", dry.stdout);
-    assert_eq!(env.cache_entries("train").len(), 2, "a dry run removed something");
+    assert_eq!(
+        env.cache_entries("train").len(),
+        2,
+        "a dry run removed something"
+    );
 
     let done = env.run(&["gc"]).expect(0);
-    assert_eq!(done.stdout.matches("removed entry").count(), 2, "{}", done.stdout);
+    assert_eq!(
+        done.stdout.matches("removed entry").count(),
+        2,
+        "{}",
+        done.stdout
+    );
     assert_eq!(env.cache_entries("train").len(), 1);
     assert_eq!(env.cache_entries("evaluate").len(), 1);
     assert_eq!(env.cache_entries("dataset").len(), 1);
@@ -91,7 +104,12 @@ fn budgets_remove_the_oldest_unpinned_runs_first() {
     let out = env
         .run(&["gc", "--older-than", "30d", "--keep-runs", &label(&pinned)])
         .expect(0);
-    assert!(out.stdout.contains(&format!("removed run       {}", label(&old))), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains(&format!("removed run       {}", label(&old))),
+        "{}",
+        out.stdout
+    );
     assert!(!old.exists() && pinned.exists() && young.exists());
     assert_eq!(env.cache_entries("train").len(), 2);
     for run in [&pinned, &young] {
@@ -103,7 +121,11 @@ fn budgets_remove_the_oldest_unpinned_runs_first() {
     let out = env
         .run(&["gc", "--max-size", "1KiB", "--keep-runs", "t/*"])
         .expect(0);
-    assert!(out.stdout.contains("still over --max-size"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("still over --max-size"),
+        "{}",
+        out.stdout
+    );
     assert!(young.exists());
     let out = env
         .run(&["gc", "--max-size", "1KiB", "--keep-runs", &label(&pinned)])
@@ -133,7 +155,10 @@ fn interrupted_trainings_and_abandoned_temporaries_go_live_ones_stay() {
     fs::write(dead_tmp.join("best.safetensors"), "half").unwrap();
     let table = env.run(&["cache"]).expect(0);
     assert!(
-        table.stdout.lines().any(|l| l.trim_start().starts_with("train") && l.ends_with("1 (1 B)")),
+        table
+            .stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("train") && l.ends_with("1 (1 B)")),
         "{}",
         table.stdout
     );
@@ -155,9 +180,17 @@ fn gethost() -> String {
 fn bad_input_is_a_clear_error_and_removes_nothing() {
     let env = TestEnv::new();
     let out = env.run(&["gc", "--runs-dir", "nowhere"]).expect(2);
-    assert!(out.stderr.contains("nowhere: no such runs directory"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("nowhere: no such runs directory"),
+        "{}",
+        out.stderr
+    );
     let out = env.run(&["cache", "--runs-dir", "nowhere"]).expect(2);
-    assert!(out.stderr.contains("no such runs directory"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("no such runs directory"),
+        "{}",
+        out.stderr
+    );
     let out = env.run(&["gc", "--max-size", "lots"]).expect(2);
     assert!(out.stderr.contains("--max-size"), "{}", out.stderr);
     let out = env.run(&["gc", "--older-than", "soon"]).expect(2);
@@ -179,7 +212,12 @@ fn bad_input_is_a_clear_error_and_removes_nothing() {
     let dry = env.run(&["gc", "--dry-run"]).expect(0);
     assert!(dry.stderr.contains("unreadable manifest"), "{}", dry.stderr);
     let forced = env.run(&["gc", "--force"]).expect(0);
-    assert_eq!(forced.stdout.matches("removed entry").count(), 2, "{}", forced.stdout);
+    assert_eq!(
+        forced.stdout.matches("removed entry").count(),
+        2,
+        "{}",
+        forced.stdout
+    );
     env.run(&["verify", a.to_str().unwrap()]).expect(0);
 }
 
@@ -192,7 +230,10 @@ fn gc_in_a_loop_beside_a_sweep_neither_fails_it_nor_makes_it_recompute() {
         &synthetic_experiment(60, grid).replace("epochs = 1", "epochs = 3"),
     );
     // Garbage for gc to collect meanwhile: another experiment's run, forgotten.
-    env.write("other.toml", &synthetic_experiment(20, "").replace("name = \"t\"", "name = \"o\""));
+    env.write(
+        "other.toml",
+        &synthetic_experiment(20, "").replace("name = \"t\"", "name = \"o\""),
+    );
     env.run(&["run", "other.toml"]).expect(0);
     fs::remove_dir_all(env.path().join("runs/o")).unwrap();
 
@@ -232,7 +273,10 @@ fn gc_in_a_loop_beside_a_sweep_neither_fails_it_nor_makes_it_recompute() {
         String::from_utf8_lossy(&sweep.stderr)
     );
     assert!(passes >= 2, "gc ran {passes} times");
-    assert!(removed >= 5, "gc removed only {removed} entries: the forgotten run's");
+    assert!(
+        removed >= 5,
+        "gc removed only {removed} entries: the forgotten run's"
+    );
     // Each stage computed once: nothing gc removed had to be made again.
     assert_eq!(stage_runs(&env.path().join("runs"), "t"), expected_counts());
     for run in fs::read_dir(env.path().join("runs/t")).unwrap() {

@@ -3,8 +3,8 @@
 mod common;
 mod config;
 mod dataset;
-mod gc;
 mod diff;
+mod gc;
 mod help;
 mod ls;
 mod plan;

@@ -212,7 +212,12 @@ fn a_killed_training_resumes_from_last_and_ends_like_an_uninterrupted_run() {
         fs::read_to_string(run_dir.join("manifest.toml")).unwrap(),
         fs::read_to_string(whole.join("manifest.toml")).unwrap()
     );
-    for name in ["best.safetensors", "best.toml", "last.safetensors", "last.toml"] {
+    for name in [
+        "best.safetensors",
+        "best.toml",
+        "last.safetensors",
+        "last.toml",
+    ] {
         assert_eq!(
             fs::read(run_dir.join("checkpoints").join(name)).unwrap(),
             fs::read(whole.join("checkpoints").join(name)).unwrap(),

@@ -2,7 +2,7 @@
 //! used.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::common::{TestEnv, synthetic_experiment};
 
@@ -36,13 +36,13 @@ fn a_clean_run_verifies_and_each_kind_of_damage_is_named() {
     fs::write(&tensor, &bytes).unwrap();
     let bad = env.run(&["verify", run_arg]).expect(1);
     assert!(bad.stdout.contains("images"), "{}", bad.stdout);
+    assert!(bad.stdout.contains("images.safetensors"), "{}", bad.stdout);
+    assert!(bad.stdout.contains("content differs"), "{}", bad.stdout);
     assert!(
-        bad.stdout.contains("images.safetensors"),
+        bad.stdout.contains("1 of 5 stages do not verify"),
         "{}",
         bad.stdout
     );
-    assert!(bad.stdout.contains("content differs"), "{}", bad.stdout);
-    assert!(bad.stdout.contains("1 of 5 stages do not verify"), "{}", bad.stdout);
     bytes[middle] ^= 0x40;
     fs::write(&tensor, &bytes).unwrap();
 
@@ -117,9 +117,12 @@ fn recompute_reproduces_every_stage_of_a_run() {
     let run = finished_run(&env);
     let run_arg = run.to_str().unwrap();
     for stage in ["dataset", "classes", "images", "train", "evaluate"] {
-        let out = env.run(&["verify", run_arg, "--recompute", stage]).expect(0);
+        let out = env
+            .run(&["verify", run_arg, "--recompute", stage])
+            .expect(0);
         assert!(
-            out.stdout.contains(&format!("recompute {stage} ")) && out.stdout.contains("reproduced"),
+            out.stdout.contains(&format!("recompute {stage} "))
+                && out.stdout.contains("reproduced"),
             "{stage}: {}",
             out.stdout
         );
@@ -157,7 +160,9 @@ fn recompute_notices_a_changed_output_and_a_changed_experiment() {
         .expect(2);
     assert!(out.stderr.contains("another key"), "{}", out.stderr);
     assert!(out.stderr.contains("seed"), "{}", out.stderr);
-    let out = env.run(&["verify", run_arg, "--recompute", "nope"]).expect(2);
+    let out = env
+        .run(&["verify", run_arg, "--recompute", "nope"])
+        .expect(2);
     assert!(out.stderr.contains("has no stage `nope`"), "{}", out.stderr);
 }
 
@@ -171,13 +176,18 @@ fn a_damaged_entry_is_never_a_cache_hit() {
             .lines()
             .find(|l| l.starts_with(stage) && (l.contains(" hit ") || l.contains(" miss ")))
             .unwrap_or_else(|| panic!("{stage}: {out}"));
-        if line.contains(" hit ") { "hit" } else { "miss" }
+        if line.contains(" hit ") {
+            "hit"
+        } else {
+            "miss"
+        }
     };
 
     // A truncated checkpoint (size differs), a deleted metrics table, a deleted image
     // index, and an edited locations table of the same size: each is a miss with a
     // warning naming the file, and the run ends with the same manifest.
-    let cases: [(&str, &str, fn(&PathBuf)); 4] = [
+    type Damage = fn(&Path);
+    let cases: [(&str, &str, Damage); 4] = [
         ("train", "best.safetensors", |p| {
             let b = fs::read(p).unwrap();
             fs::write(p, &b[..1000]).unwrap();
@@ -201,7 +211,12 @@ fn a_damaged_entry_is_never_a_cache_hit() {
     for (stage, file, damage) in cases {
         damage(&entry(&env, stage).join(file));
         let out = env.run(&["run", "exp.toml"]).expect(0);
-        assert_eq!(hit_or_miss(&out.stdout, stage), "miss", "{file}: {}", out.stdout);
+        assert_eq!(
+            hit_or_miss(&out.stdout, stage),
+            "miss",
+            "{file}: {}",
+            out.stdout
+        );
         assert!(out.stderr.contains(file), "{file}: {}", out.stderr);
         assert_eq!(
             fs::read(run.join("manifest.toml")).unwrap(),
