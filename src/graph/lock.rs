@@ -213,6 +213,18 @@ pub fn is_stale(path: &Path) -> bool {
     matches!(inspect(path), Holder::Stale(_))
 }
 
+/// Removes the lock at `path` if it is stale, the way a taker does, so a fresh lock that
+/// replaced it meanwhile is never removed. Returns whether a stale lock was removed.
+pub fn remove_if_stale(path: &Path) -> bool {
+    match inspect(path) {
+        Holder::Stale(inode) => {
+            take_over(path, inode);
+            true
+        }
+        Holder::Gone | Holder::Live(_) => false,
+    }
+}
+
 /// The live owner of the lock at `path`, if any: `None` when there is no lock or it is stale.
 pub fn live_holder(path: &Path) -> Option<LockOwner> {
     match inspect(path) {

@@ -31,7 +31,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::graph::live::{LiveEntries, gc_lock, live_entries};
-use crate::graph::lock::{is_stale, live_holder};
+use crate::graph::lock::{is_stale, live_holder, remove_if_stale};
 use crate::graph::manifest::RunInfo;
 use crate::graph::{GraphError, StageKey, Store};
 
@@ -248,6 +248,7 @@ pub fn scan(runs_dir: &Path) -> Result<Scan, GcError> {
             );
         }
     }
+    temporaries.extend(abandoned_run_folders(runs_dir));
     Ok(Scan {
         store,
         runs,
@@ -258,6 +259,30 @@ pub fn scan(runs_dir: &Path) -> Result<Scan, GcError> {
         live,
         stale_locks,
     })
+}
+
+/// Run folders a gc pass renamed aside (`<name>/.gc-<id>-<pid>`) and could not finish
+/// removing, when that pass is over.
+fn abandoned_run_folders(runs_dir: &Path) -> Vec<(PathBuf, u64, bool)> {
+    let Ok(experiments) = super::ls::subfolders(runs_dir, true) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for exp in experiments {
+        for e in fs::read_dir(&exp).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name.strip_prefix(RUN_ASIDE_PREFIX) else {
+                continue;
+            };
+            let pid = rest.rsplit('-').next().and_then(|p| p.parse::<u32>().ok());
+            if pid.is_some_and(|p| p != std::process::id()) {
+                let path = e.path();
+                let bytes = dir_bytes(&path);
+                out.push((path, bytes, true));
+            }
+        }
+    }
+    out
 }
 
 fn is_live(store: &Store, live: &LiveEntries, stage: &str, key: &StageKey) -> bool {
@@ -554,6 +579,7 @@ enum Target {
     Entry(String, StageKey),
     Work(String, StageKey),
     Path(PathBuf),
+    StaleLock(PathBuf),
 }
 
 struct Plan {
@@ -707,7 +733,7 @@ fn plan(scan: &Scan, options: &GcOptions, keep: &globset::GlobSet) -> Plan {
                 bytes: 0,
                 why: "its process is gone".into(),
             },
-            target: Target::Path(path.clone()),
+            target: Target::StaleLock(path.clone()),
         });
     }
     Plan {
@@ -780,6 +806,10 @@ fn remove(store: &Store, item: &Item) -> Result<(), GraphError> {
             }
             store.remove_work(stage, key).map(|_| ())
         }
+        Target::StaleLock(path) => {
+            remove_if_stale(path);
+            Ok(())
+        }
         Target::Path(path) => {
             let result = if path.is_dir() {
                 fs::remove_dir_all(path)
@@ -798,6 +828,9 @@ fn remove(store: &Store, item: &Item) -> Result<(), GraphError> {
     }
 }
 
+/// The name a run folder being removed is renamed to, before the run id.
+const RUN_ASIDE_PREFIX: &str = ".gc-";
+
 /// Renames a run folder aside (to a dot-folder `ls` and `diff` skip), then deletes it;
 /// the experiment folder goes too once empty.
 fn remove_run(dir: &Path) -> Result<(), GraphError> {
@@ -805,7 +838,7 @@ fn remove_run(dir: &Path) -> Result<(), GraphError> {
         return Ok(());
     };
     let aside = parent.join(format!(
-        ".gc-{}-{}",
+        "{RUN_ASIDE_PREFIX}{}-{}",
         name.to_string_lossy(),
         std::process::id()
     ));

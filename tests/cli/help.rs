@@ -11,12 +11,17 @@ fn every_command_has_help() {
         ("synth", "--locations"),
         ("ls", "--only-changed"),
         ("diff", "--exit-code"),
+        ("verify", "--recompute"),
+        ("cache", "referenced"),
+        ("gc", "--keep-runs"),
     ] {
         let out = env.run(&[cmd, "--help"]).expect(0);
         assert!(out.stdout.contains(needle), "{cmd}: {}", out.stdout);
     }
     let top = env.run(&["--help"]).expect(0);
-    for cmd in ["run", "plan", "synth", "ls", "diff"] {
+    for cmd in [
+        "run", "plan", "synth", "ls", "diff", "verify", "cache", "gc",
+    ] {
         assert!(top.stdout.contains(cmd), "{}", top.stdout);
     }
 }
