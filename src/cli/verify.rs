@@ -24,7 +24,8 @@ set by --set, variables or a sweep; then compares every deterministic output and
 `reproduced`, or the files that differ.
 
 Exit status: 0 everything verified (and reproduced), 1 a problem was found (each is named: \
-stage, key, file, what), 2 the run cannot be found or recomputed as it was.")]
+stage, key, file, what), or the recomputed stage failed or differs; 2 the run cannot be \
+found, or the stage cannot be recomputed as it was (the checks are printed first).")]
 pub struct Args {
     /// The run: a run folder, its manifest, or a run id (prefix).
     #[arg(value_name = "RUN")]
@@ -71,6 +72,14 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<ExitStatus> {
     };
     ctx.reporter.clear();
     std::io::stdout().lock().write_all(text.as_bytes())?;
+    if let Some(e) = &report.recompute_error {
+        ctx.reporter.warn(&format!("error: {}", e.message));
+        return Ok(if e.stage_failed {
+            ExitStatus::Failure
+        } else {
+            ExitStatus::Error
+        });
+    }
     Ok(if report.ok() {
         ExitStatus::Success
     } else {
@@ -131,6 +140,9 @@ fn text(report: &VerifyReport) -> String {
             key.short()
         ));
     }
+    for (stage, key, why) in &report.not_evicted {
+        out.push_str(&format!("not evicted {stage} {}: {why}\n", key.short()));
+    }
     let bad = report.stages.iter().filter(|v| !v.ok()).count();
     if bad == 0 {
         out.push_str(&format!(
@@ -143,7 +155,7 @@ fn text(report: &VerifyReport) -> String {
             "{}: {bad} of {} stages do not verify{}\n",
             report.run,
             report.stages.len(),
-            if report.evicted.is_empty() {
+            if report.evicted.is_empty() && report.not_evicted.is_empty() {
                 "; `--evict` removes them so the next run recomputes them"
             } else {
                 ""

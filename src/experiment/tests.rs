@@ -157,6 +157,18 @@ fn a_wrong_type_names_file_line_key_and_expected_type() {
 }
 
 #[test]
+fn the_sweeps_folder_name_is_reserved() {
+    let f = Files::new();
+    let path = f.write("e.toml", &format!("name = \"sweeps\"\n{SYNTH}"));
+    let msg = error_text(&path, &[], &[]);
+    assert!(msg.contains("e.toml:1:"), "{msg}");
+    assert!(msg.contains("\"sweeps\" is reserved"), "{msg}");
+    // A file named sweeps.toml without a name gets the same answer.
+    let path = f.write("sweeps.toml", SYNTH);
+    assert!(error_text(&path, &[], &[]).contains("reserved"));
+}
+
+#[test]
 fn a_toml_syntax_error_names_the_line() {
     let f = Files::new();
     let path = f.write("e.toml", "name = \"x\"\n[train\n");

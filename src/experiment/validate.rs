@@ -50,6 +50,10 @@ impl Checker<'_> {
         self.check(ok, "name", || {
             format!("{name:?} is not usable as a folder name; use letters, digits, `-`, `_` and `.` (not first)")
         });
+        // `runs/sweeps/` holds sweep records: runs there would be invisible to `ls` and `gc`.
+        self.check(name != "sweeps", "name", || {
+            "\"sweeps\" is reserved: the runs directory keeps sweep records under sweeps/".into()
+        });
     }
 
     fn dataset(&mut self) {

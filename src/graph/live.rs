@@ -31,13 +31,22 @@ use super::store::Store;
 const LIVE_DIR: &str = ".live";
 const GC_LOCK: &str = ".gc.lock";
 const ENTRY_PREFIX: &str = "entry=";
+const RUN_PREFIX: &str = "run=";
 
 /// A registration; it ends when dropped.
 pub struct Registration {
-    _lock: KeyLock,
+    lock: KeyLock,
 }
 
-/// Registers this process as about to use `entries` (stage name, key), waiting while a
+impl Registration {
+    /// The registration file.
+    pub fn path(&self) -> &Path {
+        self.lock.path()
+    }
+}
+
+/// Registers this process as about to use `entries` (stage name, key), and to write the
+/// run folder `run` (`name/id`, so `gc` does not remove it meanwhile), waiting while a
 /// `gc` pass runs (`on_wait` is told who holds it).
 ///
 /// # Errors
@@ -45,12 +54,16 @@ pub struct Registration {
 pub fn register<'a>(
     store: &Store,
     entries: impl IntoIterator<Item = (&'a str, &'a StageKey)>,
+    run: Option<&str>,
     on_wait: impl FnMut(&LockOwner),
 ) -> Result<Registration, GraphError> {
-    let note: String = entries
+    let mut note: String = entries
         .into_iter()
         .map(|(stage, key)| format!("{ENTRY_PREFIX}{stage}/{}\n", key.as_str()))
         .collect();
+    if let Some(run) = run {
+        note.push_str(&format!("{RUN_PREFIX}{run}\n"));
+    }
     let _gc = gc_lock(store, on_wait)?;
     let nonce = blake3::hash(format!("{:?}{note}", SystemTime::now()).as_bytes()).to_hex();
     let path = store.root().join(LIVE_DIR).join(format!(
@@ -60,7 +73,7 @@ pub fn register<'a>(
         &nonce[..12]
     ));
     let lock = KeyLock::acquire_with_note(&path, &note, |_| {})?;
-    Ok(Registration { _lock: lock })
+    Ok(Registration { lock })
 }
 
 /// Takes the lock a `gc` pass holds throughout (and a registration holds for a moment).
@@ -76,47 +89,65 @@ pub fn gc_lock(store: &Store, on_wait: impl FnMut(&LockOwner)) -> Result<KeyLock
 pub struct LiveEntries {
     /// Every (stage, key) a live process registered.
     pub entries: BTreeSet<(String, String)>,
+    /// Every run folder (`name/id`) a live process is writing.
+    pub runs: BTreeSet<String>,
     /// Live registrations.
     pub processes: usize,
     /// Registration files of processes that are gone.
     pub stale: Vec<PathBuf>,
+    /// What could not be read: the registrations folder, or a live registration. Whatever
+    /// it pins is unknown, so nothing may be removed.
+    pub unreadable: Vec<String>,
 }
 
-/// Reads every registration under `store`.
-pub fn live_entries(store: &Store) -> LiveEntries {
+/// Reads every registration under `store`, but `except` (the caller's own).
+pub fn live_entries(store: &Store, except: Option<&Path>) -> LiveEntries {
     let mut out = LiveEntries::default();
-    let Ok(dir) = fs::read_dir(store.root().join(LIVE_DIR)) else {
-        return out;
+    let dir = store.root().join(LIVE_DIR);
+    let listing = match fs::read_dir(&dir) {
+        Ok(listing) => listing,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return out,
+        Err(e) => {
+            out.unreadable.push(format!("{}: {e}", dir.display()));
+            return out;
+        }
     };
-    for entry in dir.filter_map(Result::ok) {
-        let path = entry.path();
-        if path.extension().is_none_or(|e| e != "lock") {
+    for entry in listing {
+        let path = match entry {
+            Ok(e) => e.path(),
+            Err(e) => {
+                out.unreadable.push(format!("{}: {e}", dir.display()));
+                continue;
+            }
+        };
+        if path.extension().is_none_or(|e| e != "lock") || except == Some(path.as_path()) {
             continue;
         }
         match read_note(&path) {
             Some(note) => {
                 out.processes += 1;
-                out.entries.extend(parse_note(&note));
+                for line in note.lines() {
+                    if let Some((stage, key)) = line
+                        .strip_prefix(ENTRY_PREFIX)
+                        .and_then(|l| l.split_once('/'))
+                    {
+                        out.entries.insert((stage.to_owned(), key.to_owned()));
+                    } else if let Some(run) = line.strip_prefix(RUN_PREFIX) {
+                        out.runs.insert(run.to_owned());
+                    }
+                }
             }
             None if is_stale(&path) => out.stale.push(path),
+            None if path.exists() && fs::read(&path).is_err() => {
+                out.unreadable
+                    .push(format!("{}: cannot be read", path.display()));
+            }
+            // Gone meanwhile (its process ended), or being written this instant: a
+            // registration is complete before its process looks anything up.
             None => {}
         }
     }
     out
-}
-
-fn parse_note(note: &str) -> impl Iterator<Item = (String, String)> + '_ {
-    note.lines().filter_map(|line| {
-        let (stage, key) = line.strip_prefix(ENTRY_PREFIX)?.split_once('/')?;
-        Some((stage.to_owned(), key.to_owned()))
-    })
-}
-
-/// Whether `path` is a registration file (for `gc`'s listing of what it may remove).
-pub fn is_registration(path: &Path) -> bool {
-    path.parent()
-        .and_then(Path::file_name)
-        .is_some_and(|d| d == LIVE_DIR)
 }
 
 #[cfg(test)]
@@ -142,8 +173,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::new(dir.path());
         let (a, b) = (key("a"), key("b"));
-        let reg = register(&store, [("a", &a), ("b", &b)], |_| {}).unwrap();
-        let live = live_entries(&store);
+        let reg = register(&store, [("a", &a), ("b", &b)], Some("golf/123"), |_| {}).unwrap();
+        let live = live_entries(&store, None);
         assert_eq!(live.processes, 1);
         assert!(
             live.entries
@@ -153,8 +184,10 @@ mod tests {
             live.entries
                 .contains(&("b".to_owned(), b.as_str().to_owned()))
         );
+        assert!(live.runs.contains("golf/123"));
+        assert_eq!(live_entries(&store, Some(reg.path())).processes, 0);
         drop(reg);
-        let live = live_entries(&store);
+        let live = live_entries(&store, None);
         assert_eq!((live.processes, live.entries.len()), (0, 0));
     }
 
@@ -175,7 +208,7 @@ mod tests {
             ),
         )
         .unwrap();
-        let live = live_entries(&store);
+        let live = live_entries(&store, None);
         assert!(live.entries.is_empty());
         assert_eq!(live.stale, [path]);
     }
@@ -191,7 +224,7 @@ mod tests {
             let waited = std::sync::Arc::clone(&waited);
             std::thread::spawn(move || {
                 let k = key("a");
-                let reg = register(&store, [("a", &k)], |_| {
+                let reg = register(&store, [("a", &k)], None, |_| {
                     waited.store(true, std::sync::atomic::Ordering::SeqCst);
                 })
                 .unwrap();
@@ -199,7 +232,11 @@ mod tests {
             })
         };
         std::thread::sleep(std::time::Duration::from_millis(300));
-        assert_eq!(live_entries(&store).processes, 0, "registered during gc");
+        assert_eq!(
+            live_entries(&store, None).processes,
+            0,
+            "registered during gc"
+        );
         drop(gc);
         t.join().unwrap();
         assert!(waited.load(std::sync::atomic::Ordering::SeqCst));

@@ -2,9 +2,11 @@
 //!
 //! A lock is a file created with `O_EXCL` holding its owner's host, pid and a nonce. It
 //! works across hosts sharing a filesystem (`flock` often does not on NFS). The owner
-//! refreshes the file's mtime every [`HEARTBEAT`]; a lock is stale when its owner is on
-//! this host and its pid is gone, or when its heartbeat is older than [`STALE_AFTER`].
-//! Stale locks are taken over; live ones are waited for.
+//! refreshes the file's mtime every [`HEARTBEAT`]. A lock whose owner is on this host is
+//! stale exactly when its pid is gone (a stopped process keeps its lock); one from another
+//! host is stale when its heartbeat is older than [`STALE_AFTER`] (so hosts sharing the
+//! filesystem need clocks within that of each other). Stale locks are taken over; live
+//! ones are waited for.
 
 use std::fs;
 use std::io::{ErrorKind, Write};
@@ -129,7 +131,8 @@ impl KeyLock {
                     match inspect(path) {
                         Holder::Gone => continue,
                         Holder::Stale(inode) => {
-                            take_over(path, inode);
+                            take_over(path, inode)
+                                .map_err(GraphError::io("taking over the stale lock", path))?;
                             continue;
                         }
                         Holder::Live(owner) => {
@@ -144,6 +147,20 @@ impl KeyLock {
                 Err(e) => return Err(GraphError::io("creating", path)(e)),
             }
         }
+    }
+
+    /// Whether the lock file is still this lock's: false once another process judged it
+    /// stale and took it over (on another host, after [`STALE_AFTER`] without a heartbeat).
+    pub fn still_held(&self) -> bool {
+        fs::read_to_string(&self.path)
+            .ok()
+            .and_then(|t| LockOwner::decode(&t))
+            .is_some_and(|o| o == self.owner)
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     fn start(path: PathBuf, owner: LockOwner) -> KeyLock {
@@ -217,10 +234,7 @@ pub fn is_stale(path: &Path) -> bool {
 /// replaced it meanwhile is never removed. Returns whether a stale lock was removed.
 pub fn remove_if_stale(path: &Path) -> bool {
     match inspect(path) {
-        Holder::Stale(inode) => {
-            take_over(path, inode);
-            true
-        }
+        Holder::Stale(inode) => take_over(path, inode).is_ok(),
         Holder::Gone | Holder::Live(_) => false,
     }
 }
@@ -260,8 +274,14 @@ fn inspect(path: &Path) -> Holder {
             nonce: String::new(),
         }),
         None => Holder::Stale(inode),
-        Some(owner) if owner.host == this_host() && !pid_is_alive(owner.pid) => {
-            Holder::Stale(inode)
+        // On this host the pid says it all: a process stopped (Ctrl-Z, a suspended Slurm
+        // job) sends no heartbeat but still owns its lock.
+        Some(owner) if owner.host == this_host() => {
+            if pid_is_alive(owner.pid) {
+                Holder::Live(owner)
+            } else {
+                Holder::Stale(inode)
+            }
         }
         Some(_) if age >= STALE_AFTER => Holder::Stale(inode),
         Some(owner) => Holder::Live(owner),
@@ -270,10 +290,15 @@ fn inspect(path: &Path) -> Holder {
 
 /// Removes a stale lock, taking care not to remove a fresh lock another process created
 /// after we judged the old one stale.
-fn take_over(path: &Path, judged_inode: u64) {
+///
+/// # Errors
+/// When the lock cannot be moved (a read-only cache); one that is already gone is fine.
+fn take_over(path: &Path, judged_inode: u64) -> std::io::Result<()> {
     let aside = path.with_extension(format!("stale-{}", std::process::id()));
-    if fs::rename(path, &aside).is_err() {
-        return;
+    match fs::rename(path, &aside) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
     }
     let same = fs::metadata(&aside).is_ok_and(|m| m.ino() == judged_inode);
     if !same {
@@ -281,6 +306,7 @@ fn take_over(path: &Path, judged_inode: u64) {
         let _ = fs::hard_link(&aside, path);
     }
     let _ = fs::remove_file(&aside);
+    Ok(())
 }
 
 pub(crate) fn pid_is_alive(pid: u32) -> bool {
@@ -340,6 +366,28 @@ mod tests {
         let held = LockOwner::decode(&fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(held.pid, std::process::id());
         drop(lock);
+    }
+
+    #[test]
+    fn a_lock_of_a_live_process_on_this_host_stays_live_however_old_its_heartbeat() {
+        // A process stopped with Ctrl-Z sends no heartbeat but must keep its lock.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.lock");
+        let me = LockOwner {
+            host: this_host(),
+            pid: std::process::id(),
+            nonce: "x".into(),
+        };
+        fs::write(&path, me.encode()).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(SystemTime::now() - STALE_AFTER * 10)
+            .unwrap();
+        assert!(matches!(inspect(&path), Holder::Live(_)));
+        assert!(!remove_if_stale(&path));
+        assert!(path.exists());
     }
 
     #[test]

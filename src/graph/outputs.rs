@@ -221,11 +221,13 @@ fn check_one(path: &Path, recorded: &OutputHash, depth: Depth, tick: &dyn Tick) 
             h
         }
     };
+    // The record is user-editable text: take characters, not bytes.
+    let short = |h: &str| h.chars().take(12).collect::<String>();
     (found != recorded.blake3).then(|| {
         format!(
             "content differs from the record (blake3 {}…, recorded {}…)",
-            &found[..12.min(found.len())],
-            &recorded.blake3[..12.min(recorded.blake3.len())]
+            short(&found),
+            short(&recorded.blake3)
         )
     })
 }

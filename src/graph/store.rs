@@ -264,7 +264,7 @@ impl Store {
         };
         dir.filter_map(Result::ok)
             .map(|e| {
-                let abandoned = is_abandoned(&e);
+                let abandoned = is_abandoned(&e, &self.root.join(stage).join(TMP_DIR));
                 (e.path(), abandoned)
             })
             .collect()
@@ -400,35 +400,46 @@ fn read_record(dir: &Path) -> Result<Record, String> {
     toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))
 }
 
-/// Removes temporaries left by processes of this host that no longer exist, and any
-/// temporary older than a day (another host's crash).
+/// Removes temporaries left by processes that no longer exist (see [`is_abandoned`]).
 fn sweep_abandoned(tmp_root: &Path) {
     let Ok(dir) = fs::read_dir(tmp_root) else {
         return;
     };
     for entry in dir.filter_map(Result::ok) {
-        if is_abandoned(&entry) {
+        if is_abandoned(&entry, tmp_root) {
             let _ = fs::remove_dir_all(entry.path());
         }
     }
 }
 
-/// Whether a temporary (named by [`tmp_name`]) belongs to a process of this host that no
-/// longer exists, or is older than a day (another host's crash).
-fn is_abandoned(entry: &fs::DirEntry) -> bool {
+/// Whether a temporary (named by [`tmp_name`]) is abandoned: made by a process of this
+/// host that no longer exists, or by another host's process more than a day ago whose key
+/// lock (for an entry being written) is not live either. A live process's temporary is
+/// never abandoned on this host, however long it runs.
+fn is_abandoned(entry: &fs::DirEntry, tmp_root: &Path) -> bool {
     let name = entry.file_name().to_string_lossy().into_owned();
     let mut parts = name.rsplitn(3, '.');
     let (_nonce, pid, rest) = (parts.next(), parts.next(), parts.next());
     let pid: Option<u32> = pid.and_then(|p| p.parse().ok());
-    let same_host_dead = rest.is_some_and(|r| r.ends_with(&format!(".{}", this_host())))
-        && pid.is_some_and(|p| !super::lock::pid_is_alive(p));
-    let ancient = entry
+    let (Some(pid), Some((label, host))) = (pid, rest.and_then(|r| r.split_once('.'))) else {
+        return ancient(entry);
+    };
+    if host == this_host() {
+        return !super::lock::pid_is_alive(pid);
+    }
+    let lock = tmp_root
+        .parent()
+        .map(|stage| stage.join(LOCK_DIR).join(format!("{label}.lock")));
+    ancient(entry) && lock.is_none_or(|l| super::lock::live_holder(&l).is_none())
+}
+
+fn ancient(entry: &fs::DirEntry) -> bool {
+    entry
         .metadata()
         .and_then(|m| m.modified())
         .ok()
         .and_then(|m| SystemTime::now().duration_since(m).ok())
-        .is_some_and(|age| age > Duration::from_secs(86_400));
-    same_host_dead || ancient
+        .is_some_and(|age| age > Duration::from_secs(86_400))
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, then rename.
@@ -558,6 +569,34 @@ mod tests {
         // Removing it again is an error naming the entry, and changes nothing.
         let err = store.remove_entry("echo", &key).unwrap_err().to_string();
         assert!(err.contains(key.as_str()), "{err}");
+    }
+
+    #[test]
+    fn a_temporary_is_abandoned_when_its_process_is_gone_not_when_it_is_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let mine = store.scratch_dir("echo", "k").unwrap();
+        // A training that has written into its pending entry for two days.
+        fs::File::open(&mine)
+            .unwrap()
+            .set_modified(SystemTime::now() - Duration::from_secs(2 * 86_400))
+            .unwrap();
+        let dead = dir.path().join("echo").join(TMP_DIR).join(format!(
+            "k.{}.{}.00000000",
+            this_host(),
+            i32::MAX - 5
+        ));
+        fs::create_dir(&dead).unwrap();
+        let mut found = store.temporaries("echo");
+        found.sort();
+        let mut expected = vec![(mine.clone(), false), (dead.clone(), true)];
+        expected.sort();
+        assert_eq!(found, expected);
+        store.scratch_dir("echo", "other").unwrap();
+        assert!(
+            mine.exists() && !dead.exists(),
+            "the sweep took the wrong one"
+        );
     }
 
     #[test]

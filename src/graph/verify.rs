@@ -39,6 +39,9 @@ pub struct StageVerdict {
     pub bytes: u64,
     /// Everything that does not hold; empty when the entry is sound.
     pub problems: Vec<OutputProblem>,
+    /// Whether the entry fails against its own record (unreadable, or an output that does
+    /// not match): what `verify --evict` removes.
+    pub entry_damaged: bool,
 }
 
 impl StageVerdict {
@@ -75,6 +78,7 @@ pub fn verify_stage(
         outputs: 0,
         bytes: 0,
         problems: Vec::new(),
+        entry_damaged: false,
     };
     let problem = |output: &str, path: PathBuf, problem: String| OutputProblem {
         output: output.to_owned(),
@@ -95,6 +99,7 @@ pub fn verify_stage(
             verdict
                 .problems
                 .push(problem(RECORD_FILE, dir.join(RECORD_FILE), why));
+            verdict.entry_damaged = true;
             return verdict;
         }
     };
@@ -130,9 +135,9 @@ pub fn verify_stage(
             ));
         }
     }
-    verdict
-        .problems
-        .extend(check(&entry.dir, &record.outputs, Depth::Full, tick));
+    let damage = check(&entry.dir, &record.outputs, Depth::Full, tick);
+    verdict.entry_damaged = !damage.is_empty();
+    verdict.problems.extend(damage);
     verdict
 }
 

@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::graph::live::{LiveEntries, gc_lock, live_entries};
 use crate::graph::lock::{is_stale, live_holder, remove_if_stale};
-use crate::graph::manifest::RunInfo;
+use crate::graph::manifest::{MANIFEST_FILE, RunInfo};
 use crate::graph::{GraphError, StageKey, Store};
 
 use super::CACHE_DIR;
@@ -87,7 +87,7 @@ pub enum GcError {
         /// Why.
         message: String,
     },
-    /// Removing something failed; what was removed before is listed in the report.
+    /// Removing something failed; nothing after it was touched.
     #[error("gc stopped after removing {removed} item(s)")]
     Removal {
         /// Items removed before the failure.
@@ -95,6 +95,22 @@ pub enum GcError {
         /// The failure.
         #[source]
         source: GraphError,
+    },
+    /// A live registration could not be read, so what it pins is unknown.
+    #[error(
+        "the registrations of running processes cannot all be read ({}), so gc cannot tell what \
+         they use; nothing was removed",
+        .0.join("; ")
+    )]
+    UnreadableRegistrations(Vec<String>),
+    /// The pass lost its lock (it was stopped for longer than a heartbeat allows).
+    #[error(
+        "gc stopped after removing {removed} item(s): it lost its lock on the cache (was it \
+         suspended?); run it again"
+    )]
+    LostLock {
+        /// Items removed before.
+        removed: usize,
     },
     /// The cache could not be locked.
     #[error(transparent)]
@@ -185,7 +201,7 @@ pub fn scan(runs_dir: &Path) -> Result<Scan, GcError> {
         return Err(GcError::NoRunsDir(runs_dir.to_path_buf()));
     }
     let store = Store::new(runs_dir.join(CACHE_DIR));
-    let live = live_entries(&store);
+    let live = live_entries(&store, None);
     let (paths, mut unreadable) = find_manifests(runs_dir).map_err(|e| match e {
         super::ls::LsError::ReadDir { path, source } => GcError::List { path, source },
         _ => GcError::NoRunsDir(runs_dir.to_path_buf()),
@@ -508,12 +524,15 @@ pub fn gc(options: &GcOptions) -> Result<GcReport, GcError> {
         return Err(GcError::NoRunsDir(options.runs_dir.clone()));
     }
     // A dry run changes nothing, so it need not keep runs from starting.
-    let _lock = if options.dry_run {
+    let lock = if options.dry_run {
         None
     } else {
         Some(gc_lock(&store, |_| {})?)
     };
     let scan = scan(&options.runs_dir)?;
+    if !scan.live.unreadable.is_empty() && !options.dry_run {
+        return Err(GcError::UnreadableRegistrations(scan.live.unreadable));
+    }
     if !scan.unreadable.is_empty() && !options.force && !options.dry_run {
         return Err(GcError::UnreadableManifests(scan.unreadable));
     }
@@ -534,11 +553,21 @@ pub fn gc(options: &GcOptions) -> Result<GcReport, GcError> {
         over_budget: plan.over_budget,
     };
     for item in plan.items {
-        if !options.dry_run {
-            remove(&scan.store, &item).map_err(|source| GcError::Removal {
+        if let Some(lock) = &lock {
+            // A pass stopped (suspended) for longer than a lock's heartbeat allows may have
+            // lost its lock to a run on another host: its plan is then stale.
+            if !lock.still_held() {
+                return Err(GcError::LostLock {
+                    removed: report.removed.len(),
+                });
+            }
+            let removed = remove(&scan.store, &item).map_err(|source| GcError::Removal {
                 removed: report.removed.len(),
                 source,
             })?;
+            if !removed {
+                continue;
+            }
         }
         report.freed += item.removal.bytes;
         if matches!(item.removal.kind, RemovalKind::Entry | RemovalKind::Work) {
@@ -575,7 +604,7 @@ struct Item {
 }
 
 enum Target {
-    Run(PathBuf),
+    Run(PathBuf, SystemTime),
     Entry(String, StageKey),
     Work(String, StageKey),
     Path(PathBuf),
@@ -596,6 +625,7 @@ fn plan(scan: &Scan, options: &GcOptions, keep: &globset::GlobSet) -> Plan {
     // Removable runs, oldest first.
     let mut candidates: Vec<usize> = (0..scan.runs.len())
         .filter(|&i| !keep.is_match(&scan.runs[i].label))
+        .filter(|&i| !scan.live.runs.contains(&scan.runs[i].label))
         .collect();
     candidates.sort_by_key(|&i| (scan.runs[i].modified, scan.runs[i].label.clone()));
     let mut refs: HashMap<(&str, &str), usize> = HashMap::new();
@@ -669,7 +699,7 @@ fn plan(scan: &Scan, options: &GcOptions, keep: &globset::GlobSet) -> Plan {
                 bytes: copies_bytes(&r.dir),
                 why: why_run.remove(&i).unwrap_or_default(),
             },
-            target: Target::Run(r.dir.clone()),
+            target: Target::Run(r.dir.clone(), r.modified),
         });
     }
     for e in &scan.entries {
@@ -789,27 +819,33 @@ fn copies_bytes(dir: &Path) -> u64 {
     total
 }
 
-fn remove(store: &Store, item: &Item) -> Result<(), GraphError> {
+/// Carries out one removal; `false` when it was left after all (in use since the scan).
+fn remove(store: &Store, item: &Item) -> Result<bool, GraphError> {
     match &item.target {
-        Target::Run(dir) => remove_run(dir),
-        Target::Entry(stage, key) => {
-            // A process that started using the entry since the scan holds its lock (it
-            // registered before the scan, or waits for this pass): leave it.
-            if live_holder(&store.lock_path(stage, key)).is_some() {
-                return Ok(());
+        Target::Run(dir, scanned) => {
+            // Written again since the scan (rerun by a process that registered before this
+            // pass): it is not old any more.
+            let modified = fs::metadata(dir.join(MANIFEST_FILE)).and_then(|m| m.modified());
+            if modified.is_ok_and(|m| m != *scanned) {
+                return Ok(false);
             }
-            store.remove_entry(stage, key).map(|_| ())
+            remove_run(dir).map(|()| true)
+        }
+        Target::Entry(stage, key) => {
+            // A process that registered before this pass may since have taken the key's
+            // lock (to recompute it); leave it.
+            if live_holder(&store.lock_path(stage, key)).is_some() {
+                return Ok(false);
+            }
+            store.remove_entry(stage, key).map(|_| true)
         }
         Target::Work(stage, key) => {
             if live_holder(&store.lock_path(stage, key)).is_some() {
-                return Ok(());
+                return Ok(false);
             }
-            store.remove_work(stage, key).map(|_| ())
+            store.remove_work(stage, key).map(|_| true)
         }
-        Target::StaleLock(path) => {
-            remove_if_stale(path);
-            Ok(())
-        }
+        Target::StaleLock(path) => Ok(remove_if_stale(path)),
         Target::Path(path) => {
             let result = if path.is_dir() {
                 fs::remove_dir_all(path)
@@ -822,7 +858,12 @@ fn remove(store: &Store, item: &Item) -> Result<(), GraphError> {
                     path: path.clone(),
                     source: e,
                 }),
-                _ => Ok(()),
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(GraphError::Io {
+                    action: "removing",
+                    path: path.clone(),
+                    source: e,
+                }),
+                _ => Ok(true),
             }
         }
     }
@@ -854,4 +895,144 @@ fn remove_run(dir: &Path) -> Result<(), GraphError> {
     })?;
     let _ = fs::remove_dir(parent);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::live::register;
+
+    fn key(i: usize) -> StageKey {
+        StageKey::parse(blake3::hash(&i.to_le_bytes()).to_hex().as_str()).unwrap()
+    }
+
+    /// A runs directory with run `i` (for `i` in `runs`) referencing `train` entry `i`
+    /// (`size` bytes), its manifest `age` days old, plus the unreferenced entries `extra`.
+    fn runs_dir(runs: &[(usize, u64, u64)], extra: &[usize]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path().join(CACHE_DIR));
+        let entry = |i: usize, size: u64| {
+            let d = store.entry_dir("train", &key(i));
+            fs::create_dir_all(&d).unwrap();
+            fs::write(d.join("best.safetensors"), vec![0u8; size as usize]).unwrap();
+        };
+        for &(i, size, age_days) in runs {
+            entry(i, size);
+            let run = dir.path().join("t").join(format!("run{i}"));
+            fs::create_dir_all(&run).unwrap();
+            let manifest = run.join(MANIFEST_FILE);
+            fs::write(
+                &manifest,
+                format!(
+                    "[run]\nname = \"t\"\nid = \"run{i}\"\nexperiment = \"t.toml\"\n\n\
+                     [stages.train]\nkey = \"{}\"\n",
+                    key(i).as_str()
+                ),
+            )
+            .unwrap();
+            let when = SystemTime::now() - Duration::from_secs(age_days * 86_400 + 60);
+            fs::File::options()
+                .write(true)
+                .open(&manifest)
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
+        }
+        for &i in extra {
+            entry(i, 10);
+        }
+        dir
+    }
+
+    fn removed(report: &GcReport, kind: RemovalKind) -> Vec<String> {
+        report
+            .removed
+            .iter()
+            .filter(|r| r.kind == kind)
+            .map(|r| r.what.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_budget_removes_the_oldest_runs_only_until_it_holds() {
+        let dir = runs_dir(&[(0, 1000, 3), (1, 1000, 2), (2, 1000, 1)], &[7]);
+        let report = gc(&GcOptions {
+            runs_dir: dir.path().to_path_buf(),
+            max_size: Some(2500),
+            ..GcOptions::default()
+        })
+        .unwrap();
+        assert_eq!(removed(&report, RemovalKind::Run), ["t/run0"]);
+        let entries = removed(&report, RemovalKind::Entry);
+        assert_eq!(entries.len(), 2, "{entries:?}");
+        assert!(entries.contains(&format!("train {}", key(0).as_str())));
+        assert!(entries.contains(&format!("train {}", key(7).as_str())));
+        assert_eq!(report.after, 2000);
+        assert!(!report.over_budget);
+        assert!(dir.path().join("t/run1").is_dir());
+    }
+
+    #[test]
+    fn a_registered_run_and_its_entries_survive_any_budget() {
+        let dir = runs_dir(&[(0, 1000, 9), (1, 1000, 8)], &[5]);
+        let store = Store::new(dir.path().join(CACHE_DIR));
+        // A process about to rewrite run0 and to compute entry 5.
+        let (k0, k5) = (key(0), key(5));
+        let registration = register(
+            &store,
+            [("train", &k0), ("train", &k5)],
+            Some("t/run0"),
+            |_| {},
+        )
+        .unwrap();
+        let options = GcOptions {
+            runs_dir: dir.path().to_path_buf(),
+            max_size: Some(0),
+            ..GcOptions::default()
+        };
+        let report = gc(&options).unwrap();
+        assert_eq!(removed(&report, RemovalKind::Run), ["t/run1"]);
+        assert_eq!(
+            removed(&report, RemovalKind::Entry),
+            [format!("train {}", key(1).as_str())]
+        );
+        assert!(report.over_budget);
+        assert!(store.entry_dir("train", &k0).is_dir() && store.entry_dir("train", &k5).is_dir());
+        drop(registration);
+        let report = gc(&options).unwrap();
+        assert_eq!(removed(&report, RemovalKind::Run), ["t/run0"]);
+        assert_eq!(removed(&report, RemovalKind::Entry).len(), 2);
+    }
+
+    #[test]
+    fn a_dry_run_plans_the_same_removals_and_touches_nothing() {
+        let dir = runs_dir(&[(0, 100, 40), (1, 100, 1)], &[3, 4]);
+        let options = GcOptions {
+            runs_dir: dir.path().to_path_buf(),
+            older_than: Some(Duration::from_secs(30 * 86_400)),
+            dry_run: true,
+            ..GcOptions::default()
+        };
+        let dry = gc(&options).unwrap();
+        assert_eq!(removed(&dry, RemovalKind::Run), ["t/run0"]);
+        assert_eq!(removed(&dry, RemovalKind::Entry).len(), 3);
+        assert!(dir.path().join("t/run0").is_dir());
+        assert_eq!(
+            Store::new(dir.path().join(CACHE_DIR)).keys("train").len(),
+            4
+        );
+        let real = gc(&GcOptions {
+            dry_run: false,
+            ..options
+        })
+        .unwrap();
+        assert_eq!(
+            serde_json::to_value(&real.removed).unwrap(),
+            serde_json::to_value(&dry.removed).unwrap()
+        );
+        assert_eq!(
+            Store::new(dir.path().join(CACHE_DIR)).keys("train").len(),
+            1
+        );
+    }
 }

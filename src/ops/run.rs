@@ -78,9 +78,11 @@ pub fn run_prepared(
         .collect();
     // Registered until the manifest is written, so a concurrent `gc` keeps every entry
     // this run uses (see `graph::live`).
+    let run_label = format!("{}/{run_id}", prepared.loaded.experiment.name);
     let _registration = register(
         &prepared.store,
         selected.iter().map(|r| (r.stage.name(), &r.key)),
+        Some(&run_label),
         |holder| {
             reporter.event(RunEvent::WaitingForGc {
                 holder: holder.to_string(),

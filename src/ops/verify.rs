@@ -20,11 +20,11 @@ use serde::Serialize;
 
 use crate::experiment::LoadOptions;
 use crate::experiment::keys::lookup;
-use crate::graph::live::register;
+use crate::graph::live::{live_entries, register};
 use crate::graph::outputs::OutputProblem;
 use crate::graph::reason::{compare, input_changed};
 use crate::graph::verify::{StageVerdict, bytes_to_verify, differences, recompute, verify_stage};
-use crate::graph::{GraphError, Lookup, Manifest, Reporter, StageKey, Store};
+use crate::graph::{GraphError, Lookup, Manifest, Reporter, RunEvent, StageKey, Store};
 use crate::stages::run_links;
 
 use super::diff::{DiffError, resolve};
@@ -56,20 +56,37 @@ pub struct VerifyReport {
     pub stages: Vec<StageVerdict>,
     /// Entries removed by `evict`, as (stage, key).
     pub evicted: Vec<(String, StageKey)>,
+    /// Bad stages `evict` left, as (stage, key, why).
+    pub not_evicted: Vec<(String, StageKey, String)>,
     /// The recomputation, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recompute: Option<Recomputation>,
+    /// Why the recomputation could not be done, when it could not (the checks above still
+    /// hold).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recompute_error: Option<RecomputeError>,
 }
 
 impl VerifyReport {
     /// Whether every stage verified and the recomputed stage (if any) reproduced.
     pub fn ok(&self) -> bool {
         self.stages.iter().all(StageVerdict::ok)
+            && self.recompute_error.is_none()
             && self
                 .recompute
                 .as_ref()
                 .is_none_or(|r| r.differences.is_empty())
     }
+}
+
+/// Why `--recompute` could not be done.
+#[derive(Clone, Debug, Serialize)]
+pub struct RecomputeError {
+    /// The error, with its causes.
+    pub message: String,
+    /// Whether the stage itself failed (rather than the request: a changed key, a missing
+    /// experiment file, upstream entries that do not verify).
+    pub stage_failed: bool,
 }
 
 /// A stage computed again and compared with its entry.
@@ -97,7 +114,10 @@ pub enum VerifyError {
     #[error("{0}")]
     Usage(String),
     /// The experiment could not be loaded or built again for `--recompute`.
-    #[error("--recompute: the run's experiment {file}")]
+    #[error(
+        "--recompute: the run's experiment {file} (a path relative to where the run was \
+         started; pass --experiment FILE to name it)"
+    )]
     Experiment {
         /// The experiment file.
         file: String,
@@ -171,10 +191,15 @@ pub fn verify(
     let order = execution_order(&manifest);
     // Registered, so a `gc` beside us does not remove what we check. A cache we may not
     // write (a reviewer's read-only view) is still verified, only without that guard.
-    let _registration = register(
+    let registration = register(
         &store,
         order.iter().map(|s| (s.as_str(), &manifest.stages[s].key)),
-        |_| {},
+        None,
+        |holder| {
+            reporter.event(RunEvent::WaitingForGc {
+                holder: holder.to_string(),
+            });
+        },
     )
     .map_err(|e| tracing::warn!("verifying without registering (a gc could interfere): {e}"))
     .ok();
@@ -204,17 +229,43 @@ pub fn verify(
         manifest: manifest_path,
         stages,
         evicted: Vec::new(),
+        not_evicted: Vec::new(),
         recompute: None,
+        recompute_error: None,
     };
     if let Some(stage) = &options.recompute {
-        report.recompute = Some(recompute_stage(
-            stage, &manifest, &report, &store, options, reporter,
-        )?);
+        match recompute_stage(stage, &manifest, &report, &store, options, reporter) {
+            Ok(r) => report.recompute = Some(r),
+            Err(e) => {
+                report.recompute_error = Some(RecomputeError {
+                    message: crate::graph::error_chain(&e),
+                    stage_failed: e.is_stage_failure(),
+                });
+            }
+        }
     }
     if options.evict {
+        let others = live_entries(&store, registration.as_ref().map(|r| r.path()));
         for v in report.stages.iter().filter(|v| !v.ok()) {
             let key = v.key.clone();
-            if !v.dir.exists() {
+            let keep = |why: &str| (v.stage.clone(), key.clone(), why.to_owned());
+            if !v.entry_damaged {
+                if v.dir.exists() {
+                    report.not_evicted.push(keep(
+                        "the entry matches its own record (another run recomputed it, or only \
+                         a copy in the run folder differs); run the experiment again to refresh \
+                         this run",
+                    ));
+                }
+                continue;
+            }
+            if others
+                .entries
+                .contains(&(v.stage.clone(), key.as_str().to_owned()))
+            {
+                report
+                    .not_evicted
+                    .push(keep("a running process uses it; try again when it is done"));
                 continue;
             }
             let _lock = store.lock(&v.stage, &key, |_| {})?;
@@ -319,7 +370,25 @@ fn recompute_stage(
             });
         }
     }
-    let load = load_options(manifest, options.experiment.as_deref());
+    let entry = match store.read_entry(stage, &wanted.key) {
+        Lookup::Found(entry) => entry,
+        Lookup::Missing | Lookup::Corrupt(_) => {
+            return Err(VerifyError::Usage(format!(
+                "--recompute {stage}: its cache entry has no readable record to compare with \
+                 (run the experiment again to recompute it)"
+            )));
+        }
+    };
+    // Where a stage runs is not in its key, but its numbers depend on it: recompute where
+    // the entry was computed (the CPU unless it recorded another device).
+    let on_cpu = entry
+        .record
+        .created
+        .facts
+        .get("device")
+        .and_then(|d| d.as_str())
+        .is_none_or(|d| d.starts_with("Cpu"));
+    let load = load_options(manifest, options.experiment.as_deref(), on_cpu);
     let file = crate::experiment::error::display_path(&load.file);
     let prepared =
         Prepared::new(&load, store.root().parent().unwrap_or(Path::new("."))).map_err(|e| {
@@ -363,15 +432,6 @@ fn recompute_stage(
         .iter()
         .map(|(name, key)| (name.clone(), store.entry_dir(name, key)))
         .collect();
-    let entry = match store.read_entry(stage, &wanted.key) {
-        Lookup::Found(entry) => entry,
-        Lookup::Missing | Lookup::Corrupt(_) => {
-            return Err(VerifyError::Usage(format!(
-                "--recompute {stage}: its cache entry has no readable record to compare with \
-                 (run the experiment again to recompute it)"
-            )));
-        }
-    };
     let clock = std::time::Instant::now();
     let again = recompute(r, store, upstream, reporter)?;
     Ok(Recomputation {
@@ -401,19 +461,22 @@ fn upstream_closure(manifest: &Manifest, stage: &str) -> Vec<String> {
 /// How to load the run's experiment again: its file, plus the manifest's value of every
 /// key that a flag, a variable or a sweep set (those layers are not in the file). Values
 /// from files and defaults come from loading the file itself.
-fn load_options(manifest: &Manifest, experiment: Option<&Path>) -> LoadOptions {
+fn load_options(manifest: &Manifest, experiment: Option<&Path>, on_cpu: bool) -> LoadOptions {
     let from_outside = |label: &str| {
         label.starts_with("--set ")
             || label.starts_with("env ")
             || label.starts_with("--grid ")
             || label == "sweep"
     };
-    let trial = manifest
+    let mut trial: Vec<(String, serde_json::Value)> = manifest
         .provenance
         .iter()
         .filter(|(_, label)| from_outside(label))
         .filter_map(|(key, _)| lookup(&manifest.config, key).map(|v| (key.clone(), v.clone())))
         .collect();
+    if on_cpu {
+        trial.push(("train.device".into(), serde_json::Value::from("cpu")));
+    }
     LoadOptions {
         file: experiment.map_or_else(
             || PathBuf::from(&manifest.run.experiment),

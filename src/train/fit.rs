@@ -197,14 +197,26 @@ pub fn fit(
     } else {
         None
     };
-    // The event file resumes where `last` left it; should its length be unknown (a work
-    // directory from an interrupted older version), it starts over, as a fresh run's does.
+    // The event file resumes where `last` left it. Should that be impossible (its length
+    // unknown, the file shorter or damaged), it starts over, as a fresh run's does: events
+    // are a view of the training, not part of what it computes.
     let kept = resumed.and_then(|e| event_lengths.get(&e).copied());
-    let mut events = match kept {
-        Some(len) if events_path.is_file() => EventWriter::resume(&events_path, len)?,
-        _ => {
+    let resumed_events = match kept {
+        Some(len) if events_path.is_file() => match EventWriter::resume(&events_path, len) {
+            Ok(events) => Some(events),
+            Err(e) => {
+                ctx.say(&format!("starting a new event file: {e}"));
+                None
+            }
+        },
+        _ => None,
+    };
+    let mut events = match resumed_events {
+        Some(events) => events,
+        None => {
             let _ = std::fs::remove_file(&events_path);
             event_lengths.clear();
+            write_event_lengths(&lengths_path, &event_lengths)?;
             let mut events = EventWriter::create_at(&events_path)?;
             // The evaluate stage logs the best checkpoint's test metrics under these tags.
             let metric_tags: Vec<String> = [
@@ -386,15 +398,20 @@ pub fn fit(
         epochs_run += 1;
     }
     drop(events);
+    // From the restored history, so a kill between the last checkpoint and its table
+    // loses no row.
+    write_metrics(&work.join(METRICS_FILE), &history)?;
+    // Linked, not moved: the work directory stays whole until the entry is committed (the
+    // engine removes it then), so a kill here resumes as after any other epoch.
     let out = ctx.out_dir();
     for name in [BEST, LAST] {
         let (t, s) = checkpoint::paths(&work, name);
         let (t2, s2) = checkpoint::paths(out, name);
-        move_file(&t, &t2)?;
-        move_file(&s, &s2)?;
+        link_file(&t, &t2)?;
+        link_file(&s, &s2)?;
     }
-    move_file(&work.join(METRICS_FILE), &out.join(METRICS_FILE))?;
-    move_file(&events_path, &out.join(EVENTS_FILE))?;
+    link_file(&work.join(METRICS_FILE), &out.join(METRICS_FILE))?;
+    link_file(&events_path, &out.join(EVENTS_FILE))?;
     let last = history
         .last()
         .cloned()
@@ -537,7 +554,9 @@ fn write_metrics(path: &Path, history: &[EpochRecord]) -> Result<(), StageError>
     Ok(())
 }
 
-fn move_file(from: &Path, to: &Path) -> Result<(), StageError> {
-    std::fs::rename(from, to)
-        .map_err(|e| format!("moving {} to {}: {e}", from.display(), to.display()).into())
+/// Hard-links `from` at `to`, or copies it where links are impossible.
+fn link_file(from: &Path, to: &Path) -> Result<(), StageError> {
+    std::fs::hard_link(from, to)
+        .or_else(|_| std::fs::copy(from, to).map(|_| ()))
+        .map_err(|e| format!("copying {} to {}: {e}", from.display(), to.display()).into())
 }
