@@ -171,15 +171,15 @@ impl KeyLock {
             std::thread::Builder::new()
                 .name("geoexp-lock-heartbeat".into())
                 .spawn(move || {
-                    let mut since = Duration::ZERO;
-                    while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(POLL);
-                        since += POLL;
-                        if since >= HEARTBEAT {
-                            since = Duration::ZERO;
-                            if let Ok(f) = fs::File::options().write(true).open(&path) {
-                                let _ = f.set_modified(SystemTime::now());
-                            }
+                    // Parked between beats; a drop unparks it, so releasing a lock costs no
+                    // wait. A spurious wake-up only beats early.
+                    loop {
+                        std::thread::park_timeout(HEARTBEAT);
+                        if stop.load(Ordering::Acquire) {
+                            break;
+                        }
+                        if let Ok(f) = fs::File::options().write(true).open(&path) {
+                            let _ = f.set_modified(SystemTime::now());
                         }
                     }
                 })
@@ -196,8 +196,9 @@ impl KeyLock {
 
 impl Drop for KeyLock {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.store(true, Ordering::Release);
         if let Some(h) = self.heartbeat.take() {
+            h.thread().unpark();
             let _ = h.join();
         }
         // Only remove the file if it is still ours (a stale-lock takeover may have replaced it).
