@@ -49,3 +49,20 @@ impl ExperimentArgs {
         }
     }
 }
+
+/// `--format text|json`, for commands whose report is text for people or JSON for programs.
+#[derive(Debug, Args)]
+pub struct ReportFormat {
+    /// Output format: text for people, json for programs.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// How a report is printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned text.
+    Text,
+    /// Pretty JSON.
+    Json,
+}

@@ -7,6 +7,7 @@ use comfy_table::{CellAlignment, Table, presets::NOTHING};
 
 use crate::ops::gc::{CacheReport, cache};
 
+use super::values::{self, size};
 use super::{Ctx, ExitStatus};
 
 /// Show what the cache holds, per stage: entries and their size, how many a run's manifest
@@ -41,18 +42,10 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<ExitStatus> {
     }
     let text = match args.format {
         Format::Table => table(&report),
-        Format::Json => {
-            let mut json = serde_json::to_string_pretty(&report)?;
-            json.push('\n');
-            json
-        }
+        Format::Json => values::json_text(&report)?,
     };
     std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(ExitStatus::Success)
-}
-
-pub(super) fn size(bytes: u64) -> String {
-    bytesize::ByteSize(bytes).display().iec().to_string()
 }
 
 fn table(report: &CacheReport) -> String {
@@ -96,12 +89,7 @@ fn table(report: &CacheReport) -> String {
             column.set_cell_alignment(CellAlignment::Right);
         }
     }
-    let mut text: String = table
-        .lines()
-        .map(|l| l.trim_end().to_owned())
-        .collect::<Vec<_>>()
-        .join("\n");
-    text.push('\n');
+    let mut text = values::table_text(&table);
     text.push_str(&format!(
         "{} runs reference the cache; {} live process(es) use it\n",
         report.runs, report.live_processes

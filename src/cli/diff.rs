@@ -57,11 +57,7 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<ExitStatus> {
     })?;
     let text = match args.format {
         Format::Text => text(&report.diff),
-        Format::Json => {
-            let mut json = serde_json::to_string_pretty(&report.diff)?;
-            json.push('\n');
-            json
-        }
+        Format::Json => values::json_text(&report.diff)?,
     };
     std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(if args.exit_code && !report.diff.is_empty() {

@@ -8,7 +8,8 @@ use bytesize::ByteSize;
 
 use crate::ops::gc::{GcOptions, GcReport, RemovalKind, gc};
 
-use super::cache::size;
+use super::args::{Format, ReportFormat};
+use super::values::{self, size};
 use super::{Ctx, ExitStatus};
 
 /// Remove cache entries no run's manifest references, interrupted trainings and abandoned
@@ -43,16 +44,8 @@ pub struct Args {
     /// referencing nothing).
     #[arg(long)]
     force: bool,
-    /// Output format: text for people, json for programs.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    format: Format,
-}
-
-/// How the report is printed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum Format {
-    Text,
-    Json,
+    #[command(flatten)]
+    format: ReportFormat,
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> Result<ExitStatus> {
@@ -70,13 +63,9 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<ExitStatus> {
             path.display()
         );
     }
-    let text = match args.format {
+    let text = match args.format.format {
         Format::Text => text(&report),
-        Format::Json => {
-            let mut json = serde_json::to_string_pretty(&report)?;
-            json.push('\n');
-            json
-        }
+        Format::Json => values::json_text(&report)?,
     };
     std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(ExitStatus::Success)

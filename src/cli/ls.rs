@@ -135,13 +135,7 @@ fn table(listing: &Listing) -> String {
             column.set_cell_alignment(CellAlignment::Right);
         }
     }
-    let mut text: String = table
-        .lines()
-        .map(|l| l.trim_end().to_owned())
-        .collect::<Vec<_>>()
-        .join("\n");
-    text.push('\n');
-    text
+    values::table_text(&table)
 }
 
 fn markdown(listing: &Listing) -> String {
@@ -214,7 +208,5 @@ fn json(listing: &Listing) -> Result<String> {
             })
         })
         .collect();
-    let mut text = serde_json::to_string_pretty(&runs)?;
-    text.push('\n');
-    Ok(text)
+    Ok(values::json_text(&runs)?)
 }

@@ -8,6 +8,32 @@
 
 use serde_json::Value;
 
+/// A table as printed: its lines without trailing blanks, newline-terminated.
+pub fn table_text(table: &comfy_table::Table) -> String {
+    let mut text: String = table
+        .lines()
+        .map(|l| l.trim_end().to_owned())
+        .collect::<Vec<_>>()
+        .join("\n");
+    text.push('\n');
+    text
+}
+
+/// A report as pretty JSON, newline-terminated (every `--format json`).
+///
+/// # Errors
+/// When the value cannot be serialised.
+pub fn json_text<T: serde::Serialize>(value: &T) -> serde_json::Result<String> {
+    let mut json = serde_json::to_string_pretty(value)?;
+    json.push('\n');
+    Ok(json)
+}
+
+/// Bytes for reading: `13.0 MiB`.
+pub fn size(bytes: u64) -> String {
+    bytesize::ByteSize(bytes).display().iec().to_string()
+}
+
 /// A config value in a table cell: strings bare, numbers round-trip, arrays as JSON.
 pub use crate::ops::plain_value as plain;
 

@@ -7,7 +7,8 @@ use anyhow::Result;
 
 use crate::ops::verify::{VerifyOptions, VerifyReport, verify};
 
-use super::{Ctx, ExitStatus};
+use super::args::{Format, ReportFormat};
+use super::{Ctx, ExitStatus, values};
 
 /// Check a run's cache entries against its manifest: every deterministic output re-hashed
 /// (blake3, in parallel), volatile outputs (event files) by size, records present and
@@ -39,16 +40,8 @@ pub struct Args {
     /// Remove the entries found bad, so the next `geoexp run` recomputes them.
     #[arg(long)]
     evict: bool,
-    /// Output format: text for people, json for programs.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    format: Format,
-}
-
-/// How the report is printed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum Format {
-    Text,
-    Json,
+    #[command(flatten)]
+    format: ReportFormat,
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> Result<ExitStatus> {
@@ -62,13 +55,9 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<ExitStatus> {
         },
         &ctx.reporter,
     )?;
-    let text = match args.format {
+    let text = match args.format.format {
         Format::Text => text(&report),
-        Format::Json => {
-            let mut json = serde_json::to_string_pretty(&report)?;
-            json.push('\n');
-            json
-        }
+        Format::Json => values::json_text(&report)?,
     };
     ctx.reporter.clear();
     std::io::stdout().lock().write_all(text.as_bytes())?;
@@ -104,7 +93,7 @@ fn text(report: &VerifyReport) -> String {
                 v.stage,
                 v.key.short(),
                 v.outputs,
-                bytesize::ByteSize(v.bytes).display().iec()
+                values::size(v.bytes)
             ));
         } else {
             out.push_str(&format!("{:<width$}  {}  BAD\n", v.stage, v.key.short()));

@@ -532,17 +532,22 @@ mod tests {
         assert_eq!(entry.record.outputs["images"].files, Some(1));
     }
 
-    #[test]
-    fn an_entry_whose_output_was_damaged_is_corrupt_and_names_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::new(dir.path());
+    /// A committed `echo` entry holding `out.csv`.
+    fn one_file_entry(store: &Store) -> (StageKey, PathBuf) {
         let m = material();
         let key = m.key();
         let pending = store.begin("echo", &key).unwrap();
         fs::write(pending.dir().join("out.csv"), "a,b").unwrap();
         let mut r = record(&key, &m);
         r.outputs = pending.hash_outputs(&[]).unwrap();
-        let committed = pending.commit(&r, "").unwrap();
+        (key, pending.commit(&r, "").unwrap())
+    }
+
+    #[test]
+    fn an_entry_whose_output_was_damaged_is_corrupt_and_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let (key, committed) = one_file_entry(&store);
         fs::write(committed.join("out.csv"), "a,c").unwrap();
         let Lookup::Corrupt(problem) = store.lookup("echo", &key) else {
             panic!("a damaged entry was found whole")
@@ -556,13 +561,7 @@ mod tests {
     fn a_removed_entry_is_gone_at_once_and_leaves_no_temporary() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::new(dir.path());
-        let m = material();
-        let key = m.key();
-        let pending = store.begin("echo", &key).unwrap();
-        fs::write(pending.dir().join("out.csv"), "a,b").unwrap();
-        let mut r = record(&key, &m);
-        r.outputs = pending.hash_outputs(&[]).unwrap();
-        pending.commit(&r, "").unwrap();
+        let (key, _) = one_file_entry(&store);
         assert_eq!(store.remove_entry("echo", &key).unwrap(), None);
         assert!(matches!(store.lookup("echo", &key), Lookup::Missing));
         assert_eq!(store.temporaries("echo"), []);
