@@ -48,6 +48,10 @@ pub struct Args {
     /// Repeat every trial with this many seeds (replaces the table's `seeds`).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     seeds: Option<u64>,
+    /// Refuse sweeps of more trials than this (counted before `exclude`, and before any
+    /// is expanded).
+    #[arg(long, value_name = "N", default_value_t = crate::ops::sweep::DEFAULT_MAX_TRIALS)]
+    max_trials: u64,
     /// Show the trials and which stages each would compute or find cached; run nothing.
     #[arg(long)]
     dry_run: bool,
@@ -124,6 +128,7 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<ExitStatus> {
         },
         grid: args.grid.clone(),
         seeds: args.seeds,
+        max_trials: args.max_trials,
         runs_dir: ctx.global.runs_dir.clone(),
     })?;
     if args.dry_run {

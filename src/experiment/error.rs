@@ -85,6 +85,8 @@ pub enum ConfigErrorKind {
     ExtendsCycle(Vec<PathBuf>),
     /// A `--set` flag without `=`.
     BadSetFlag,
+    /// An environment variable's name or value is not UTF-8.
+    NotUtf8,
 }
 
 /// One config error, with where it happened and which key.
@@ -129,6 +131,7 @@ impl fmt::Display for ConfigError {
                 let names: Vec<String> = chain.iter().map(|p| display_path(p)).collect();
                 write!(f, "`extends` forms a cycle: {}", names.join(" → "))
             }
+            ConfigErrorKind::NotUtf8 => write!(f, "not valid UTF-8"),
             ConfigErrorKind::BadSetFlag => {
                 write!(
                     f,

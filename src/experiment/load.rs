@@ -181,7 +181,7 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, ConfigErrors> {
     }
     let env = match &options.env {
         Some(vars) => vars.clone(),
-        None => std::env::vars().collect(),
+        None => geoexp_vars(&mut errors),
     };
     for layer in env_layers(&env, &mut errors) {
         figment = figment.merge(layer);
@@ -556,6 +556,28 @@ fn check_override_key(path: &str, origin: Origin, errors: &mut Vec<ConfigError>)
     false
 }
 
+/// The process's `GEOEXP_*` variables. Only those are read, so a variable geoexp has no
+/// business with cannot stop it (`std::env::vars` panics on any non-UTF-8 one); a
+/// `GEOEXP_*` one that is not UTF-8 is an error naming it.
+fn geoexp_vars(errors: &mut Vec<ConfigError>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        let lossy = name.to_string_lossy();
+        if !lossy.starts_with(ENV_PREFIX) {
+            continue;
+        }
+        match (name.to_str(), value.into_string()) {
+            (Some(name), Ok(value)) => out.push((name.to_owned(), value)),
+            _ => errors.push(ConfigError {
+                origin: Origin::Env(lossy.into_owned()),
+                key: None,
+                kind: ConfigErrorKind::NotUtf8,
+            }),
+        }
+    }
+    out
+}
+
 fn env_layers(vars: &[(String, String)], errors: &mut Vec<ConfigError>) -> Vec<Layer> {
     let mut vars: Vec<&(String, String)> = vars
         .iter()
@@ -567,6 +589,14 @@ fn env_layers(vars: &[(String, String)], errors: &mut Vec<ConfigError>) -> Vec<L
         let rest = &var[ENV_PREFIX.len()..];
         let top_level = matches!(rest, "NAME" | "SEED");
         if !rest.contains("__") && !top_level {
+            // A tool setting (GEOEXP_LOG, GEOEXP_SERVE_PORT, ...), or a key spelled with one
+            // underscore where two were meant.
+            if let Some(meant) = single_underscore_key(rest) {
+                tracing::warn!(
+                    "environment variable {var} is not read; did you mean {ENV_PREFIX}{}?",
+                    meant.to_ascii_uppercase().replace('.', "__")
+                );
+            }
             continue;
         }
         let path = rest.to_ascii_lowercase().replace("__", ".");
@@ -575,6 +605,28 @@ fn env_layers(vars: &[(String, String)], errors: &mut Vec<ConfigError>) -> Vec<L
         }
     }
     layers
+}
+
+/// The key a variable spelled with single underscores may have meant: `TRAIN_LR` →
+/// `train.lr`, `DATASET_SYNTHETIC_LOCATIONS` → `dataset.synthetic.locations` (each `_`
+/// tried as a separator, since key names have underscores of their own).
+fn single_underscore_key(rest: &str) -> Option<String> {
+    let lower = rest.to_ascii_lowercase();
+    let positions: Vec<usize> = lower.match_indices('_').map(|(i, _)| i).collect();
+    if positions.is_empty() || positions.len() > 8 {
+        return None;
+    }
+    (1u32..1 << positions.len())
+        .map(|mask| {
+            let mut path = lower.clone().into_bytes();
+            for (bit, &i) in positions.iter().enumerate() {
+                if mask & (1 << bit) != 0 {
+                    path[i] = b'.';
+                }
+            }
+            String::from_utf8_lossy(&path).into_owned()
+        })
+        .find(|path| keys::is_leaf(path))
 }
 
 fn set_layers(sets: &[String], errors: &mut Vec<ConfigError>) -> Vec<Layer> {

@@ -236,15 +236,50 @@ impl Sweep {
         problems
     }
 
+    /// How many trials the definition makes before `exclude` drops any: the product of
+    /// the crossed axes' lengths (a zip group counts once) times `seeds`. `None` when that
+    /// does not even fit a `u64`.
+    pub fn trial_bound(&self) -> Option<u64> {
+        let mut total: u64 = self.seeds.max(1);
+        let mut counted = BTreeSet::new();
+        for a in &self.axes {
+            if counted.contains(&a.key) {
+                continue;
+            }
+            match self.zip.iter().find(|g| g.contains(&a.key)) {
+                Some(group) => counted.extend(group.iter().cloned()),
+                None => {
+                    counted.insert(a.key.clone());
+                }
+            }
+            total = total.checked_mul(a.values.len() as u64)?;
+        }
+        Some(total)
+    }
+
     /// Every combination, in order: axes crossed (zip groups paired), excludes dropped,
     /// then each repeated with seeds `base_seed, base_seed+1, …`.
     ///
     /// # Errors
-    /// When zip groups or excludes do not fit the axes (after `--grid` flags changed them).
-    pub fn points(&self, base_seed: u64) -> Result<Vec<Point>, Vec<SweepProblem>> {
+    /// When zip groups or excludes do not fit the axes (after `--grid` flags changed them),
+    /// or the sweep would make more than `max_trials` trials (counted before `exclude`,
+    /// and before anything is expanded).
+    pub fn points(&self, base_seed: u64, max_trials: u64) -> Result<Vec<Point>, Vec<SweepProblem>> {
         let problems = self.check();
         if !problems.is_empty() {
             return Err(problems);
+        }
+        let bound = self.trial_bound();
+        if bound.is_none_or(|n| n > max_trials) {
+            let count = bound.map_or_else(|| "more than 2^64".to_owned(), |n| n.to_string());
+            return Err(vec![SweepProblem::new(
+                "sweep",
+                format!(
+                    "{count} trials (axes crossed, times seeds, before `exclude`) is more than \
+                     the limit of {max_trials}; narrow the axes, or raise the limit with \
+                     --max-trials"
+                ),
+            )]);
         }
         // Units are crossed; a unit is one axis or one zip group (placed at its first key).
         let mut units: Vec<Vec<&Axis>> = Vec::new();
@@ -654,7 +689,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(
-            show(&sweep.points(7).unwrap()),
+            show(&sweep.points(7, u64::MAX).unwrap()),
             [
                 "classes.spacing=0.5 train.lr=0.001",
                 "classes.spacing=0.5 train.lr=0.0003",
@@ -674,7 +709,7 @@ mod tests {
         })))
         .unwrap();
         assert_eq!(
-            show(&sweep.points(0).unwrap()),
+            show(&sweep.points(0, u64::MAX).unwrap()),
             [
                 "classes.spacing=0.5 train.batch_size=32 train.lr=0.001",
                 "classes.spacing=0.5 train.batch_size=8 train.lr=0.0003",
@@ -708,7 +743,7 @@ mod tests {
         })))
         .unwrap();
         assert_eq!(
-            show(&sweep.points(0).unwrap()),
+            show(&sweep.points(0, u64::MAX).unwrap()),
             [
                 "classes.spacing=0.5 train.lr=0.001",
                 "classes.spacing=0.5 train.lr=0.0003",
@@ -733,7 +768,7 @@ mod tests {
         let sweep =
             Sweep::from_table(&table(json!({"train.lr": [1e-3, 3e-4], "seeds": 2}))).unwrap();
         assert_eq!(
-            show(&sweep.points(7).unwrap()),
+            show(&sweep.points(7, u64::MAX).unwrap()),
             [
                 "train.lr=0.001 seed=7",
                 "train.lr=0.001 seed=8",
@@ -851,7 +886,12 @@ mod tests {
         assert_eq!(sweep.axes[0].values, [json!("tiny-cnn"), json!("resnet18")]);
         assert_eq!(sweep.axes[1].values, [json!("concat"), json!("mean")]);
         assert_eq!(sweep.axes[2].values, [json!(1e-3), json!(1e-2)]);
-        assert_eq!(sweep.points(0).unwrap().len(), 8);
+        assert_eq!(sweep.points(0, u64::MAX).unwrap().len(), 8);
+        assert_eq!(sweep.trial_bound(), Some(8));
+        // The limit is checked on the count, before anything is expanded.
+        let err = sweep.points(0, 7).unwrap_err();
+        assert!(err[0].message.starts_with("8 trials"), "{err:?}");
+        assert!(err[0].message.contains("--max-trials"), "{err:?}");
         let err = sweep.apply_grid("train.lr").unwrap_err();
         assert!(err.message.contains("expected KEY=V1,V2"));
         let err = sweep.apply_grid("train.lr=1e-3,0.001").unwrap_err();

@@ -331,7 +331,13 @@ fn a_sweep_table_takes_zip_exclude_seeds_helpers_and_unquoted_dotted_keys() {
     );
     let loaded = load_with(&path, &[], &[]).unwrap();
     let sweep = crate::experiment::sweep::Sweep::from_table(&loaded.experiment.sweep).unwrap();
-    assert_eq!(sweep.points(loaded.experiment.seed).unwrap().len(), 6);
+    assert_eq!(
+        sweep
+            .points(loaded.experiment.seed, u64::MAX)
+            .unwrap()
+            .len(),
+        6
+    );
 
     let path = f.write("e2.toml", &format!("{SYNTH}[sweep]\ntrain.lrr = [1e-3]\n"));
     let msg = error_text(&path, &[], &[]);

@@ -47,7 +47,9 @@ pub use key::{GEOEXP_VERSION, KeyMaterial, StageKey, digest_value};
 pub use manifest::{Execution, Manifest, RunInfo, StageExecution, StageManifest};
 pub use plan::{PlanEntry, PlanStatus, plan};
 pub use reason::{MaterialView, RerunReason};
-pub use stage::{Input, Outcome, Params, Stage, StageContext, StageError, key_paths, params_of};
+pub use stage::{
+    Input, Outcome, Params, ResultValue, Stage, StageContext, StageError, key_paths, params_of,
+};
 pub use store::{Lookup, Store, write_atomic};
 
 #[cfg(test)]

@@ -103,17 +103,51 @@ pub struct Outcome {
 
 impl Outcome {
     /// Adds a named result.
-    pub fn with(mut self, name: &str, value: impl Into<Value>) -> Self {
-        self.results.insert(name.to_owned(), value.into());
+    pub fn with(mut self, name: &str, value: impl ResultValue) -> Self {
+        self.results.insert(name.to_owned(), value.into_value());
         self
     }
 
     /// Adds a fact of this attempt (see [`Outcome::facts`]).
-    pub fn fact(mut self, name: &str, value: impl Into<Value>) -> Self {
-        self.facts.insert(name.to_owned(), value.into());
+    pub fn fact(mut self, name: &str, value: impl ResultValue) -> Self {
+        self.facts.insert(name.to_owned(), value.into_value());
         self
     }
 }
+
+/// A value a stage reports. A non-finite float becomes the string `NaN`, `inf` or
+/// `-inf`: JSON has no number for it (serde_json would make it null), and a record or
+/// manifest must always be writable, whatever a diverging training measured.
+pub trait ResultValue {
+    /// The value as records and manifests hold it.
+    fn into_value(self) -> Value;
+}
+
+impl ResultValue for f64 {
+    fn into_value(self) -> Value {
+        if self.is_finite() {
+            Value::from(self)
+        } else if self.is_nan() {
+            Value::from("NaN")
+        } else if self > 0.0 {
+            Value::from("inf")
+        } else {
+            Value::from("-inf")
+        }
+    }
+}
+
+macro_rules! result_value_from {
+    ($($t:ty),*) => {$(
+        impl ResultValue for $t {
+            fn into_value(self) -> Value {
+                Value::from(self)
+            }
+        }
+    )*};
+}
+
+result_value_from!(u32, u64, usize, i32, i64, bool, String, &str, Value);
 
 /// A unit of cached work in the run graph.
 ///
@@ -237,5 +271,25 @@ impl<'a> StageContext<'a> {
     pub fn progress(&self, label: &str, total: u64) -> Box<dyn Tick> {
         self.progress
             .start(&format!("{}: {label}", self.stage), total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_finite_results_stay_writable_as_toml() {
+        let outcome = Outcome::default()
+            .with("loss", f64::NAN)
+            .with("up", f64::INFINITY)
+            .with("down", f64::NEG_INFINITY)
+            .with("km", 12.5)
+            .with("n", 3usize);
+        let text = toml::to_string(&outcome.results).unwrap();
+        assert_eq!(
+            text,
+            "down = \"-inf\"\nkm = 12.5\nloss = \"NaN\"\nn = 3\nup = \"inf\"\n"
+        );
     }
 }

@@ -165,9 +165,10 @@ fn link_stage(run_dir: &Path, stage: &str, entry: &Path) {
     let link = run_dir.join(stage);
     let tmp = run_dir.join(format!(".{stage}.link.{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
-    if std::os::unix::fs::symlink(&target, &tmp).is_ok() && std::fs::rename(&tmp, &link).is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    if std::os::unix::fs::symlink(&target, &tmp).is_ok() {
+        let _ = std::fs::rename(&tmp, &link);
     }
+    let _ = std::fs::remove_file(&tmp);
 }
 
 /// Hard-links `entry_file` at `link` (replacing an older link atomically), or copies it
@@ -184,11 +185,26 @@ fn link_file(entry_file: &Path, link: &Path) {
         name.to_string_lossy(),
         std::process::id()
     ));
+    if same_file(entry_file, link) {
+        return;
+    }
     let _ = std::fs::remove_file(&tmp);
     let made =
         std::fs::hard_link(entry_file, &tmp).is_ok() || std::fs::copy(entry_file, &tmp).is_ok();
-    if made && std::fs::rename(&tmp, link).is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    if made {
+        let _ = std::fs::rename(&tmp, link);
+    }
+    // Renaming one hard link of a file onto another of the same file succeeds and does
+    // nothing (POSIX), which would leave `tmp` behind.
+    let _ = std::fs::remove_file(&tmp);
+}
+
+/// Whether `a` and `b` are the same file (hard links of one inode).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
     }
 }
 

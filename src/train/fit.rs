@@ -313,13 +313,25 @@ pub fn fit(
             } else {
                 mse(&y, &batch_targets(&batch, device)?)?
             };
+            let loss_value = scalar(&loss)?;
+            if !loss_value.is_finite() {
+                return Err(diverged(
+                    settings,
+                    epoch,
+                    &format!(
+                        "the loss is {loss_value} at step {} of {steps_per_epoch} (learning rate \
+                         {lr:.3e} then)",
+                        i + 1
+                    ),
+                ));
+            }
             update(
                 &loss,
                 &mut optimizer,
                 (&head_vars, lr),
                 (&backbone_vars, lr * settings.backbone_lr / settings.lr),
             )?;
-            let loss = scalar(&loss)?;
+            let loss = loss_value;
             loss_sum += loss * batch.len() as f64;
             seen += batch.len();
             events.scalar("lr", step as i64, lr);
@@ -332,6 +344,15 @@ pub fn fit(
             ));
         }
         tick.finish();
+        // A non-finite gradient in the epoch's last step leaves a finite loss but broken
+        // weights: never checkpoint those.
+        if let Some(name) = first_non_finite(&all_vars)? {
+            return Err(diverged(
+                settings,
+                epoch,
+                &format!("`{name}` holds NaN or infinite values after the epoch's last step"),
+            ));
+        }
         let mut metrics = BTreeMap::new();
         metrics.insert("train/loss".to_owned(), loss_sum / seen.max(1) as f64);
         if classification {
@@ -421,6 +442,54 @@ pub fn fit(
         last,
         epochs_run,
     })
+}
+
+/// Why training stopped early: it diverged in `epoch` (0-based), with what kept.
+fn diverged(settings: &FitSettings, epoch: u32, what: &str) -> StageError {
+    let kept = match epoch {
+        0 => "Nothing was kept (it diverged in the first epoch).".to_owned(),
+        1 => "Epoch 1 is kept in the `last` checkpoint, and running this experiment again \
+              resumes from there."
+            .to_owned(),
+        n => format!(
+            "Epochs 1 to {n} are kept in the `last` checkpoint, and running this experiment \
+             again resumes from there."
+        ),
+    };
+    format!(
+        "training diverged in epoch {} of {}: {what}. A learning rate too high for this model \
+         and batch size is the usual cause (train.lr = {}{}): lower it, or warm up with \
+         train.scheduler. {kept}",
+        epoch + 1,
+        settings.epochs,
+        settings.lr,
+        if settings.backbone_lr == settings.lr {
+            String::new()
+        } else {
+            format!(", train.backbone_lr = {}", settings.backbone_lr)
+        }
+    )
+    .into()
+}
+
+/// The first variable (by name) holding a NaN or an infinity.
+///
+/// # Errors
+/// A tensor operation failed.
+fn first_non_finite(vars: &[(String, Var)]) -> candle_core::Result<Option<String>> {
+    for (name, var) in vars {
+        let t = var.as_tensor();
+        // x - x is 0 for every finite x and NaN otherwise; the sum cannot overflow.
+        let zero = t
+            .sub(t)?
+            .sum_all()?
+            .to_dtype(DType::F64)?
+            .to_scalar::<f64>()?;
+        if zero != 0.0 {
+            return Ok(Some(name.clone()));
+        }
+    }
+    Ok(None)
 }
 
 /// The train stage's event file inside its cache entry (and its work directory).

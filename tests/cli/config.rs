@@ -47,6 +47,63 @@ fn environment_and_set_overrides_land_in_the_manifest_with_their_provenance() {
 }
 
 #[test]
+fn only_geoexp_variables_are_read_and_a_bad_one_is_named() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let env = TestEnv::new();
+    env.write("exp.toml", &synthetic_experiment(20, ""));
+    let not_utf8 = OsStr::from_bytes(b"caf\xe9");
+    // A variable geoexp never reads cannot stop it, whatever its bytes.
+    let out = env
+        .cmd(&["plan", "exp.toml"])
+        .env("FOO", not_utf8)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // One of geoexp's is an error naming it, not a panic.
+    let out = env
+        .cmd(&["plan", "exp.toml"])
+        .env("GEOEXP_TRAIN__LR", not_utf8)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("environment variable GEOEXP_TRAIN__LR: not valid UTF-8"),
+        "{stderr}"
+    );
+    // A near miss is warned about, with the spelling that works.
+    let out = env
+        .run_env(
+            &["plan", "exp.toml"],
+            &[
+                ("GEOEXP_TRAIN_LR", "1e-4"),
+                ("GEOEXP_DATASET_SYNTHETIC_LOCATIONS", "30"),
+            ],
+        )
+        .expect(0);
+    assert!(
+        out.stderr
+            .contains("GEOEXP_TRAIN_LR is not read; did you mean GEOEXP_TRAIN__LR?"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("did you mean GEOEXP_DATASET__SYNTHETIC__LOCATIONS?"),
+        "{}",
+        out.stderr
+    );
+    // Logs to a pipe carry no colour codes.
+    assert!(!out.stderr.contains('\u{1b}'), "{:?}", out.stderr);
+}
+
+#[test]
 fn a_missing_experiment_file_is_a_clear_error() {
     let env = TestEnv::new();
     let out = env.run(&["plan", "nope.toml"]).expect(2);

@@ -38,6 +38,28 @@ fn a_second_run_is_all_cache_hits_with_a_byte_identical_manifest() {
 }
 
 #[test]
+fn reruns_leave_no_hidden_link_files_in_the_run_folder() {
+    let env = TestEnv::new();
+    env.write("exp.toml", &synthetic_experiment(30, ""));
+    for _ in 0..3 {
+        env.run(&["run", "exp.toml"]).expect(0);
+    }
+    let run_dir = env.run_dir("t");
+    let mut hidden = Vec::new();
+    for dir in [run_dir.clone(), run_dir.join("checkpoints")] {
+        for e in fs::read_dir(&dir).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                hidden.push(name);
+            }
+        }
+    }
+    assert_eq!(hidden, Vec::<String>::new());
+    assert!(run_dir.join("checkpoints/best.safetensors").is_file());
+    assert!(run_dir.join("events.out.tfevents.train").is_file());
+}
+
+#[test]
 fn a_run_writes_every_output_with_the_documented_schemas() {
     let env = TestEnv::new();
     env.write("exp.toml", &synthetic_experiment(80, ""));

@@ -379,3 +379,43 @@ fn trial_tasks_run_one_trial_of_an_expanded_sweep() {
         out.stderr
     );
 }
+
+#[test]
+fn a_sweep_too_large_to_expand_is_refused_by_its_count_at_once() {
+    let env = TestEnv::new();
+    env.write("exp.toml", &synthetic_experiment(20, ""));
+    // Refused by counting, not by running out of memory expanding 10^12 trials.
+    let out = env
+        .run(&[
+            "sweep",
+            "exp.toml",
+            "--dry-run",
+            "--grid",
+            "train.lr=range(1, 1001, 1)",
+            "--grid",
+            "train.batch_size=range(1, 1001, 1)",
+            "--grid",
+            "train.epochs=range(1, 1001, 1)",
+            "--grid",
+            "seed=range(1, 1001, 1)",
+        ])
+        .expect(2);
+    assert!(
+        out.stderr.contains("1000000000000 trials"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("--max-trials"), "{}", out.stderr);
+    let out = env
+        .run(&[
+            "sweep",
+            "exp.toml",
+            "--dry-run",
+            "--grid",
+            "train.lr=1e-3,3e-4,1e-4",
+            "--max-trials",
+            "2",
+        ])
+        .expect(2);
+    assert!(out.stderr.contains("3 trials"), "{}", out.stderr);
+}

@@ -249,6 +249,62 @@ fn a_killed_training_resumes_from_last_and_ends_like_an_uninterrupted_run() {
 }
 
 #[test]
+fn a_diverging_training_stops_at_once_with_exit_1_and_keeps_its_finite_epochs() {
+    let env = TestEnv::new();
+    env.write("exp.toml", &experiment(3, ""));
+    // At once: the first steps already overflow.
+    let out = env
+        .run(&["run", "exp.toml", "--set", "train.lr=1e6"])
+        .expect(1);
+    assert!(
+        out.stderr
+            .contains("training diverged in epoch 1 of 3: the loss is NaN at step"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("train.lr = 1000000"), "{}", out.stderr);
+    assert!(out.stderr.contains("Nothing was kept"), "{}", out.stderr);
+    assert!(env.cache_entries("train").is_empty());
+    let run = env.run_dir("t");
+    let execution = fs::read_to_string(run.join("execution.toml")).unwrap();
+    assert!(execution.contains("status = \"failed\""), "{execution}");
+
+    // Later: the head trains fine in epoch 1, the backbone blows up once unfrozen. Epoch 1
+    // stays resumable, and a rerun resumes from it (and diverges again, as it must).
+    let diverge_later = [
+        "run",
+        "exp.toml",
+        "--set",
+        "train.backbone_lr=1e9",
+        "--set",
+        "train.unfreeze_epoch=1",
+    ];
+    let out = env.run(&diverge_later).expect(1);
+    assert!(
+        out.stderr.contains("training diverged in epoch 2 of 3"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("train.backbone_lr = 1000000000"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("Epoch 1 is kept"), "{}", out.stderr);
+    let kept: Vec<_> = work_dirs(&env)
+        .into_iter()
+        .filter(|d| d.join("last.safetensors").is_file())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let again = env.run(&diverge_later).expect(1);
+    assert!(
+        again.stdout.contains("resuming from") && again.stdout.contains("after epoch 1"),
+        "{}",
+        again.stdout
+    );
+}
+
+#[test]
 fn event_files_hold_the_epoch_metrics_and_every_step_lr() {
     let env = TestEnv::new();
     env.write("exp.toml", &experiment(3, ""));

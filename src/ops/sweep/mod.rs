@@ -32,6 +32,10 @@ use super::run::{RunOptions, run_prepared};
 use super::{OpError, Prepared, SWEEPS_DIR, plain_value as show_value};
 use record::{TrialRecord, TrialState};
 
+/// The most trials a sweep may make unless `--max-trials` says otherwise: far more than
+/// anyone runs by hand, few enough that expanding and validating them all takes seconds.
+pub const DEFAULT_MAX_TRIALS: u64 = 10_000;
+
 /// What to expand.
 #[derive(Clone, Debug, Default)]
 pub struct SweepOptions {
@@ -41,6 +45,8 @@ pub struct SweepOptions {
     pub grid: Vec<String>,
     /// `--seeds N`, replacing the table's `seeds`.
     pub seeds: Option<u64>,
+    /// The most trials a sweep may make (`--max-trials`; [`DEFAULT_MAX_TRIALS`]).
+    pub max_trials: u64,
     /// The runs directory.
     pub runs_dir: PathBuf,
 }
@@ -143,7 +149,9 @@ pub fn expand(options: &SweepOptions) -> Result<SweepPlan, OpError> {
             crate::experiment::error::display_path(&options.experiment.file)
         )));
     }
-    let points = definition.points(base.experiment.seed).map_err(in_table)?;
+    let points = definition
+        .points(base.experiment.seed, options.max_trials)
+        .map_err(in_table)?;
     let experiment = options
         .experiment
         .file
