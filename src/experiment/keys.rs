@@ -26,7 +26,7 @@ macro_rules! keys {
 }
 
 keys! {
-    "name": "string" => "Experiment name (default: the experiment file's name without `.toml`); runs go to `runs/<name>/<run-id>/`. Letters, digits, `-`, `_`, `.`.",
+    "name": "string" => "Experiment name (default: the experiment file's name without `.toml`); runs go to `runs/<name>/<run-id>/`. Letters, digits, `-`, `_`, `.`; not `sweeps`.",
     "seed": "integer" => "Seed for every random choice (split order, initialisation, shuffling).",
     "extends": "path" => "Base experiment file (relative to this file) whose values this file overrides; chains allowed.",
     "dataset.dirs": "list of paths" => "Dataset directories in the real layout (`data.csv` + `images/<uuid>/{0,90,180,270}.jpg`), relative to the file that sets them; merged in order.",
