@@ -75,6 +75,23 @@ pub fn assign(
         .collect();
     order.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()).then(a.1.cmp(&b.1)));
     let n = uuids.len();
+    let [n_train, n_val, n_test] = counts(n, fractions, fraction);
+    let kept = n_train + n_val + n_test;
+    let mut out = vec![None; n];
+    for (rank, (_, i)) in order.into_iter().enumerate().take(kept) {
+        out[i] = Some(if rank < n_train {
+            Split::Train
+        } else if rank < n_train + n_val {
+            Split::Val
+        } else {
+            Split::Test
+        });
+    }
+    out
+}
+
+/// How many of `n` locations [`assign`] puts in train, val and test.
+pub fn counts(n: usize, fractions: Fractions, fraction: f64) -> [usize; 3] {
     let kept = if n == 0 {
         0
     } else {
@@ -87,17 +104,20 @@ pub fn assign(
         n_train
     };
     let n_val = ((kept as f64 * fractions.val).round() as usize).min(kept - n_train);
-    let mut out = vec![None; n];
-    for (rank, (_, i)) in order.into_iter().enumerate().take(kept) {
-        out[i] = Some(if rank < n_train {
-            Split::Train
-        } else if rank < n_train + n_val {
-            Split::Val
-        } else {
-            Split::Test
-        });
-    }
-    out
+    [n_train, n_val, kept - n_train - n_val]
+}
+
+/// Why a split cannot train and evaluate a model, if it cannot: every split needs a
+/// location (train fits, val selects the best epoch, test scores it).
+pub fn unusable(counts: [usize; 3]) -> Option<String> {
+    let [train, val, test] = counts;
+    (train == 0 || val == 0 || test == 0).then(|| {
+        format!(
+            "the split gives {train} train, {val} val and {test} test locations, and every split \
+             needs at least one (train fits the model, val picks the best epoch, test scores it); \
+             use more locations, a larger dataset.fraction, or other dataset.split fractions"
+        )
+    })
 }
 
 #[cfg(test)]

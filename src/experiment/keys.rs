@@ -39,7 +39,7 @@ keys! {
     "dataset.fraction": "float" => "Fraction of all locations to use, in (0, 1]; subsampled before splitting.",
     "dataset.skip_bad_images": "bool" => "Drop locations with an unreadable or corrupt view (counted in the manifest) instead of failing.",
     "classes.boundary": "string" => "ISO 3166 alpha-2 code of an embedded Natural Earth country (`HR`), or a GeoJSON file path.",
-    "classes.spacing": "float" => "Grid cell side in degrees (0.7 → 36 cells on Croatia, 0.5 → 58, 0.3 → 131).",
+    "classes.spacing": "float" => "Grid cell side in degrees (0.7 → 36 cells on Croatia, 0.5 → 58, 0.3 → 131); at most 1,000,000 grid squares over the boundary's extent.",
     "classes.centroid": "geometric | clipped | weighted" => "Point that stands for a class: square centre, centre moved onto land, or mean of the cell's train locations.",
     "classes.crs": "string" => "Projected CRS (`EPSG:NNNN` or a `+proj` string) for regression targets and planar maths.",
     "model.task": "classification | regression" => "Predict a grid class, or min-max scaled projected coordinates.",

@@ -127,11 +127,22 @@ impl Checker<'_> {
                 "must be > 0: classes come from training locations",
             );
         }
-        self.check(
-            d.fraction.is_finite() && d.fraction > 0.0 && d.fraction <= 1.0,
-            "dataset.fraction",
-            || format!("must be in (0, 1], got {}", d.fraction),
-        );
+        if split_ok && d.split.val <= 0.0 {
+            self.fail(
+                "dataset.split.val",
+                "must be > 0: the best epoch is chosen on the val split",
+            );
+        }
+        if split_ok && d.split.test <= 0.0 {
+            self.fail(
+                "dataset.split.test",
+                "must be > 0: the evaluate stage scores the test split",
+            );
+        }
+        let fraction_ok = d.fraction.is_finite() && d.fraction > 0.0 && d.fraction <= 1.0;
+        self.check(fraction_ok, "dataset.fraction", || {
+            format!("must be in (0, 1], got {:?}", d.fraction)
+        });
     }
 
     fn classes(&mut self) {
@@ -139,10 +150,10 @@ impl Checker<'_> {
         self.check(
             c.spacing.is_finite() && c.spacing > 0.0,
             "classes.spacing",
-            || format!("must be > 0 degrees, got {}", c.spacing),
+            || format!("must be > 0 degrees, got {:?}", c.spacing),
         );
         self.check(c.spacing <= 90.0, "classes.spacing", || {
-            format!("must be at most 90 degrees, got {}", c.spacing)
+            format!("must be at most 90 degrees, got {:?}", c.spacing)
         });
         let b = c.boundary.trim();
         let iso = b.len() == 2 && b.chars().all(|ch| ch.is_ascii_alphabetic());
@@ -230,6 +241,18 @@ impl Checker<'_> {
         self.check(device_ok, "train.device", || {
             format!("{:?} is not `cpu`, `cuda`, `cuda:N` or `auto`", t.device)
         });
+        // Known before anything runs, so it is a configuration error, not a failed stage.
+        self.check(
+            !device_ok || cfg!(feature = "cuda") || !t.device.starts_with("cuda"),
+            "train.device",
+            || {
+                format!(
+                    "{:?}, but this geoexp was built without CUDA; rebuild with `cargo build \
+                     --release --features cuda` (needs the CUDA toolkit) or use \"cpu\" or \"auto\"",
+                    t.device
+                )
+            },
+        );
         self.monitor();
         if let Some(lr) = t.backbone_lr {
             self.check(lr.is_finite() && lr > 0.0, "train.backbone_lr", || {

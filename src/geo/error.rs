@@ -57,12 +57,12 @@ pub enum GeoError {
     #[error(transparent)]
     Projection(#[from] ProjectionError),
     /// The grid spacing is unusable.
-    #[error("invalid grid spacing {spacing}°: {reason}")]
+    #[error("invalid grid spacing {spacing:?}°: {reason}")]
     InvalidSpacing {
         /// The spacing as given, in degrees.
         spacing: f64,
         /// Why it is rejected.
-        reason: &'static str,
+        reason: String,
     },
     /// A point has a non-finite coordinate.
     #[error("point {index} has a non-finite coordinate (lat {lat}, lon {lon})")]

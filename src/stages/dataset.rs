@@ -166,6 +166,17 @@ impl Stage for DatasetStage {
             val: p.split.val,
         };
         let indexed = index(&sources, fractions, p.fraction, p.seed)?;
+        let count = |s| indexed.locations.iter().filter(|l| l.split == s).count();
+        use crate::dataset::Split;
+        let counts = [count(Split::Train), count(Split::Val), count(Split::Test)];
+        if let Some(problem) = crate::dataset::split::unusable(counts) {
+            return Err(format!(
+                "{} locations after dataset.fraction = {:?}: {problem}",
+                indexed.locations.len(),
+                p.fraction
+            )
+            .into());
+        }
         write_locations(&ctx.out_dir().join(LOCATIONS_FILE), &indexed.locations)?;
         let points: Vec<MapPoint> = indexed
             .locations
@@ -181,8 +192,6 @@ impl Stage for DatasetStage {
             self.boundary.shape(),
             &points,
         )?;
-        let count = |s| indexed.locations.iter().filter(|l| l.split == s).count();
-        use crate::dataset::Split;
         if indexed.unreferenced_folders > 0 {
             tracing::warn!(
                 "{} image folder(s) have no row in any data.csv and are ignored",

@@ -24,8 +24,9 @@ pub mod train;
 
 use std::sync::Arc;
 
-use crate::dataset::Split;
+use crate::dataset::{Fractions, Split, split};
 use crate::experiment::{Loaded, Origin};
+use crate::geo::GridSpec;
 use crate::geo::{Boundary, GeoError, ProjectionError, projection};
 use crate::graph::{Graph, GraphError};
 
@@ -54,6 +55,23 @@ pub enum BuildError {
         #[source]
         source: Box<ProjectionError>,
     },
+    /// `classes.spacing` makes too many grid squares over the boundary.
+    #[error("{origin}: key `classes.spacing`")]
+    Spacing {
+        /// Where it was set.
+        origin: Origin,
+        /// Why it is refused.
+        #[source]
+        source: Box<GeoError>,
+    },
+    /// The synthetic dataset is too small for its split.
+    #[error("{origin}: key `dataset.synthetic.locations`: {message}")]
+    Split {
+        /// Where it was set.
+        origin: Origin,
+        /// What the split gives.
+        message: String,
+    },
     /// The graph is malformed (a bug).
     #[error(transparent)]
     Graph(#[from] GraphError),
@@ -78,6 +96,30 @@ pub fn build(loaded: &Loaded) -> Result<Graph, BuildError> {
         origin: loaded.origin("classes.crs"),
         source: Box::new(source),
     })?;
+    // What would fail inside a stage, found now: a grid too fine to build, a synthetic
+    // dataset too small for its split (a real one's size is checked by the dataset stage,
+    // before anything is trained).
+    GridSpec::covering(boundary.bbox(), c.spacing).map_err(|source| BuildError::Spacing {
+        origin: loaded.origin("classes.spacing"),
+        source: Box::new(source),
+    })?;
+    let d = &loaded.experiment.dataset;
+    if let Some(s) = &d.synthetic {
+        let fractions = Fractions {
+            train: d.split.train,
+            val: d.split.val,
+        };
+        let counts = split::counts(s.locations, fractions, d.fraction);
+        if let Some(problem) = split::unusable(counts) {
+            return Err(BuildError::Split {
+                origin: loaded.origin("dataset.synthetic.locations"),
+                message: format!(
+                    "{} locations at dataset.fraction = {:?}: {problem}",
+                    s.locations, d.fraction
+                ),
+            });
+        }
+    }
     let mut graph = Graph::new();
     graph.add(Box::new(dataset::DatasetStage::new(
         loaded,

@@ -140,3 +140,75 @@ fn a_geojson_boundary_path_is_resolved_against_the_experiment_file() {
     // A 2°×2° square at 0.5°: exactly 16 cells.
     assert_eq!(classes.lines().count(), 17, "{classes}");
 }
+
+#[test]
+fn what_would_fail_inside_a_stage_is_refused_before_any_stage_runs() {
+    let env = TestEnv::new();
+    env.write("exp.toml", &synthetic_experiment(40, ""));
+    for (set, needles) in [
+        (
+            "dataset.split.val=0.0,dataset.split.train=0.9",
+            &["dataset.split.val", "must be > 0"][..],
+        ),
+        (
+            "dataset.split.test=0.0,dataset.split.train=0.9",
+            &["dataset.split.test", "must be > 0"][..],
+        ),
+        (
+            "classes.spacing=1e-9",
+            &[
+                "classes.spacing",
+                "grid squares",
+                "more than the limit of 1000000",
+            ][..],
+        ),
+        (
+            "classes.spacing=0.001",
+            &["classes.spacing", "more than the limit"][..],
+        ),
+        ("classes.spacing=1e308", &["classes.spacing", "1e308"][..]),
+        (
+            "dataset.synthetic.locations=1",
+            &["dataset.synthetic.locations", "0 val", "0 test"][..],
+        ),
+        (
+            "dataset.fraction=1e-300",
+            &["dataset.synthetic.locations", "1e-300", "0 val"][..],
+        ),
+    ] {
+        for cmd in ["plan", "run"] {
+            let mut args = vec![cmd, "exp.toml"];
+            for one in set.split(',') {
+                args.extend(["--set", one]);
+            }
+            let out = env.run(&args).expect(2);
+            for needle in needles {
+                assert!(out.stderr.contains(needle), "{set}: {}", out.stderr);
+            }
+            assert!(out.stderr.len() < 1000, "{set}: {}", out.stderr);
+        }
+        assert!(!env.path().join("runs").exists(), "{set}: something ran");
+    }
+}
+
+#[test]
+fn a_real_dataset_too_small_for_its_split_fails_in_the_dataset_stage_before_training() {
+    let env = TestEnv::new();
+    env.synth("tiny", 2, 1);
+    env.write(
+        "exp.toml",
+        &crate::common::dirs_experiment(&["data/tiny"], ""),
+    );
+    let out = env.run(&["run", "exp.toml"]).expect(1);
+    assert!(
+        out.stderr.contains("stage `dataset` failed"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("every split needs at least one"),
+        "{}",
+        out.stderr
+    );
+    assert!(!env.path().join("runs/.cache/train").exists());
+}

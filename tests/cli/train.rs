@@ -417,8 +417,12 @@ fn cuda_in_a_cpu_build_is_a_clear_error() {
         "exp.toml",
         &experiment(3, "").replace("\"cpu\"", "\"cuda:0\""),
     );
-    let out = env.run(&["run", "exp.toml"]).expect(1);
+    // Known before anything runs: a configuration error naming the key, nothing computed.
+    let out = env.run(&["run", "exp.toml"]).expect(2);
     assert!(out.stderr.contains("--features cuda"), "{}", out.stderr);
+    assert!(out.stderr.contains("exp.toml:"), "{}", out.stderr);
+    assert!(out.stderr.contains("train.device"), "{}", out.stderr);
+    assert!(!env.path().join("runs").exists());
 }
 
 #[test]
