@@ -27,6 +27,11 @@ use super::error::ImagesError;
 /// The largest output side: `jpeg-decoder` takes requested sizes as `u16`.
 pub const MAX_SIDE: u32 = u16::MAX as u32;
 
+/// Images declaring more pixels than this are refused before any pixel is decoded, by
+/// every path (the images stage, `predict`, `serve`): a street view is a few megapixels,
+/// and a header is all a decompression bomb needs to claim gigapixels.
+pub const MAX_PIXELS: u64 = 64_000_000;
+
 /// How to decode a view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DecodeOptions {
@@ -204,6 +209,22 @@ fn decode_jpeg(path: &Path, bytes: &[u8], opts: DecodeOptions) -> Result<Decoded
     if full.0 == 0 || full.1 == 0 {
         return Err(empty(path, full));
     }
+    check_declared(path, full)?;
+    // Every 8×8 block of a JPEG's first component costs at least one bit (its DC code, in
+    // any scan order), so a file shorter than that cannot hold the image it declares;
+    // decoders fill the rest with black, which must never pass for a view.
+    let blocks = u64::from(full.0.div_ceil(8)) * u64::from(full.1.div_ceil(8));
+    if (bytes.len() as u64).saturating_mul(8) < blocks {
+        return Err(ImagesError::Decode {
+            path: path.to_owned(),
+            reason: format!(
+                "truncated: it declares {}×{} pixels but has only {} bytes, too few to encode them",
+                full.0,
+                full.1,
+                bytes.len()
+            ),
+        });
+    }
     if !matches!(info.pixel_format, PixelFormat::RGB24 | PixelFormat::L8) {
         // CMYK and 16-bit grey are rare in view data; the image crate converts them.
         return decode_with_image(path, bytes, image::ImageFormat::Jpeg);
@@ -260,11 +281,30 @@ fn dct_scale(full: (u32, u32), scaled: (u32, u32)) -> f64 {
     f64::from(scaled.0) / f64::from(full.0)
 }
 
+/// Refuses an image whose declared size is over [`MAX_PIXELS`].
+fn check_declared(path: &Path, (width, height): (u32, u32)) -> Result<(), ImagesError> {
+    if u64::from(width) * u64::from(height) > MAX_PIXELS {
+        return Err(ImagesError::TooLarge {
+            path: path.to_owned(),
+            width,
+            height,
+            max: MAX_PIXELS / 1_000_000,
+        });
+    }
+    Ok(())
+}
+
 fn decode_with_image(
     path: &Path,
     bytes: &[u8],
     format: image::ImageFormat,
 ) -> Result<Decoded, ImagesError> {
+    // The header first: nothing is decoded for an image over the limit.
+    if let Ok(size) =
+        image::ImageReader::with_format(std::io::Cursor::new(bytes), format).into_dimensions()
+    {
+        check_declared(path, size)?;
+    }
     let img = image::load_from_memory_with_format(bytes, format).map_err(|e| {
         let reason = match e {
             image::ImageError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
@@ -531,6 +571,74 @@ mod tests {
             decode_view(&missing, 32),
             Err(ImagesError::Open { .. })
         ));
+    }
+
+    /// `bytes` with the 16-bit big-endian height and width of a JPEG's first frame header
+    /// (SOF0..SOF2) replaced.
+    fn with_jpeg_size(bytes: &[u8], width: u16, height: u16) -> Vec<u8> {
+        let mut out = bytes.to_vec();
+        let at = (0..out.len() - 1)
+            .find(|&i| out[i] == 0xFF && (0xC0..=0xC2).contains(&out[i + 1]))
+            .expect("a frame header");
+        out[at + 5..at + 7].copy_from_slice(&height.to_be_bytes());
+        out[at + 7..at + 9].copy_from_slice(&width.to_be_bytes());
+        out
+    }
+
+    /// `bytes` of a PNG with its IHDR width and height replaced (and its CRC made right).
+    fn with_png_size(bytes: &[u8], width: u32, height: u32) -> Vec<u8> {
+        fn crc32(data: &[u8]) -> u32 {
+            let mut crc = !0u32;
+            for &b in data {
+                crc ^= u32::from(b);
+                for _ in 0..8 {
+                    crc = if crc & 1 == 1 {
+                        (crc >> 1) ^ 0xEDB8_8320
+                    } else {
+                        crc >> 1
+                    };
+                }
+            }
+            !crc
+        }
+        let mut out = bytes.to_vec();
+        // Signature (8), length (4), "IHDR" (4), then width and height.
+        out[16..20].copy_from_slice(&width.to_be_bytes());
+        out[20..24].copy_from_slice(&height.to_be_bytes());
+        let crc = crc32(&out[12..29]);
+        out[29..33].copy_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn an_image_declaring_more_than_it_can_hold_is_refused_before_decoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let jpeg = dir.path().join("small.jpg");
+        save_jpeg(&gradient(16, 16), &jpeg);
+        let jpeg = std::fs::read(&jpeg).unwrap();
+        let png = dir.path().join("small.png");
+        save_png(&gradient(16, 16), &png);
+        let png = std::fs::read(&png).unwrap();
+        let decode = |name: &str, bytes: &[u8]| {
+            let mut out = vec![0; DecodeOptions::new(32).view_bytes()];
+            decode_bytes_into(Path::new(name), bytes, DecodeOptions::new(32), &mut out)
+        };
+        // A few hundred bytes claiming 30000×30000: refused by its header.
+        let bomb = with_jpeg_size(&jpeg, 30_000, 30_000);
+        assert!(bomb.len() < 2_000);
+        let err = decode("bomb.jpg", &bomb).unwrap_err();
+        assert!(matches!(err, ImagesError::TooLarge { .. }), "{err}");
+        assert!(err.to_string().contains("30000×30000"), "{err}");
+        // Under the pixel limit, but too short for what it declares: an error, never a
+        // black view.
+        let err = decode("short.jpg", &with_jpeg_size(&jpeg, 4_000, 4_000)).unwrap_err();
+        assert!(err.to_string().contains("truncated"), "{err}");
+        assert!(err.to_string().contains("4000×4000"), "{err}");
+        let err = decode("bomb.png", &with_png_size(&png, 10_000, 10_000)).unwrap_err();
+        assert!(matches!(err, ImagesError::TooLarge { .. }), "{err}");
+        // The originals still decode.
+        decode("small.jpg", &jpeg).unwrap();
+        decode("small.png", &png).unwrap();
     }
 
     #[test]

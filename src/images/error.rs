@@ -43,6 +43,22 @@ pub enum ImagesError {
         /// Height as stored.
         height: u32,
     },
+    /// An image declares more pixels than geoexp decodes (a decompression bomb, or a
+    /// panorama far beyond any view); refused before decoding.
+    #[error(
+        "{}: image declares {width}×{height} pixels, more than the limit of {max} megapixels",
+        path.display()
+    )]
+    TooLarge {
+        /// The image file.
+        path: PathBuf,
+        /// Width as declared.
+        width: u32,
+        /// Height as declared.
+        height: u32,
+        /// The limit, in megapixels.
+        max: u64,
+    },
     /// A tensor file is not what [`crate::images::ImageTensor`] expects.
     #[error("{}: not an image tensor file: {problem}", path.display())]
     Format {

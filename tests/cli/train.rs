@@ -470,3 +470,52 @@ fn a_corrupt_view_names_its_file_unless_bad_images_are_skipped() {
     let manifest = fs::read_to_string(env.path().join(manifest_path)).unwrap();
     assert!(manifest.contains("dropped_bad_images = 1"), "{manifest}");
 }
+
+#[test]
+fn a_decompression_bomb_view_is_refused_by_its_header() {
+    let env = TestEnv::new();
+    env.synth("d", 40, 4);
+    let victim = fs::read_dir(env.path().join("data/d/images"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("180.jpg");
+    // The view's own bytes, with a frame header claiming 30000×30000 pixels.
+    let mut bytes = fs::read(&victim).unwrap();
+    let at = (0..bytes.len() - 1)
+        .find(|&i| bytes[i] == 0xFF && (0xC0..=0xC2).contains(&bytes[i + 1]))
+        .unwrap();
+    bytes[at + 5..at + 9].copy_from_slice(&[0x75, 0x30, 0x75, 0x30]);
+    fs::write(&victim, &bytes).unwrap();
+    env.write(
+        "exp.toml",
+        &crate::common::dirs_experiment(&["data/d"], "[classes]\nspacing = 0.7\n"),
+    );
+    let out = env.run(&["run", "exp.toml"]).expect(1);
+    assert!(out.stderr.contains("180.jpg"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("30000×30000 pixels, more than the limit of 64 megapixels"),
+        "{}",
+        out.stderr
+    );
+    let out = env
+        .run(&["run", "exp.toml", "--set", "dataset.skip_bad_images=true"])
+        .expect(0);
+    let run_id = out
+        .stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("run ")?
+                .split_once(' ')
+                .map(|(id, _)| id.to_owned())
+        })
+        .unwrap();
+    // predict leaves the folder out, naming why.
+    let out = env
+        .run(&["predict", &run_id, "--images", "data/d"])
+        .expect(0);
+    assert!(out.stderr.contains("megapixels"), "{}", out.stderr);
+}
