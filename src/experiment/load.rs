@@ -28,6 +28,9 @@ use super::schema::Experiment;
 use super::sweep::{NOT_SWEPT, RESERVED, Sweep, SweepProblem};
 use super::validate::validate;
 
+/// The largest experiment file geoexp reads (a real one is a few kilobytes).
+const MAX_EXPERIMENT_BYTES: u64 = 1 << 20;
+
 /// Prefix of experiment environment variables.
 pub const ENV_PREFIX: &str = "GEOEXP_";
 const DEFAULT_LAYER: &str = "default";
@@ -298,14 +301,28 @@ fn read_chain(file: &Path) -> Result<(Vec<PathBuf>, BTreeMap<PathBuf, String>), 
             kind: ConfigErrorKind::Read(format!("{}: {e}", path.display())),
         };
         let canonical = path.canonicalize().map_err(read_error)?;
-        if chain.contains(&canonical) {
-            let mut cycle: Vec<PathBuf> = chain.iter().rev().cloned().collect();
+        if let Some(start) = chain.iter().position(|p| p == &canonical) {
+            // In the order the files name each other: a → b → c → a.
+            let mut cycle: Vec<PathBuf> = chain[start..].to_vec();
             cycle.push(canonical);
             return Err(ConfigError {
                 origin: named_by.unwrap_or(Origin::Default),
                 key: Some("extends".into()),
                 kind: ConfigErrorKind::ExtendsCycle(cycle),
             }
+            .into());
+        }
+        // Only a regular file of a sane size: `extends = "/dev/zero"` would read until
+        // memory runs out, and a FIFO would wait forever.
+        let meta = std::fs::metadata(&canonical).map_err(read_error)?;
+        if !meta.is_file() {
+            return Err(read_error(std::io::Error::other("not a regular file")).into());
+        }
+        if meta.len() > MAX_EXPERIMENT_BYTES {
+            return Err(read_error(std::io::Error::other(format!(
+                "{} bytes; an experiment file may have at most {MAX_EXPERIMENT_BYTES}",
+                meta.len()
+            )))
             .into());
         }
         let text = std::fs::read_to_string(&canonical).map_err(read_error)?;

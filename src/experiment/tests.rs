@@ -114,6 +114,55 @@ fn an_extends_cycle_is_an_error_naming_the_chain() {
     let msg = error_text(&b, &[], &[]);
     assert!(msg.contains("cycle"), "{msg}");
     assert!(msg.contains("a.toml") && msg.contains("b.toml"), "{msg}");
+    // The chain in the order the files name each other.
+    f.write("c1.toml", "extends = \"c2.toml\"\n");
+    f.write("c2.toml", "extends = \"c3.toml\"\n");
+    let c3 = f.write("c3.toml", "extends = \"c1.toml\"\n");
+    let msg = error_text(&c3, &[], &[]);
+    let names = |m: &str| {
+        m.rsplit(": ")
+            .next()
+            .unwrap()
+            .split(" → ")
+            .map(|p| p.rsplit('/').next().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(&msg),
+        ["c3.toml", "c1.toml", "c2.toml", "c3.toml"],
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_problem_with_a_default_names_the_experiment_file() {
+    let f = Files::new();
+    let empty = f.write("empty.toml", "");
+    let msg = error_text(&empty, &[], &[]);
+    assert!(
+        msg.starts_with(&format!("{}: key `dataset.dirs`", empty.display()))
+            || msg.contains("empty.toml: key `dataset.dirs`"),
+        "{msg}"
+    );
+    assert!(!msg.contains("default:"), "{msg}");
+    let bad_name = f.write("my exp.toml", SYNTH);
+    let msg = error_text(&bad_name, &[], &[]);
+    assert!(msg.contains("my exp.toml: key `name`"), "{msg}");
+}
+
+#[test]
+fn extends_reads_only_regular_files_of_a_sane_size() {
+    let f = Files::new();
+    let e = f.write("e.toml", "extends = \"/dev/zero\"\n");
+    let msg = error_text(&e, &[], &[]);
+    assert!(
+        msg.contains("e.toml:1:") && msg.contains("not a regular file"),
+        "{msg}"
+    );
+    f.write("big.toml", &"# padding\n".repeat(200_000));
+    let e = f.write("e2.toml", "extends = \"big.toml\"\n");
+    let msg = error_text(&e, &[], &[]);
+    assert!(msg.contains("an experiment file may have at most"), "{msg}");
 }
 
 #[test]

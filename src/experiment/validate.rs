@@ -30,8 +30,16 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn fail(&mut self, key: &str, message: impl Into<String>) {
-        self.errors
-            .push(ConfigError::invalid(self.loaded.origin(key), key, message));
+        // A default that does not do (no dataset in an empty file, a name taken from a
+        // file name) is the experiment file's problem: name it, not "default".
+        let origin = match self.loaded.origin(key) {
+            super::error::Origin::Default => super::error::Origin::File {
+                path: self.loaded.file.clone(),
+                position: None,
+            },
+            origin => origin,
+        };
+        self.errors.push(ConfigError::invalid(origin, key, message));
     }
 
     fn check(&mut self, ok: bool, key: &str, message: impl FnOnce() -> String) {

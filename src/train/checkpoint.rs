@@ -174,10 +174,12 @@ pub fn save(
     let bytes =
         safetensors::serialize(&tensors, Some(HashMap::from([(META_KEY.to_owned(), json)])))
             .map_err(|e| CheckpointError::file(&tensors_path, e))?;
-    write_atomic(&tensors_path, &bytes).map_err(|e| CheckpointError::file(&tensors_path, e))?;
+    // With the OS's reason (a full disk, a file too large), not only "writing".
+    write_atomic(&tensors_path, &bytes)
+        .map_err(|e| CheckpointError::file(&tensors_path, crate::graph::error_chain(&e)))?;
     let sidecar = toml::to_string(meta).map_err(|e| CheckpointError::file(&sidecar_path, e))?;
     write_atomic(&sidecar_path, sidecar.as_bytes())
-        .map_err(|e| CheckpointError::file(&sidecar_path, e))?;
+        .map_err(|e| CheckpointError::file(&sidecar_path, crate::graph::error_chain(&e)))?;
     Ok(())
 }
 
@@ -267,4 +269,30 @@ pub fn restore_vars(
         var.set(t).map_err(|e| CheckpointError::file(path, e))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_write_keeps_the_operating_system_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = crate::infer::model::testing::write_checkpoint(dir.path(), "m", 1);
+        let loaded = load(&written, &Device::Cpu).unwrap();
+        // A "directory" that is a file: creating it fails, and the message says why.
+        let blocked = dir.path().join("file");
+        std::fs::write(&blocked, "x").unwrap();
+        let err = save(
+            &blocked.join("sub"),
+            "last",
+            &VarMap::new(),
+            Vec::new(),
+            &loaded.meta,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("last.safetensors"), "{err}");
+        assert!(err.contains("Not a directory"), "{err}");
+    }
 }

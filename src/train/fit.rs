@@ -181,6 +181,18 @@ pub fn fit(
     let events_path = work.join(LIVE_EVENTS_FILE);
     let lengths_path = work.join(EVENT_LENGTHS_FILE);
     let mut event_lengths = read_event_lengths(&lengths_path);
+    // A `last` that cannot be read (a disk error, a hand edit) would fail every rerun;
+    // it is set aside and training starts over, saying so.
+    if last_path.is_file()
+        && let Err(e) = checkpoint::load(&last_path, device)
+    {
+        let aside = last_path.with_extension("safetensors.unreadable");
+        let _ = std::fs::rename(&last_path, &aside);
+        ctx.say(&format!(
+            "cannot resume: {e}; it is kept as {} and training starts over",
+            aside.display()
+        ));
+    }
     let resumed = if last_path.is_file() {
         let loaded = checkpoint::load(&last_path, device)?;
         checkpoint::restore_vars(&last_path, &varmap, &loaded.model)?;

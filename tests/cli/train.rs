@@ -305,6 +305,49 @@ fn a_diverging_training_stops_at_once_with_exit_1_and_keeps_its_finite_epochs() 
 }
 
 #[test]
+fn an_unreadable_last_checkpoint_is_set_aside_and_training_starts_over() {
+    let env = TestEnv::new();
+    env.write("exp.toml", &experiment(4, ""));
+    env.run(&["run", "exp.toml", "--runs-dir", "whole"])
+        .expect(0);
+    let mut child = env
+        .cmd(&["run", "exp.toml"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let work = loop {
+        if let Some(d) = work_dirs(&env)
+            .into_iter()
+            .find(|d| d.join("last.safetensors").is_file())
+        {
+            break d;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "finished too soon");
+        assert!(Instant::now() < deadline, "no checkpoint appeared");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    fs::write(work.join("last.safetensors"), b"not a checkpoint").unwrap();
+    let out = env.run(&["run", "exp.toml"]).expect(0);
+    assert!(
+        out.stdout.contains("cannot resume") && out.stdout.contains("starts over"),
+        "{}",
+        out.stdout
+    );
+    let manifest = |dir: &Path| fs::read_to_string(dir.join("manifest.toml")).unwrap();
+    let whole = fs::read_dir(env.path().join("whole/t"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert_eq!(manifest(&env.run_dir("t")), manifest(&whole));
+}
+
+#[test]
 fn event_files_hold_the_epoch_metrics_and_every_step_lr() {
     let env = TestEnv::new();
     env.write("exp.toml", &experiment(3, ""));
