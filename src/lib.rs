@@ -37,6 +37,7 @@
 //! | `.cache/fingerprints.tsv`              | memo of file hashes by (path, size, mtime, inode)  |
 //! | `<name>/<run-id>/manifest.toml`        | deterministic record of a run                      |
 //! | `<name>/<run-id>/execution.toml`       | volatile facts: times, host, hits and misses       |
+//! | `<name>/<run-id>/executions/*.toml`    | the same, one per attempt (concurrent ones too)    |
 //! | `<name>/<run-id>/<stage>`              | symlink to that stage's cache entry                |
 //! | `<name>/<run-id>/events.out.tfevents.*`| hard links to the train/evaluate event files       |
 //! | `<name>/<run-id>/checkpoints/`         | hard links to the `best` and `last` checkpoints    |

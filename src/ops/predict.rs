@@ -231,6 +231,12 @@ pub fn predict(
     rows.sort_by(|a, b| a.uuid.cmp(&b.uuid));
     skipped.sort_by(|a, b| a.uuid.cmp(&b.uuid));
     if let Some(out) = &options.out {
+        if out.is_dir() {
+            return Err(PredictError::Write {
+                path: out.clone(),
+                message: "is a folder; give the CSV file to write, e.g. predictions.csv".into(),
+            });
+        }
         let mut bytes = Vec::new();
         write_csv(&rows, &mut bytes).map_err(|e| PredictError::Write {
             path: out.clone(),
@@ -238,7 +244,7 @@ pub fn predict(
         })?;
         write_atomic(out, &bytes).map_err(|e| PredictError::Write {
             path: out.clone(),
-            message: e.to_string(),
+            message: crate::graph::error_chain(&e),
         })?;
     }
     Ok(PredictReport {

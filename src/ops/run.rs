@@ -105,7 +105,7 @@ pub fn run_prepared(
             execution.status = "failed".into();
             execution.error = Some(crate::graph::error_chain(&err));
             // Best effort: the stage error matters more than a failure to record it.
-            let _ = execution.write(&run_dir.join(EXECUTION_FILE));
+            let _ = write_execution(&execution, &run_dir);
             return Err(err.into());
         }
     };
@@ -125,7 +125,7 @@ pub fn run_prepared(
             .collect(),
     };
     manifest.write(&run_dir.join(MANIFEST_FILE))?;
-    execution.write(&run_dir.join(EXECUTION_FILE))?;
+    write_execution(&execution, &run_dir)?;
     for s in &stages {
         link_stage(&run_dir, &s.stage, &s.entry.dir);
         for (file, name) in crate::stages::run_links(&s.stage) {
@@ -139,6 +139,23 @@ pub fn run_prepared(
         manifest,
     })
 }
+
+/// Writes `execution.toml` (the latest attempt) and a copy under `executions/` named by
+/// the attempt's start, host and pid, so two attempts at the same run (started at once, or
+/// one after the other) each keep their record.
+fn write_execution(execution: &Execution, run_dir: &Path) -> Result<(), crate::graph::GraphError> {
+    let name = format!(
+        "{}.{}.{}.toml",
+        execution.started_at.replace(':', ""),
+        execution.host,
+        std::process::id()
+    );
+    execution.write(&run_dir.join(EXECUTIONS_DIR).join(name))?;
+    execution.write(&run_dir.join(EXECUTION_FILE))
+}
+
+/// The folder of a run's execution records, one per attempt.
+pub const EXECUTIONS_DIR: &str = "executions";
 
 /// Versions recorded in manifests: geoexp and the optional features it was built with.
 pub fn versions() -> BTreeMap<String, String> {

@@ -48,6 +48,13 @@ pub fn synth(request: &SynthRequest, progress: &dyn Progress) -> Result<SynthSum
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    if let Some(file) = parent.ancestors().find(|p| p.is_file()) {
+        return Err(OpError::Usage(format!(
+            "--out {}: {} is a file, so no folder can be made inside it",
+            out.display(),
+            file.display()
+        )));
+    }
     std::fs::create_dir_all(parent).map_err(DatasetError::io("creating", parent))?;
     let name = out
         .file_name()

@@ -78,6 +78,17 @@ fn predictions_match_the_evaluate_stage_in_the_competition_format() {
     // --out the CSV goes to stdout alone.
     let stdout = predict(&env, run_dir.to_str().unwrap(), "data/d", &[]).expect(0);
     assert_eq!(stdout.stdout, text);
+
+    // --out naming a folder says so.
+    std::fs::create_dir(env.path().join("outdir")).unwrap();
+    let out = predict(
+        &env,
+        run_dir.to_str().unwrap(),
+        "data/d",
+        &["--out", "outdir"],
+    );
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("outdir: is a folder"), "{}", out.stderr);
 }
 
 #[test]

@@ -38,7 +38,7 @@ fn a_second_run_is_all_cache_hits_with_a_byte_identical_manifest() {
 }
 
 #[test]
-fn reruns_leave_no_hidden_link_files_in_the_run_folder() {
+fn reruns_leave_no_hidden_link_files_and_keep_each_execution_record() {
     let env = TestEnv::new();
     env.write("exp.toml", &synthetic_experiment(30, ""));
     for _ in 0..3 {
@@ -55,6 +55,8 @@ fn reruns_leave_no_hidden_link_files_in_the_run_folder() {
         }
     }
     assert_eq!(hidden, Vec::<String>::new());
+    // Each attempt keeps its own execution record beside the latest.
+    assert_eq!(fs::read_dir(run_dir.join("executions")).unwrap().count(), 3);
     assert!(run_dir.join("checkpoints/best.safetensors").is_file());
     assert!(run_dir.join("events.out.tfevents.train").is_file());
 }

@@ -29,4 +29,16 @@ fn an_existing_non_empty_folder_is_never_written_into() {
     assert!(out.stderr.contains("not empty"), "{}", out.stderr);
     assert_eq!(env.read("data/a/keep.txt"), "precious");
     assert!(!env.path().join("data/a/data.csv").exists());
+
+    // A file in the way of the folder is named as such.
+    env.write("afile", "x");
+    let out = env
+        .run(&["synth", "--out", "afile/x", "--locations", "5"])
+        .expect(2);
+    assert!(
+        out.stderr
+            .contains("afile is a file, so no folder can be made inside it"),
+        "{}",
+        out.stderr
+    );
 }
