@@ -36,29 +36,59 @@ pub fn read_data_csv(path: &Path) -> Result<Vec<CsvRow>, DatasetError> {
         .trim(csv::Trim::All)
         .from_path(path)
         .map_err(|e| csv_error(&file, &e))?;
+    // Bytes, not strings: columns geoexp does not read may hold anything.
     let headers: Vec<String> = reader
-        .headers()
+        .byte_headers()
         .map_err(|e| csv_error(&file, &e))?
         .iter()
-        .map(str::to_owned)
+        .map(|h| String::from_utf8_lossy(h).into_owned())
         .collect();
     let column = |name: &'static str| {
-        headers
+        let at: Vec<usize> = headers
             .iter()
-            .position(|h| h.trim().eq_ignore_ascii_case(name))
-            .ok_or_else(|| DatasetError::MissingColumn {
+            .enumerate()
+            .filter(|(_, h)| h.trim().eq_ignore_ascii_case(name))
+            .map(|(i, _)| i)
+            .collect();
+        match at[..] {
+            [one] => Ok(one),
+            [] => Err(DatasetError::MissingColumn {
                 file: file.clone(),
                 column: name,
                 found: headers.clone(),
-            })
+            }),
+            [first, second, ..] => Err(DatasetError::Csv {
+                file: file.clone(),
+                line: 1,
+                message: format!(
+                    "column `{name}` appears twice, as columns {} and {}; which one holds \
+                     the data is ambiguous",
+                    first + 1,
+                    second + 1
+                ),
+            }),
+        }
     };
     let (uuid_col, lat_col, lon_col) = (column("uuid")?, column("latitude")?, column("longitude")?);
     let mut rows = Vec::new();
     let mut seen: HashMap<String, u64> = HashMap::new();
-    for record in reader.records() {
+    for record in reader.byte_records() {
         let record = record.map_err(|e| csv_error(&file, &e))?;
         let line = record.position().map_or(0, |p| p.line());
-        let uuid = record.get(uuid_col).unwrap_or("").to_owned();
+        let text = |col: usize, name: &'static str| -> Result<String, DatasetError> {
+            let raw = record.get(col).unwrap_or(b"");
+            std::str::from_utf8(raw)
+                .map(|t| t.to_owned())
+                .map_err(|_| DatasetError::BadValue {
+                    file: file.clone(),
+                    line,
+                    uuid: String::from_utf8_lossy(record.get(uuid_col).unwrap_or(b"")).into_owned(),
+                    column: name,
+                    value: String::from_utf8_lossy(raw).into_owned(),
+                    problem: "is not valid UTF-8",
+                })
+        };
+        let uuid = text(uuid_col, "uuid")?;
         let bad =
             |column: &'static str, value: &str, problem: &'static str| DatasetError::BadValue {
                 file: file.clone(),
@@ -72,7 +102,8 @@ pub fn read_data_csv(path: &Path) -> Result<Vec<CsvRow>, DatasetError> {
             return Err(bad("uuid", &uuid, "is not usable as an image folder name"));
         }
         let coordinate = |col: usize, name: &'static str, limit: f64| {
-            let raw = record.get(col).unwrap_or("");
+            let raw = text(col, name)?;
+            let raw = raw.as_str();
             let value: f64 = raw.parse().map_err(|_| bad(name, raw, "is not a number"))?;
             if !value.is_finite() || value.abs() > limit {
                 return Err(bad(
@@ -150,6 +181,36 @@ mod tests {
             ("u9", 45.55, 18.54)
         );
         assert_eq!(b[0].line, 2);
+    }
+
+    fn read_bytes(bytes: &[u8]) -> Result<Vec<CsvRow>, DatasetError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data.csv");
+        std::fs::write(&path, bytes).unwrap();
+        read_data_csv(&path)
+    }
+
+    #[test]
+    fn columns_geoexp_does_not_read_may_hold_any_bytes() {
+        let rows = read_bytes(b"uuid,latitude,longitude,note\nu1,45.5,18.5,caf\xe9\n").unwrap();
+        assert_eq!(rows[0].uuid, "u1");
+        // In a column it reads, the same byte is an error naming line and column.
+        let e = read_bytes(b"uuid,latitude,longitude\nu\xe9,45.5,18.5\n").unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains(":2:") && msg.contains("not valid UTF-8"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_column_named_twice_is_an_error_naming_both() {
+        let e = read("uuid,latitude,longitude,latitude\nu1,45,18,44\n").unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("column `latitude` appears twice, as columns 2 and 4"),
+            "{msg}"
+        );
     }
 
     #[test]
