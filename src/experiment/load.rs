@@ -90,7 +90,7 @@ impl Loaded {
 
     /// Priority of the layer a value came from: defaults, then files base first, then the
     /// environment, then flags.
-    fn layer_rank(&self, origin: &Origin) -> usize {
+    pub(crate) fn layer_rank(&self, origin: &Origin) -> usize {
         match origin {
             Origin::Default => 0,
             Origin::File { path, .. } => 1 + self.chain.iter().position(|p| p == path).unwrap_or(0),
@@ -235,6 +235,7 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, ConfigErrors> {
         loaded.experiment.name = stem.to_string_lossy().into_owned();
     }
     prefer_later_dataset_choice(&mut loaded);
+    drop_fields_of_an_earlier_scheduler(&mut loaded);
     let mut problems = validate(&loaded);
     problems.extend(sweep_errors(&loaded));
     if problems.is_empty() {
@@ -260,6 +261,40 @@ fn prefer_later_dataset_choice(loaded: &mut Loaded) {
         std::cmp::Ordering::Greater => d.synthetic = None,
         std::cmp::Ordering::Less => d.dirs.clear(),
         std::cmp::Ordering::Equal => {}
+    }
+}
+
+/// Whether a scheduler field was set in a layer before the one that chose the scheduler
+/// kind: a later layer that changes the kind (an extending file, a variable, `--set`, a
+/// sweep) leaves the base's fields for another kind behind.
+pub(crate) fn set_before_the_kind(loaded: &Loaded, field: &str) -> bool {
+    let kind = loaded.layer_rank(&loaded.origin("train.scheduler.kind"));
+    loaded.layer_rank(&loaded.origin(&format!("train.scheduler.{field}"))) < kind
+}
+
+/// Resets the fields the scheduler kind does not read to their defaults when they were
+/// set before the kind was chosen (see [`set_before_the_kind`]), so changing the kind in a
+/// later layer gives the same experiment as writing that kind alone.
+fn drop_fields_of_an_earlier_scheduler(loaded: &mut Loaded) {
+    use super::schema::SchedulerConfig;
+    let kind = loaded.experiment.train.scheduler.kind;
+    let stale: Vec<&str> = SchedulerConfig::FIELDS
+        .iter()
+        .copied()
+        .filter(|f| !kind.fields().contains(f) && set_before_the_kind(loaded, f))
+        .collect();
+    let defaults = SchedulerConfig::default();
+    let s = &mut loaded.experiment.train.scheduler;
+    for field in stale {
+        match field {
+            "factor" => s.factor = defaults.factor,
+            "patience" => s.patience = defaults.patience,
+            "step_size" => s.step_size = defaults.step_size,
+            "min_lr" => s.min_lr = defaults.min_lr,
+            "pct_start" => s.pct_start = defaults.pct_start,
+            "warmup_epochs" => s.warmup_epochs = defaults.warmup_epochs,
+            _ => {}
+        }
     }
 }
 

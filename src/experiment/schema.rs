@@ -276,6 +276,18 @@ pub struct SchedulerConfig {
     pub warmup_epochs: u32,
 }
 
+impl SchedulerConfig {
+    /// Every field besides `kind`, by name.
+    pub const FIELDS: [&'static str; 6] = [
+        "factor",
+        "patience",
+        "step_size",
+        "min_lr",
+        "pct_start",
+        "warmup_epochs",
+    ];
+}
+
 impl Default for SchedulerConfig {
     fn default() -> Self {
         SchedulerConfig {

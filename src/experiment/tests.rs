@@ -340,6 +340,47 @@ fn scheduler_fields_that_the_kind_does_not_read_are_rejected() {
 }
 
 #[test]
+fn a_later_layer_can_change_the_scheduler_kind_and_leaves_the_old_fields_behind() {
+    let f = Files::new();
+    f.write(
+        "base.toml",
+        &format!(
+            "{SYNTH}[train]\nscheduler = {{ kind = \"plateau\", factor = 0.3, patience = 5 }}\n"
+        ),
+    );
+    let child = f.write(
+        "child.toml",
+        "extends = \"base.toml\"\n[train]\nscheduler = { kind = \"cosine\" }\n",
+    );
+    let fresh = f.write(
+        "fresh.toml",
+        &format!("{SYNTH}[train]\nscheduler = {{ kind = \"cosine\" }}\n"),
+    );
+    let scheduler = |l: &Loaded| l.experiment.train.scheduler.clone();
+    let by_file = load_with(&child, &[], &[]).unwrap();
+    let by_set = load_with(
+        &f.dir.path().join("base.toml"),
+        &["train.scheduler.kind=\"cosine\""],
+        &[],
+    )
+    .unwrap();
+    let alone = load_with(&fresh, &[], &[]).unwrap();
+    // The same experiment as writing cosine alone: the base's plateau fields are dropped.
+    assert_eq!(scheduler(&by_file), scheduler(&alone));
+    assert_eq!(scheduler(&by_set), scheduler(&alone));
+    // A field for another kind set in the same layer as the kind is still an error.
+    let msg = error_text(
+        &child,
+        &[
+            "train.scheduler.kind=\"step\"",
+            "train.scheduler.patience=4",
+        ],
+        &[],
+    );
+    assert!(msg.contains("train.scheduler.patience"), "{msg}");
+}
+
+#[test]
 fn sweep_axes_must_be_known_keys_with_values_of_the_right_type() {
     let f = Files::new();
     let path = f.write(

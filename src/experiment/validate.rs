@@ -347,17 +347,15 @@ impl Checker<'_> {
     fn scheduler(&mut self) {
         let s = &self.loaded.experiment.train.scheduler;
         let lr = self.loaded.experiment.train.lr;
-        for field in [
-            "factor",
-            "patience",
-            "step_size",
-            "min_lr",
-            "pct_start",
-            "warmup_epochs",
-        ] {
+        for field in super::schema::SchedulerConfig::FIELDS {
             let key = format!("train.scheduler.{field}");
             let set = !matches!(self.loaded.origin(&key), super::error::Origin::Default);
-            if set && !s.kind.fields().contains(&field) {
+            // Set with the kind or after it: the user combined them, and must hear so.
+            // Set before a later layer changed the kind: dropped (see load.rs).
+            if set
+                && !s.kind.fields().contains(&field)
+                && !super::load::set_before_the_kind(self.loaded, field)
+            {
                 let kind = serde_json::to_value(s.kind)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))
