@@ -9,7 +9,10 @@ use super::{Ctx, ExitStatus, ExperimentArgs};
 /// Run an experiment: every stage that is not cached runs; then the run's manifest is
 /// written to <runs>/<name>/<run-id>/manifest.toml.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Exit status: 0 done, 1 a stage failed, 2 bad configuration or arguments.")]
+#[command(
+    after_help = "Exit status: 0 done, 1 a stage failed or the machine did (a full disk, an I/O \
+                  error), 2 bad configuration, arguments or inputs (nothing ran)."
+)]
 pub struct Args {
     #[command(flatten)]
     experiment: ExperimentArgs,

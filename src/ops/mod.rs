@@ -130,12 +130,19 @@ impl From<BuildError> for OpError {
 }
 
 impl OpError {
-    /// Whether the error is a failure of the work itself (a stage failed) rather than of
-    /// the request (configuration, arguments); the CLI maps this to its exit code.
+    /// Whether the error is a failure of the work itself — a stage failed, or the machine
+    /// did (a full disk, an I/O error while writing the cache or a run folder) — rather
+    /// than of the request (configuration, arguments, inputs that cannot be read); the CLI
+    /// maps this to exit status 1, the request's errors to 2.
     pub fn is_stage_failure(&self) -> bool {
         matches!(
             self,
-            OpError::Graph(GraphError::Stage { .. } | GraphError::Panic { .. })
+            OpError::Graph(
+                GraphError::Stage { .. }
+                    | GraphError::Panic { .. }
+                    | GraphError::Io { .. }
+                    | GraphError::Encode { .. }
+            )
         )
     }
 }

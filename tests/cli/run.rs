@@ -355,3 +355,16 @@ fn a_process_killed_mid_stage_leaves_no_entry_and_the_next_run_recovers() {
     let leftovers = fs::read_dir(&tmp).unwrap().count();
     assert_eq!(leftovers, 0, "the dead process's temporary was swept");
 }
+
+#[test]
+fn a_failure_to_write_is_the_works_failure_exit_1_not_a_configuration_error() {
+    let env = TestEnv::new();
+    env.write("exp.toml", &synthetic_experiment(20, ""));
+    // The experiment's run folder cannot be made: a file is in its way.
+    env.write("runs/t", "in the way");
+    let out = env
+        .run(&["run", "exp.toml", "--until", "classes"])
+        .expect(1);
+    assert!(out.stderr.contains("runs/t"), "{}", out.stderr);
+    assert!(out.stderr.contains("Not a directory"), "{}", out.stderr);
+}
