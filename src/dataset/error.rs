@@ -15,6 +15,14 @@ pub enum DatasetError {
         /// The dataset directory.
         dir: PathBuf,
     },
+    /// A path that must be a regular file is something else.
+    #[error("{}: is {kind}, not a file", path.display())]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is.
+        kind: &'static str,
+    },
     /// A dataset directory has neither `images/` nor `data/`.
     #[error("{}: no images/ (or data/) folder of <uuid>/{{0,90,180,270}}.jpg views", dir.display())]
     MissingImageRoot {

@@ -66,7 +66,13 @@ pub fn index(
             match layout.views(&row.uuid) {
                 Ok(views) => rows.push((row, source.label.clone(), views)),
                 Err(missing) => {
-                    let headings: Vec<String> = missing.iter().map(u16::to_string).collect();
+                    let headings: Vec<String> = missing
+                        .iter()
+                        .map(|&h| match layout.unusable_view(&row.uuid, h) {
+                            Some(why) => format!("{h} ({why})"),
+                            None => h.to_string(),
+                        })
+                        .collect();
                     missing_views.push(format!("{}: missing {}", row.uuid, headings.join(", ")));
                 }
             }

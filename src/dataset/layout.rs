@@ -43,7 +43,15 @@ impl DirLayout {
     /// # Errors
     /// When `data.csv` or the image root is missing, or a folder cannot be listed.
     pub fn scan(dir: &Path) -> Result<DirLayout, DatasetError> {
-        if !dir.join(CSV_NAME).is_file() {
+        let csv = dir.join(CSV_NAME);
+        if !csv.is_file() {
+            // There, but not a file we can read: say what it is.
+            if fs::symlink_metadata(&csv).is_ok() {
+                return Err(DatasetError::NotAFile {
+                    path: csv.clone(),
+                    kind: file_kind(&csv),
+                });
+            }
             return Err(DatasetError::MissingCsv {
                 dir: dir.to_path_buf(),
             });
@@ -73,6 +81,23 @@ impl DirLayout {
         files
     }
 
+    /// Why the view of `heading` in `uuid`'s folder is missing when something by its name is
+    /// there: `0.jpg is a directory`, `90.jpg is a dangling symbolic link`.
+    pub fn unusable_view(&self, uuid: &str, heading: u16) -> Option<String> {
+        let folder = self.dir.join(self.image_root).join(uuid);
+        let stem = heading.to_string();
+        fs::read_dir(&folder)
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|name| {
+                name.rsplit_once('.').is_some_and(|(s, e)| {
+                    s == stem && IMAGE_EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x))
+                })
+            })
+            .map(|name| format!("{name} is {}", file_kind(&folder.join(&name))))
+    }
+
     /// The four view paths of `uuid` (relative to the directory), or the headings missing.
     pub fn views(&self, uuid: &str) -> Result<[String; 4], Vec<u16>> {
         let files = self.folders.get(uuid).map(Vec::as_slice).unwrap_or(&[]);
@@ -95,6 +120,36 @@ pub fn list_folders(root: &Path) -> Result<BTreeMap<String, Vec<String>>, Datase
             Ok((uuid, files))
         })
         .collect()
+}
+
+/// What a path is, for a message about something that is not a regular file: "a
+/// directory", "a FIFO", "a dangling symbolic link", ...
+pub fn file_kind(path: &Path) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(link) = fs::symlink_metadata(path) else {
+        return "missing";
+    };
+    let Ok(meta) = fs::metadata(path) else {
+        return if link.file_type().is_symlink() {
+            "a dangling symbolic link"
+        } else {
+            "unreadable"
+        };
+    };
+    let t = meta.file_type();
+    if t.is_file() {
+        "a regular file"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    }
 }
 
 /// Names of the entries of `dir` not starting with `.` whose (link-followed) metadata

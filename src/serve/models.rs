@@ -129,6 +129,22 @@ impl ModelStore {
         if std::fs::symlink_metadata(&path).is_err() {
             return Err(missing());
         }
+        // Say what is wrong with a file that is there but unusable, rather than calling it
+        // outside the directory.
+        match path.canonicalize() {
+            Err(_) => {
+                return Err(ApiError::not_found(format!(
+                    "model `{name}` is a dangling link: its file does not exist"
+                )));
+            }
+            Ok(real) if real.starts_with(&self.dir) && !real.is_file() => {
+                return Err(ApiError::not_found(format!(
+                    "model `{name}` is not a regular file ({})",
+                    crate::dataset::layout::file_kind(&real)
+                )));
+            }
+            Ok(_) => {}
+        }
         if !self.inside(&path) {
             return Err(ApiError::forbidden(format!(
                 "model `{name}` resolves outside the model directory and is not served"

@@ -172,3 +172,49 @@ fn a_dataset_dir_without_data_csv_is_named() {
         out.stderr
     );
 }
+
+#[test]
+fn views_and_data_csv_that_are_not_files_say_what_they_are() {
+    let env = TestEnv::new();
+    env.synth("a", 10, 1);
+    let uuids: Vec<String> = env
+        .read("data/a/data.csv")
+        .lines()
+        .skip(1)
+        .take(3)
+        .map(|l| l.split(',').nth(1).unwrap().to_owned())
+        .collect();
+    let view = |i: usize, h: &str| {
+        env.path()
+            .join(format!("data/a/images/{}/{h}.jpg", uuids[i]))
+    };
+    fs::remove_file(view(0, "0")).unwrap();
+    std::os::unix::fs::symlink("nowhere.jpg", view(0, "0")).unwrap();
+    fs::remove_file(view(1, "90")).unwrap();
+    fs::create_dir(view(1, "90")).unwrap();
+    fs::remove_file(view(2, "180")).unwrap();
+    let fifo = std::ffi::CString::new(view(2, "180").to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path; mkfifo only creates a file.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    env.write("exp.toml", &dirs_experiment(&["data/a"], ""));
+    fails_cleanly(
+        &env,
+        &[
+            "missing 0 (0.jpg is a dangling symbolic link)",
+            "missing 90 (90.jpg is a directory)",
+            "missing 180 (180.jpg is a FIFO (named pipe))",
+        ],
+    );
+
+    // data.csv as a directory.
+    env.synth("b", 5, 2);
+    fs::remove_file(env.path().join("data/b/data.csv")).unwrap();
+    fs::create_dir(env.path().join("data/b/data.csv")).unwrap();
+    env.write("exp.toml", &dirs_experiment(&["data/b"], ""));
+    let out = env.run(&["run", "exp.toml"]).expect(2);
+    assert!(
+        out.stderr.contains("data.csv: is a directory, not a file"),
+        "{}",
+        out.stderr
+    );
+}

@@ -268,6 +268,12 @@ fn invalid_requests_get_clear_errors_and_the_server_stays_up() {
     let secret = env.write("secret/x.safetensors", "not for you");
     std::os::unix::fs::symlink(&secret, env.path().join("models/leak.safetensors")).unwrap();
     std::os::unix::fs::symlink(env.path().join("secret"), env.path().join("data/out")).unwrap();
+    std::os::unix::fs::symlink(
+        "gone.safetensors",
+        env.path().join("models/dangling.safetensors"),
+    )
+    .unwrap();
+    fs::create_dir(env.path().join("models/folder.safetensors")).unwrap();
     let mut server = Server::start(
         &env,
         &["--models", "models", "--max-files", "6"],
@@ -278,8 +284,18 @@ fn invalid_requests_get_clear_errors_and_the_server_stays_up() {
     );
     let one = views(&images, uuid)[..1].to_vec();
 
-    // Models: unknown, traversal, links leading out.
+    // Models: unknown, traversal, links leading out, files that are not checkpoints.
     assert_eq!(read(server.get("/models")).1, json!(["tiny"]));
+    assert_error(
+        server.post_files("/model/dangling/predict-images", &one),
+        StatusCode::NOT_FOUND,
+        "model `dangling` is a dangling link",
+    );
+    assert_error(
+        server.post_files("/model/folder/predict-images", &one),
+        StatusCode::NOT_FOUND,
+        "model `folder` is not a regular file (a directory)",
+    );
     assert_error(
         server.post_files("/model/nope/predict-images", &one),
         StatusCode::NOT_FOUND,
