@@ -54,7 +54,7 @@ pub enum ServeError {
         message: String,
     },
     /// The address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -105,6 +105,7 @@ pub fn app(config: &ServeConfig) -> Result<Router, ServeError> {
 /// and every request is logged (at info level: `geoexp -v serve`).
 pub fn guard(router: Router) -> Router {
     router
+        .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::from_fn(log_request))
         .layer(CatchPanicLayer::custom(|payload: Box<dyn Any + Send>| {
             let message = panic_message(payload.as_ref());
@@ -114,6 +115,41 @@ pub fn guard(router: Router) -> Router {
             ))
             .into_response()
         }))
+}
+
+/// Gives every error answer axum makes by itself (405 for a wrong method, a rejected
+/// body) the `{"error": ...}` body the API promises; geoexp's own errors are JSON already.
+async fn json_errors(response: axum::response::Response) -> axum::response::Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .filter(|t| !t.is_empty());
+    let reason = status.canonical_reason().unwrap_or("error").to_lowercase();
+    let message = match (status, text) {
+        (axum::http::StatusCode::METHOD_NOT_ALLOWED, _) => {
+            "method not allowed on this endpoint; GET /openapi.json describes the API".to_owned()
+        }
+        (_, Some(text)) => format!("{reason}: {text}"),
+        (_, None) => reason,
+    };
+    let body = serde_json::json!({ "error": message }).to_string();
+    parts.headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    axum::response::Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 async fn log_request(

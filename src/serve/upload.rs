@@ -101,7 +101,8 @@ fn malformed(e: MultipartError) -> ApiError {
             e.body_text()
         ))
     } else {
-        ApiError::new(status, format!("malformed upload: {}", e.body_text()))
+        // A truncated or garbled body is the client's: 400, whatever multer calls it.
+        ApiError::bad_request(format!("malformed upload: {}", e.body_text()))
     }
 }
 

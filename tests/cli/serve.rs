@@ -374,6 +374,24 @@ fn invalid_requests_get_clear_errors_and_the_server_stays_up() {
         StatusCode::BAD_REQUEST,
         "expected a multipart/form-data upload",
     );
+    // A multipart body cut off in the middle is the client's fault: 400, in JSON.
+    assert_error(
+        server
+            .client
+            .post(format!("{}/model/tiny/predict-images", server.base))
+            .header("content-type", "multipart/form-data; boundary=XyZ")
+            .body("--XyZ\r\nContent-Disposition: form-data; name=\"images\"; filename=\"0.jpg\"\r\n\r\nhalf a fi")
+            .send()
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+        "malformed upload",
+    );
+    // A wrong method gets the API's JSON error too, not an empty body.
+    assert_error(
+        server.get("/model/tiny/predict-images"),
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed",
+    );
 
     // Directories: outside the data root by `..`, absolute path or link; missing; bad JSON.
     let directory = |body: Value| server.post_json("/model/tiny/predict-directory", &body);
@@ -458,4 +476,12 @@ fn predict_directory_is_refused_without_a_data_root_and_bad_settings_fail_at_sta
         .run(&["serve", "--models", "models", "--max-upload", "lots"])
         .expect(2);
     assert!(size.stderr.contains("--max-upload"), "{}", size.stderr);
+    // A port in use: the reason once.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let busy = env
+        .run(&["serve", "--models", "models", "--port", &port])
+        .expect(2);
+    assert!(busy.stderr.contains("cannot listen on"), "{}", busy.stderr);
+    assert_eq!(busy.stderr.matches("in use").count(), 1, "{}", busy.stderr);
 }
