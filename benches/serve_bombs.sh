@@ -7,7 +7,9 @@
 # Trains a tiny model on a synthetic dataset in a temp folder, starts the server, times an
 # ordinary request alone, then one sent 0.2 s after the bomb request started. Prints the
 # status and time of each; a server that decodes bombs makes the ordinary request wait for
-# them (it waited 49.8 s before geoexp checked declared sizes; 2.2 ms after).
+# them (it waited 49.8 s before geoexp checked declared sizes; 2.2 ms after). Then the
+# same beside a request of sixteen genuine 4096 px photos, whose decoding takes real time:
+# it should occupy one worker, not every core.
 set -euo pipefail
 G="${1:-${CARGO_TARGET_DIR:-target}/release/geoexp}"
 G="$(cd "$(dirname "$G")" && pwd)/$(basename "$G")"
@@ -36,7 +38,18 @@ curl -s -o /dev/null -w "ordinary request alone:        %{http_code} in %{time_t
 bombs=()
 for _ in $(seq 16); do bombs+=(-F "images=@bomb.jpg"); done
 curl -s -o bombs.json -w "request with 16 bombs:         %{http_code} in %{time_total} s\n" "${bombs[@]}" "$url" &
+bomber=$!
 sleep 0.2
 curl -s -o /dev/null -w "ordinary request beside bombs: %{http_code} in %{time_total} s\n" -F "images=@$view" "$url"
-wait %2 2>/dev/null || wait
+wait "$bomber"
 echo "bomb answer: $(head -c 200 bombs.json)"
+
+# Genuine heavy work: sixteen 4096 px photos (16.8 MP each) in one request.
+"$G" synth --out big --locations 4 --image-size 4096 --seed 5 -q
+heavy=()
+for f in big/images/*/*.jpg; do heavy+=(-F "images=@$f"); done
+curl -s -o heavy.json -w "request with 16 × 4096 px photos: %{http_code} in %{time_total} s\n" "${heavy[@]}" "$url" &
+heavy_client=$!
+sleep 0.2
+curl -s -o /dev/null -w "ordinary request beside them:     %{http_code} in %{time_total} s\n" -F "images=@$view" "$url"
+wait "$heavy_client"
