@@ -54,6 +54,11 @@ pub struct Args {
     /// Device: cpu, cuda, cuda:N, or auto (CUDA when built with it and present).
     #[arg(long, default_value = "auto")]
     device: String,
+    /// Refuse views that declare more than this many million pixels (their folder is
+    /// skipped), before decoding them.
+    #[arg(long, default_value_t = crate::images::decode::MAX_PIXELS / 1_000_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_megapixels: u64,
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> Result<ExitStatus> {
@@ -71,6 +76,7 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<ExitStatus> {
             strict: args.strict,
             batch_size: args.batch_size as usize,
             device: args.device,
+            max_megapixels: args.max_megapixels,
         },
         &ctx.reporter,
     )?;

@@ -68,6 +68,11 @@ pub struct Args {
     /// Device: cpu, cuda, cuda:N, or auto (CUDA when built with it and present).
     #[arg(long, env = "GEOEXP_SERVE_DEVICE", default_value = "auto")]
     device: String,
+    /// Refuse images that declare more than this many million pixels (400), before
+    /// decoding them.
+    #[arg(long, env = "GEOEXP_SERVE_MAX_MEGAPIXELS", default_value_t = crate::images::decode::MAX_PIXELS / 1_000_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_megapixels: u64,
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> Result<ExitStatus> {
@@ -85,6 +90,7 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<ExitStatus> {
         |w| w as usize,
     );
     config.device = args.device;
+    config.max_megapixels = args.max_megapixels;
     let models_dir = config.models_dir.clone();
     serve(&config, |addr| {
         // Always printed (even with -q): scripts and tests read the address from it.

@@ -38,6 +38,7 @@ keys! {
     "dataset.split.test": "float" => "Fraction for the final test; the three must sum to 1.",
     "dataset.fraction": "float" => "Fraction of all locations to use, in (0, 1]; subsampled before splitting.",
     "dataset.skip_bad_images": "bool" => "Drop locations with an unreadable or corrupt view (counted in the manifest) instead of failing.",
+    "dataset.max_image_megapixels": "integer" => "Views declaring more pixels than this many million are bad views, refused from their header before decoding (a decompression bomb); unset: 64.",
     "classes.boundary": "string" => "ISO 3166 alpha-2 code of an embedded Natural Earth country (`HR`), or a GeoJSON file path.",
     "classes.spacing": "float" => "Grid cell side in degrees (0.7 → 36 cells on Croatia, 0.5 → 58, 0.3 → 131); at most 1,000,000 grid squares over the boundary's extent.",
     "classes.centroid": "geometric | clipped | weighted" => "Point that stands for a class: square centre, centre moved onto land, or mean of the cell's train locations.",

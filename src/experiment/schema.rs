@@ -64,6 +64,8 @@ pub struct DatasetConfig {
     pub fraction: f64,
     /// Drop (and count) locations with an unreadable view instead of failing.
     pub skip_bad_images: bool,
+    /// Views declaring more million pixels than this are bad views (unset: 64).
+    pub max_image_megapixels: Option<u64>,
 }
 
 impl Default for DatasetConfig {
@@ -74,6 +76,7 @@ impl Default for DatasetConfig {
             split: SplitConfig::default(),
             fraction: 1.0,
             skip_bad_images: false,
+            max_image_megapixels: None,
         }
     }
 }

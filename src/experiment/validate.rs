@@ -147,6 +147,11 @@ impl Checker<'_> {
                 "must be > 0: the evaluate stage scores the test split",
             );
         }
+        if let Some(mp) = d.max_image_megapixels {
+            self.check(mp >= 1, "dataset.max_image_megapixels", || {
+                format!("must be at least 1, got {mp}")
+            });
+        }
         let fraction_ok = d.fraction.is_finite() && d.fraction > 0.0 && d.fraction <= 1.0;
         self.check(fraction_ok, "dataset.fraction", || {
             format!("must be in (0, 1], got {:?}", d.fraction)

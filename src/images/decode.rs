@@ -27,9 +27,11 @@ use super::error::ImagesError;
 /// The largest output side: `jpeg-decoder` takes requested sizes as `u16`.
 pub const MAX_SIDE: u32 = u16::MAX as u32;
 
-/// Images declaring more pixels than this are refused before any pixel is decoded, by
-/// every path (the images stage, `predict`, `serve`): a street view is a few megapixels,
-/// and a header is all a decompression bomb needs to claim gigapixels.
+/// The default limit on the pixels an image may declare: images over it are refused
+/// before any pixel is decoded, by every path (the images stage, `predict`, `serve`). A
+/// street view is a few megapixels, and a header is all a decompression bomb needs to
+/// claim gigapixels. Each path can raise or lower it (`dataset.max_image_megapixels`,
+/// `--max-megapixels`).
 pub const MAX_PIXELS: u64 = 64_000_000;
 
 /// How to decode a view.
@@ -39,6 +41,8 @@ pub struct DecodeOptions {
     pub side: u32,
     /// How JPEGs are decoded.
     pub jpeg: JpegMode,
+    /// Images declaring more pixels than this are refused before decoding.
+    pub max_pixels: u64,
 }
 
 /// How JPEGs are decoded; only [`JpegMode::DctScaled`] is meant for real use, the
@@ -60,7 +64,14 @@ impl DecodeOptions {
         DecodeOptions {
             side,
             jpeg: JpegMode::DctScaled,
+            max_pixels: MAX_PIXELS,
         }
+    }
+
+    /// The same, refusing images that declare more than `megapixels` million pixels.
+    pub fn with_max_megapixels(mut self, megapixels: u64) -> Self {
+        self.max_pixels = megapixels.saturating_mul(1_000_000);
+        self
     }
 
     /// Bytes in one decoded view.
@@ -172,11 +183,11 @@ fn decode_bytes(path: &Path, bytes: &[u8], opts: DecodeOptions) -> Result<Decode
     }
     if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
         if opts.jpeg == JpegMode::Zune {
-            return decode_with_image(path, bytes, image::ImageFormat::Jpeg);
+            return decode_with_image(path, bytes, image::ImageFormat::Jpeg, opts);
         }
         decode_jpeg(path, bytes, opts)
     } else if bytes.starts_with(PNG_SIGNATURE) {
-        decode_with_image(path, bytes, image::ImageFormat::Png)
+        decode_with_image(path, bytes, image::ImageFormat::Png, opts)
     } else {
         Err(fail("not a JPEG or PNG".into()))
     }
@@ -198,7 +209,7 @@ fn decode_jpeg(path: &Path, bytes: &[u8], opts: DecodeOptions) -> Result<Decoded
     match decoder.read_info() {
         Ok(()) => {}
         Err(Error::Unsupported(_)) => {
-            return decode_with_image(path, bytes, image::ImageFormat::Jpeg);
+            return decode_with_image(path, bytes, image::ImageFormat::Jpeg, opts);
         }
         Err(e) => return Err(fail(e)),
     }
@@ -209,7 +220,7 @@ fn decode_jpeg(path: &Path, bytes: &[u8], opts: DecodeOptions) -> Result<Decoded
     if full.0 == 0 || full.1 == 0 {
         return Err(empty(path, full));
     }
-    check_declared(path, full)?;
+    check_declared(path, full, opts.max_pixels)?;
     // Every 8×8 block of a JPEG's first component costs at least one bit (its DC code, in
     // any scan order), so a file shorter than that cannot hold the image it declares;
     // decoders fill the rest with black, which must never pass for a view.
@@ -227,7 +238,7 @@ fn decode_jpeg(path: &Path, bytes: &[u8], opts: DecodeOptions) -> Result<Decoded
     }
     if !matches!(info.pixel_format, PixelFormat::RGB24 | PixelFormat::L8) {
         // CMYK and 16-bit grey are rare in view data; the image crate converts them.
-        return decode_with_image(path, bytes, image::ImageFormat::Jpeg);
+        return decode_with_image(path, bytes, image::ImageFormat::Jpeg, opts);
     }
     if opts.jpeg == JpegMode::DctScaled {
         // jpeg-decoder picks the smallest scale at which *either* requested dimension is
@@ -244,7 +255,7 @@ fn decode_jpeg(path: &Path, bytes: &[u8], opts: DecodeOptions) -> Result<Decoded
     let pixels = match decoder.decode() {
         Ok(p) => p,
         Err(Error::Unsupported(_)) => {
-            return decode_with_image(path, bytes, image::ImageFormat::Jpeg);
+            return decode_with_image(path, bytes, image::ImageFormat::Jpeg, opts);
         }
         Err(e) => return Err(fail(e)),
     };
@@ -281,14 +292,18 @@ fn dct_scale(full: (u32, u32), scaled: (u32, u32)) -> f64 {
     f64::from(scaled.0) / f64::from(full.0)
 }
 
-/// Refuses an image whose declared size is over [`MAX_PIXELS`].
-fn check_declared(path: &Path, (width, height): (u32, u32)) -> Result<(), ImagesError> {
-    if u64::from(width) * u64::from(height) > MAX_PIXELS {
+/// Refuses an image whose declared size is over `max_pixels`.
+fn check_declared(
+    path: &Path,
+    (width, height): (u32, u32),
+    max_pixels: u64,
+) -> Result<(), ImagesError> {
+    if u64::from(width) * u64::from(height) > max_pixels {
         return Err(ImagesError::TooLarge {
             path: path.to_owned(),
             width,
             height,
-            max: MAX_PIXELS / 1_000_000,
+            max: max_pixels / 1_000_000,
         });
     }
     Ok(())
@@ -298,12 +313,13 @@ fn decode_with_image(
     path: &Path,
     bytes: &[u8],
     format: image::ImageFormat,
+    opts: DecodeOptions,
 ) -> Result<Decoded, ImagesError> {
     // The header first: nothing is decoded for an image over the limit.
     if let Ok(size) =
         image::ImageReader::with_format(std::io::Cursor::new(bytes), format).into_dimensions()
     {
-        check_declared(path, size)?;
+        check_declared(path, size, opts.max_pixels)?;
     }
     let img = image::load_from_memory_with_format(bytes, format).map_err(|e| {
         let reason = match e {
@@ -504,8 +520,8 @@ mod tests {
             let scaled = decode_view(&path, side).unwrap();
             let mut full = vec![0; side as usize * side as usize * 3];
             let opts = DecodeOptions {
-                side,
                 jpeg: JpegMode::Full,
+                ..DecodeOptions::new(side)
             };
             decode_view_into(&path, opts, &mut full).unwrap();
             let diff = mean_abs_diff(&scaled, &full);

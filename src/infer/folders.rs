@@ -92,10 +92,13 @@ pub fn scan(dir: &Path, confine: Option<&Path>) -> Result<Folders, InferError> {
 
 /// Decodes the four views of each folder (in parallel) to `[4, S, S, 3]` u8; a folder
 /// with a view that cannot be read or decoded is skipped, with the error as the reason.
-pub fn decode(folders: &[ViewFolder], side: u32) -> (Vec<(&ViewFolder, Vec<u8>)>, Vec<Skipped>) {
+pub fn decode(
+    folders: &[ViewFolder],
+    opts: crate::images::DecodeOptions,
+) -> (Vec<(&ViewFolder, Vec<u8>)>, Vec<Skipped>) {
     let decoded: Vec<_> = folders
         .par_iter()
-        .map(|f| (f, super::input::decode_location(&f.views, side)))
+        .map(|f| (f, super::input::decode_location(&f.views, opts)))
         .collect();
     let mut ready = Vec::with_capacity(decoded.len());
     let mut skipped = Vec::new();

@@ -17,8 +17,10 @@ pub const VIEWS: usize = 4;
 ///
 /// # Errors
 /// The first view that cannot be read or decoded.
-pub fn decode_location(views: &[PathBuf; VIEWS], side: u32) -> Result<Vec<u8>, ImagesError> {
-    let opts = DecodeOptions::new(side);
+pub fn decode_location(
+    views: &[PathBuf; VIEWS],
+    opts: DecodeOptions,
+) -> Result<Vec<u8>, ImagesError> {
     let mut out = vec![0u8; VIEWS * opts.view_bytes()];
     out.par_chunks_mut(opts.view_bytes())
         .zip(views.par_iter())
@@ -30,8 +32,11 @@ pub fn decode_location(views: &[PathBuf; VIEWS], side: u32) -> Result<Vec<u8>, I
 ///
 /// # Errors
 /// When the bytes are not a readable JPEG or PNG.
-pub fn decode_upload(name: &str, bytes: &[u8], side: u32) -> Result<Vec<u8>, ImagesError> {
-    let opts = DecodeOptions::new(side);
+pub fn decode_upload(
+    name: &str,
+    bytes: &[u8],
+    opts: DecodeOptions,
+) -> Result<Vec<u8>, ImagesError> {
     let mut out = vec![0u8; opts.view_bytes()];
     decode_bytes_into(Path::new(name), bytes, opts, &mut out)?;
     Ok(out)
@@ -90,7 +95,7 @@ mod tests {
 
     #[test]
     fn an_upload_that_is_not_an_image_names_itself() {
-        let err = decode_upload("notes.txt", b"hello", 8).unwrap_err();
+        let err = decode_upload("notes.txt", b"hello", DecodeOptions::new(8)).unwrap_err();
         let text = err.to_string();
         assert!(
             text.contains("notes.txt") && text.contains("not a JPEG or PNG"),

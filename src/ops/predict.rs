@@ -48,6 +48,9 @@ pub struct PredictOptions {
     pub batch_size: usize,
     /// `cpu`, `cuda`, `cuda:N` or `auto`.
     pub device: String,
+    /// Views declaring more million pixels than this are refused before decoding (their
+    /// folder is skipped, or fails the run with `strict`).
+    pub max_megapixels: u64,
 }
 
 /// One line of the output.
@@ -188,7 +191,9 @@ pub fn predict(
     let mut snapped = 0;
     let tick = progress.start("predict", found.folders.len() as u64);
     for chunk in found.folders.chunks(options.batch_size.max(1)) {
-        let (ready, unreadable) = folders::decode(chunk, model.side());
+        let opts = crate::images::DecodeOptions::new(model.side())
+            .with_max_megapixels(options.max_megapixels);
+        let (ready, unreadable) = folders::decode(chunk, opts);
         if options.strict
             && let Some(first) = unreadable.first()
         {

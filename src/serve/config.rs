@@ -30,6 +30,8 @@ pub struct ServeConfig {
     pub workers: usize,
     /// `cpu`, `cuda`, `cuda:N` or `auto`.
     pub device: String,
+    /// Images declaring more million pixels than this are refused (400) before decoding.
+    pub max_megapixels: u64,
 }
 
 impl ServeConfig {
@@ -47,6 +49,7 @@ impl ServeConfig {
             top_classes: 5,
             workers: 2,
             device: "auto".into(),
+            max_megapixels: crate::images::decode::MAX_PIXELS / 1_000_000,
         }
     }
 

@@ -17,6 +17,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
+use crate::images::DecodeOptions;
+
 use crate::infer::{Answer, folders, input, scan};
 
 use super::config::ServeConfig;
@@ -40,6 +42,7 @@ struct Shared {
     data_root: Option<PathBuf>,
     limits: Limits,
     batch_size: usize,
+    max_megapixels: u64,
     gate: Semaphore,
 }
 
@@ -54,8 +57,14 @@ impl AppState {
                 max_files: config.max_files.max(1),
             },
             batch_size: config.batch_size.max(1),
+            max_megapixels: config.max_megapixels,
             gate: Semaphore::new(config.workers.max(1)),
         }))
+    }
+
+    /// How uploads for a model of input side `side` are decoded.
+    fn decode_options(&self, side: u32) -> DecodeOptions {
+        DecodeOptions::new(side).with_max_megapixels(self.0.max_megapixels)
     }
 
     /// The model directory.
@@ -169,7 +178,7 @@ async fn predict_images(
     let state = s.clone();
     let (served, locations) = blocking(&s, move || {
         let served = state.models().get(&name)?;
-        let views = decode_all(&uploads, served.model().side())?;
+        let views = decode_all(&uploads, state.decode_options(served.model().side()))?;
         let locations: Vec<Vec<u8>> = views.iter().map(|v| v.repeat(input::VIEWS)).collect();
         Ok((served, locations))
     })
@@ -189,7 +198,7 @@ async fn predict_cardinal_images(
     let state = s.clone();
     let (served, location) = blocking(&s, move || {
         let served = state.models().get(&name)?;
-        let location = decode_all(&ordered, served.model().side())?.concat();
+        let location = decode_all(&ordered, state.decode_options(served.model().side()))?.concat();
         Ok((served, location))
     })
     .await?;
@@ -273,10 +282,10 @@ async fn predict_directory(
     for start in (0..found.folders.len()).step_by(s.0.batch_size) {
         let (model, found) = (Arc::clone(&served), Arc::clone(&found));
         let batch_size = s.0.batch_size;
+        let opts = s.decode_options(model.model().side());
         let (uuids, locations, unreadable) = blocking(&s, move || {
             let end = (start + batch_size).min(found.folders.len());
-            let (ready, unreadable) =
-                folders::decode(&found.folders[start..end], model.model().side());
+            let (ready, unreadable) = folders::decode(&found.folders[start..end], opts);
             let (uuids, locations): (Vec<String>, Vec<Vec<u8>>) =
                 ready.into_iter().map(|(f, v)| (f.uuid.clone(), v)).unzip();
             Ok((uuids, locations, unreadable))
@@ -341,9 +350,9 @@ fn confined(root: &Path, requested: &str) -> Result<PathBuf, ApiError> {
 /// request's blocking thread, so it occupies one of the `workers` and not every core:
 /// sixteen 4096 px photos made a request beside them wait 0.48 s when spread over the
 /// cores, 1.3 ms this way (`benches/serve_bombs.sh`).
-fn decode_all(uploads: &[Upload], side: u32) -> Result<Vec<Vec<u8>>, ApiError> {
+fn decode_all(uploads: &[Upload], opts: DecodeOptions) -> Result<Vec<Vec<u8>>, ApiError> {
     let decode = |u: &Upload| {
-        input::decode_upload(&u.file_name, &u.bytes, side).map_err(|e| {
+        input::decode_upload(&u.file_name, &u.bytes, opts).map_err(|e| {
             ApiError::bad_request(format!(
                 "{} (send JPEG or PNG photos)",
                 crate::graph::error_chain(&e)

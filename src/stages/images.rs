@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use crate::dataset::{LOCATIONS_FILE, Location, Split, read_locations};
 use crate::experiment::Loaded;
 use crate::graph::{Input, Outcome, Params, Stage, StageContext, StageError, params_of};
-use crate::images::{ChannelStats, ImageTensor, build_tensor_file, channel_stats};
+use crate::images::{
+    BuildOptions, ChannelStats, DecodeOptions, ImageTensor, build_tensor_file_with, channel_stats,
+};
 
 use super::dataset::{SYNTHETIC_DIR, SYNTHETIC_SOURCE};
 
@@ -38,6 +40,9 @@ struct ImagesParams {
     image_size: u32,
     #[serde(rename = "dataset.skip_bad_images")]
     skip_bad_images: bool,
+    /// In the key only when set, so entries made before it existed keep theirs.
+    #[serde(rename = "dataset.max_image_megapixels")]
+    max_image_megapixels: Option<u64>,
 }
 
 /// Decodes and resizes every view.
@@ -55,6 +60,7 @@ impl ImagesStage {
             params: ImagesParams {
                 image_size: e.train.image_size,
                 skip_bad_images: e.dataset.skip_bad_images,
+                max_image_megapixels: e.dataset.max_image_megapixels,
             },
             roots: e
                 .dataset
@@ -110,13 +116,17 @@ impl Stage for ImagesStage {
             .collect::<Result<Vec<_>, _>>()?;
         let out = ctx.out_dir();
         let tick = ctx.progress("decoding views", locations.len() as u64);
-        let summary = build_tensor_file(
-            &views,
-            self.params.image_size,
-            &out.join(TENSOR_FILE),
-            self.params.skip_bad_images,
-            tick.as_ref(),
-        )?;
+        let mut decode = DecodeOptions::new(self.params.image_size);
+        if let Some(mp) = self.params.max_image_megapixels {
+            decode = decode.with_max_megapixels(mp);
+        }
+        let build = BuildOptions {
+            decode,
+            skip_bad: self.params.skip_bad_images,
+            ..BuildOptions::new(self.params.image_size)
+        };
+        let summary =
+            build_tensor_file_with(&views, &out.join(TENSOR_FILE), &build, tick.as_ref())?;
         tick.finish();
         let kept: Vec<&Location> = summary.kept.iter().map(|&i| &locations[i]).collect();
         write_index(&out.join(INDEX_FILE), &kept)?;

@@ -14,6 +14,8 @@ fn every_command_has_help() {
         ("verify", "--recompute"),
         ("cache", "referenced"),
         ("gc", "--keep-runs"),
+        ("serve", "--max-megapixels"),
+        ("predict", "--max-megapixels"),
     ] {
         let out = env.run(&[cmd, "--help"]).expect(0);
         assert!(out.stdout.contains(needle), "{cmd}: {}", out.stdout);
