@@ -41,6 +41,58 @@ fn work_dirs(env: &TestEnv) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
+/// Starts `run exp.toml` and SIGKILLs it as soon as its first `last` checkpoint is on
+/// disk; returns the training's work folder.
+fn kill_after_first_checkpoint(env: &TestEnv) -> PathBuf {
+    let mut child = env
+        .cmd(&["run", "exp.toml"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let work = loop {
+        if let Some(d) = work_dirs(env)
+            .into_iter()
+            .find(|d| d.join("last.safetensors").is_file())
+        {
+            break d;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "training finished before it could be killed"
+        );
+        assert!(Instant::now() < deadline, "no checkpoint appeared");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    work
+}
+
+/// A view of the first location of the synthetic dataset `data/d`.
+fn first_view(env: &TestEnv, heading: u16) -> PathBuf {
+    fs::read_dir(env.path().join("data/d/images"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join(format!("{heading}.jpg"))
+}
+
+/// The run id a `geoexp run` printed on its last line.
+fn printed_run_id(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("run ")?
+                .split_once(' ')
+                .map(|(id, _)| id.to_owned())
+        })
+        .unwrap_or_else(|| panic!("no run line in {stdout}"))
+}
+
 #[test]
 fn a_full_run_trains_evaluates_and_reruns_from_cache_with_the_same_manifest() {
     let env = TestEnv::new();
@@ -171,29 +223,7 @@ fn a_killed_training_resumes_from_last_and_ends_like_an_uninterrupted_run() {
     };
 
     // Kill the second process as soon as its first `last` checkpoint is on disk.
-    let mut child = env
-        .cmd(&["run", "exp.toml"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let checkpointed = work_dirs(&env)
-            .iter()
-            .any(|d| d.join("last.safetensors").is_file());
-        if checkpointed {
-            break;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "training finished before it could be killed"
-        );
-        assert!(Instant::now() < deadline, "no checkpoint appeared");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_after_first_checkpoint(&env);
     assert!(
         env.cache_entries("train").is_empty(),
         "a killed run committed"
@@ -310,26 +340,7 @@ fn an_unreadable_last_checkpoint_is_set_aside_and_training_starts_over() {
     env.write("exp.toml", &experiment(4, ""));
     env.run(&["run", "exp.toml", "--runs-dir", "whole"])
         .expect(0);
-    let mut child = env
-        .cmd(&["run", "exp.toml"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let work = loop {
-        if let Some(d) = work_dirs(&env)
-            .into_iter()
-            .find(|d| d.join("last.safetensors").is_file())
-        {
-            break d;
-        }
-        assert!(child.try_wait().unwrap().is_none(), "finished too soon");
-        assert!(Instant::now() < deadline, "no checkpoint appeared");
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let work = kill_after_first_checkpoint(&env);
     fs::write(work.join("last.safetensors"), b"not a checkpoint").unwrap();
     let out = env.run(&["run", "exp.toml"]).expect(0);
     assert!(
@@ -472,13 +483,7 @@ fn cuda_in_a_cpu_build_is_a_clear_error() {
 fn a_corrupt_view_names_its_file_unless_bad_images_are_skipped() {
     let env = TestEnv::new();
     env.synth("d", 40, 4);
-    let victim = fs::read_dir(env.path().join("data/d/images"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path()
-        .join("90.jpg");
+    let victim = first_view(&env, 90);
     fs::write(&victim, b"\xff\xd8\xff\xe0 not really a jpeg").unwrap();
     env.write(
         "exp.toml",
@@ -518,13 +523,7 @@ fn a_corrupt_view_names_its_file_unless_bad_images_are_skipped() {
 fn a_decompression_bomb_view_is_refused_by_its_header() {
     let env = TestEnv::new();
     env.synth("d", 40, 4);
-    let victim = fs::read_dir(env.path().join("data/d/images"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path()
-        .join("180.jpg");
+    let victim = first_view(&env, 180);
     // The view's own bytes, with a frame header claiming 30000×30000 pixels.
     let mut bytes = fs::read(&victim).unwrap();
     let at = (0..bytes.len() - 1)
@@ -563,15 +562,7 @@ fn a_decompression_bomb_view_is_refused_by_its_header() {
     let out = env
         .run(&["run", "exp.toml", "--set", "dataset.skip_bad_images=true"])
         .expect(0);
-    let run_id = out
-        .stdout
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("run ")?
-                .split_once(' ')
-                .map(|(id, _)| id.to_owned())
-        })
-        .unwrap();
+    let run_id = printed_run_id(&out.stdout);
     // predict leaves the folder out, naming why.
     let out = env
         .run(&["predict", &run_id, "--images", "data/d"])
