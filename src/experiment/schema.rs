@@ -64,7 +64,9 @@ pub struct DatasetConfig {
     pub fraction: f64,
     /// Drop (and count) locations with an unreadable view instead of failing.
     pub skip_bad_images: bool,
-    /// Views declaring more million pixels than this are bad views (unset: 64).
+    /// Views declaring more million pixels than this are bad views (unset: 64). Left out
+    /// of the resolved config when unset, so run ids from before it existed stay the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_image_megapixels: Option<u64>,
 }
 

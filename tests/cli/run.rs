@@ -368,3 +368,23 @@ fn a_failure_to_write_is_the_works_failure_exit_1_not_a_configuration_error() {
     assert!(out.stderr.contains("runs/t"), "{}", out.stderr);
     assert!(out.stderr.contains("Not a directory"), "{}", out.stderr);
 }
+
+#[test]
+fn the_quick_start_run_id_stays_what_readme_shows() {
+    // A run id hashes the resolved config: a new key that shows up in it (even unset)
+    // renames every existing run. README quotes golf's id; change both on purpose only.
+    let env = TestEnv::new();
+    let golf = fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/experiments/golf.toml"
+    ))
+    .unwrap();
+    env.write("experiments/golf.toml", &golf);
+    env.run(&["run", "experiments/golf.toml", "--until", "dataset", "-q"])
+        .expect(0);
+    let ids: Vec<String> = fs::read_dir(env.path().join("runs/golf"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(ids, ["0ff36e1f4dc1"]);
+}
