@@ -201,6 +201,7 @@ mod tests {
         let mut e = Experiment::default();
         e.dataset.synthetic = Some(SyntheticConfig::default());
         e.model.weights = Some("w.safetensors".into());
+        e.dataset.max_image_megapixels = Some(64);
         e.extends = Some("base.toml".into());
         let mut leaves = Vec::new();
         fn walk(prefix: &str, v: &Value, out: &mut Vec<String>) {
