@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use geoexp::graph::NoTick;
-use geoexp::images::{BuildOptions, JpegMode, VIEWS, build_tensor_file_with};
+use geoexp::images::{BuildOptions, JpegMode, build_tensor_file_with};
+use geoexp::vocab::VIEWS;
 use image::{Rgb, RgbImage};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;

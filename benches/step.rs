@@ -1,6 +1,6 @@
 //! Training-step time of geoexp on the CPU: the same calls `geoexp run` makes per batch
 //! (`GeoNet::forward`, the classification loss and the accuracy's argmax, then
-//! [`geoexp::train::fit::update`]: backward and the project's AdamW on the head and on the
+//! [`geoexp::train::step::update`]: backward and the project's AdamW on the head and on the
 //! trainable backbone vars), on random inputs.
 //!
 //! `cargo bench --bench step`; env: `STEP_WARMUP` (default 2), `STEP_STEPS` (default 5),
@@ -18,11 +18,12 @@ use std::time::Instant;
 use candle_core::{D, DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use geoexp::experiment::Optimizer as OptimizerKind;
-use geoexp::model::{Fusion, GeoNet, Kernels, init_seeded};
+use geoexp::model::{GeoNet, init_seeded};
 use geoexp::train::evaluate::scalar;
-use geoexp::train::fit::{NamedVars, named_vars, step_vars, update};
 use geoexp::train::loss::cross_entropy;
 use geoexp::train::optimizer::{Optimizer, OptimizerSettings};
+use geoexp::train::step::{NamedVars, named_vars, step_vars, update};
+use geoexp::vocab::{Fusion, Kernels};
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)

@@ -58,3 +58,4 @@ pub mod serve;
 pub mod stages;
 pub mod track;
 pub mod train;
+pub mod vocab;

@@ -7,6 +7,7 @@
 mod args;
 mod cache;
 mod diff;
+mod fit_report;
 mod gc;
 mod ls;
 mod plan;

@@ -1,5 +1,6 @@
 //! The console reporter: one line per stage on stdout, progress bars on stderr.
 
+use std::any::Any;
 use std::io::Write;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -7,6 +8,9 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::graph::{Progress, Reporter, RerunReason, RunEvent, Tick};
+use crate::train::progress::FitEvent;
+
+use super::fit_report::fit_line;
 
 /// Prints stage events and draws progress bars (hidden when stderr is not a terminal).
 pub struct Console {
@@ -90,6 +94,12 @@ impl Progress for Console {
 
     fn say(&self, text: &str) {
         self.line(text);
+    }
+
+    fn stage_event(&self, stage: &str, event: &dyn Any) {
+        if let Some(text) = event.downcast_ref::<FitEvent>().and_then(fit_line) {
+            self.line(&format!("{stage:<10} {text}"));
+        }
     }
 }
 

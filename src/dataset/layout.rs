@@ -17,9 +17,8 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use super::error::DatasetError;
+use crate::vocab::HEADINGS;
 
-/// The four view headings, in the order the model sees them.
-pub const VIEWS: [u16; 4] = [0, 90, 180, 270];
 /// The CSV every dataset directory holds.
 pub const CSV_NAME: &str = "data.csv";
 /// The folders of a dataset directory that hold the `<uuid>/` view folders, in the order tried.
@@ -167,13 +166,13 @@ fn visible_entries(
         .collect())
 }
 
-/// The files of the four headings among `files` (one folder's listing), in [`VIEWS`]
+/// The files of the four headings among `files` (one folder's listing), in [`HEADINGS`]
 /// order, or the headings that have none.
 pub fn view_names(files: &[String]) -> Result<[&String; 4], Vec<u16>> {
-    let found = VIEWS.map(|heading| view_file(files, heading));
+    let found = HEADINGS.map(|heading| view_file(files, heading));
     match found {
         [Some(a), Some(b), Some(c), Some(d)] => Ok([a, b, c, d]),
-        _ => Err(VIEWS
+        _ => Err(HEADINGS
             .iter()
             .zip(&found)
             .filter(|(_, f)| f.is_none())

@@ -19,6 +19,6 @@ pub mod synth;
 
 pub use error::DatasetError;
 pub use index::{Indexed, Source, index};
-pub use layout::{DirLayout, VIEWS};
+pub use layout::DirLayout;
 pub use locations::{LOCATIONS_FILE, Location, read_locations, write_locations};
 pub use split::{Fractions, Split};

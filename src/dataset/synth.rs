@@ -29,9 +29,10 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::error::DatasetError;
-use super::layout::{CSV_NAME, VIEWS};
+use super::layout::CSV_NAME;
 use crate::geo::{BBox, Boundary, EARTH_RADIUS_KM, haversine_km};
 use crate::graph::Tick;
+use crate::vocab::HEADINGS;
 
 /// What to generate.
 #[derive(Clone, Debug, PartialEq)]
@@ -90,7 +91,7 @@ pub fn generate(
                 options.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
             );
             let site = world.describe(*lat, *lon, &mut rng);
-            for heading in VIEWS {
+            for heading in HEADINGS {
                 let pixels = paint(&site, heading, options.image_size, &mut rng);
                 let path = dir.join(format!("{heading}.jpg"));
                 write_jpeg(&path, &pixels, options.image_size)?;
@@ -111,7 +112,7 @@ pub fn generate(
         .map_err(DatasetError::io("writing", &csv))?;
     Ok(SynthSummary {
         locations: sites.len(),
-        images: sites.len() * VIEWS.len(),
+        images: sites.len() * HEADINGS.len(),
     })
 }
 
@@ -487,7 +488,7 @@ mod tests {
         assert_eq!(rows.len(), 12);
         for r in &rows {
             assert!(hr.contains(r.latitude, r.longitude), "{r:?}");
-            for v in VIEWS {
+            for v in HEADINGS {
                 let p = format!("images/{}/{v}.jpg", r.uuid);
                 assert_eq!(
                     fs::read(a.path().join(&p)).unwrap(),

@@ -7,7 +7,9 @@
 //! - [`validate`]: ranges and consistency, before any stage runs.
 //! - [`error`]: errors that name the file and line, variable, or flag at fault.
 //!
-//! This module reads configuration only; it knows nothing of stages or geography.
+//! This module reads configuration only; it knows nothing of stages, geography or models.
+//! The words it shares with them (tasks, fusions, backbone and metric names) are
+//! [`crate::vocab`]'s.
 
 pub mod error;
 pub mod keys;
@@ -19,9 +21,8 @@ pub mod validate;
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, Origin};
 pub use load::{LoadOptions, Loaded, load};
 pub use schema::{
-    AugmentConfig, Centroid, ClassesConfig, DatasetConfig, Experiment, Fusion, Kernels,
-    ModelConfig, MonitorMode, Optimizer, SchedulerConfig, SchedulerKind, SplitConfig,
-    SyntheticConfig, Task, TrainConfig, Unfreeze,
+    AugmentConfig, Centroid, ClassesConfig, DatasetConfig, Experiment, ModelConfig, MonitorMode,
+    Optimizer, SchedulerConfig, SchedulerKind, SplitConfig, SyntheticConfig, TrainConfig, Unfreeze,
 };
 
 #[cfg(test)]

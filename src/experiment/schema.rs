@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::vocab::{Fusion, Kernels, Task};
+
 /// A whole experiment, as resolved from all layers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -164,38 +166,13 @@ impl Default for ClassesConfig {
     }
 }
 
-/// What the network predicts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Task {
-    /// One of the grid classes.
-    Classification,
-    /// Min-max scaled projected coordinates.
-    Regression,
-}
-
-/// How the four views' features are combined.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Fusion {
-    /// Concatenate in view order 0, 90, 180, 270.
-    Concat,
-    /// Average.
-    Mean,
-}
-
-/// Backbone names geoexp knows (the model module's registry).
-pub use crate::model::BACKBONES;
-/// CPU kernels a training step runs on (`train.kernels`).
-pub use crate::model::Kernels;
-
 /// `[model]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
     /// Classification or regression.
     pub task: Task,
-    /// Backbone name (one of [`BACKBONES`]).
+    /// Backbone name (one of [`crate::vocab::BACKBONES`]).
     pub backbone: String,
     /// Pretrained weights (safetensors), relative to the file that sets it.
     pub weights: Option<String>,

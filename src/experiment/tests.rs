@@ -4,6 +4,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::vocab::Kernels;
 
 const SYNTH: &str = "[dataset]\nsynthetic = { locations = 50 }\n";
 

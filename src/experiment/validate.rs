@@ -5,7 +5,10 @@ use std::collections::BTreeSet;
 
 use super::error::ConfigError;
 use super::load::Loaded;
-use super::schema::{BACKBONES, Task, Unfreeze};
+use super::schema::Unfreeze;
+use crate::vocab::{
+    CLASSIFICATION_METRICS, SPLIT_METRICS, TRAIN_METRICS, Task, architecture, backbone_names,
+};
 
 const SPLIT_TOLERANCE: f64 = 1e-9;
 
@@ -202,15 +205,15 @@ impl Checker<'_> {
                 });
             }
         }
-        if !BACKBONES.contains(&m.backbone.as_str()) {
-            let close = super::keys::closest(&m.backbone, BACKBONES.iter().copied(), |b| b);
+        if architecture(&m.backbone).is_none() {
+            let close = super::keys::closest(&m.backbone, backbone_names(), |b| b);
             let hint = close.map_or(String::new(), |b| format!("did you mean `{b}`? "));
             self.fail(
                 "model.backbone",
                 format!(
                     "unknown backbone {:?}; {hint}known: {}",
                     m.backbone,
-                    BACKBONES.join(", ")
+                    backbone_names().collect::<Vec<_>>().join(", ")
                 ),
             );
         }
@@ -324,7 +327,6 @@ impl Checker<'_> {
     }
 
     fn monitor(&mut self) {
-        use crate::train::metrics::{CLASSIFICATION_METRICS, SPLIT_METRICS, TRAIN_METRICS};
         let t = &self.loaded.experiment.train;
         let regression = self.loaded.experiment.model.task == Task::Regression;
         let known: Vec<String> = TRAIN_METRICS

@@ -3,6 +3,7 @@
 //! The executor never prints: it emits [`RunEvent`]s to a [`Reporter`] (the console
 //! reporter in `cli/`, a collecting reporter in tests) and asks it for progress bars.
 
+use std::any::Any;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -81,8 +82,12 @@ pub trait Tick: Send + Sync {
 pub trait Progress: Sync {
     /// Starts a bar with `total` units.
     fn start(&self, label: &str, total: u64) -> Box<dyn Tick>;
-    /// A line of narrative from a running stage (an epoch's summary).
+    /// A line of narrative (a sweep trial waiting for another process).
     fn say(&self, _text: &str) {}
+    /// A running stage's own event (training's epochs): the engine passes it through
+    /// untouched, knowing nothing of its type; a reporter formats the kinds it knows and
+    /// ignores the rest.
+    fn stage_event(&self, _stage: &str, _event: &dyn Any) {}
 }
 
 /// Receives run events and provides progress bars.

@@ -262,9 +262,9 @@ impl<'a> StageContext<'a> {
             })
     }
 
-    /// Reports a line of progress (an epoch summary) under this stage's name.
-    pub fn say(&self, text: &str) {
-        self.progress.say(&format!("{:<10} {text}", self.stage));
+    /// Reports one of the stage's own events (see [`Progress::stage_event`]).
+    pub fn emit(&self, event: &dyn std::any::Any) {
+        self.progress.stage_event(self.stage, event);
     }
 
     /// Starts a progress bar for a long step of this stage.

@@ -23,6 +23,5 @@ pub use decode::{
 pub use error::ImagesError;
 pub use stats::{ChannelStats, channel_stats};
 pub use tensor_file::{
-    BuildOptions, BuildSummary, ImageTensor, TENSOR_NAME, VIEWS, build_tensor_file,
-    build_tensor_file_with,
+    BuildOptions, BuildSummary, ImageTensor, TENSOR_NAME, build_tensor_file, build_tensor_file_with,
 };

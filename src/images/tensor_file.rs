@@ -22,12 +22,10 @@ use safetensors::{Dtype, SafeTensors};
 use super::decode::{DecodeOptions, check_side, decode_view_into};
 use super::error::ImagesError;
 use crate::graph::Tick;
+use crate::vocab::VIEWS;
 
 /// The tensor's name in the file.
 pub const TENSOR_NAME: &str = "images";
-
-/// Views per location, in the order stored: 0, 90, 180, 270 degrees.
-pub const VIEWS: usize = 4;
 
 /// Value of the `format` metadata entry, bumped if the layout ever changes.
 pub const FORMAT: &str = "geoexp-images/1";

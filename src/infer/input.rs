@@ -9,9 +9,7 @@ use rayon::prelude::*;
 use crate::images::{
     ChannelStats, DecodeOptions, ImagesError, decode_bytes_into, decode_view_into,
 };
-
-/// Views per location.
-pub const VIEWS: usize = 4;
+use crate::vocab::VIEWS;
 
 /// Decodes the four views of one location (0°, 90°, 180°, 270°) into `[4, S, S, 3]` u8.
 ///

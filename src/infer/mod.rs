@@ -19,7 +19,7 @@ pub mod model;
 use std::path::PathBuf;
 
 pub use folders::{Folders, Skipped, ViewFolder, scan};
-pub use model::{Answer, ClassScore, Model, TaskKind};
+pub use model::{Answer, ClassScore, Model};
 
 /// Why a prediction could not be made.
 #[derive(Debug, thiserror::Error)]

@@ -6,21 +6,12 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 
 use crate::geo::{Projection, projection};
-use crate::model::{Fusion, GeoNet, Kernels};
+use crate::model::{GeoNet, build_net};
 use crate::train::checkpoint::{self, ModelInfo};
-use crate::train::fit::build_net_with;
 use crate::train::predict::{Outputs, before, read_outputs};
+use crate::vocab::{Kernels, Task};
 
 use super::InferError;
-
-/// Classification or regression, as the checkpoint says.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TaskKind {
-    /// Softmax over grid cells; the position is the weighted mean of class centroids.
-    Classification,
-    /// Two outputs: min-max scaled projected coordinates.
-    Regression,
-}
 
 /// A trained network with everything needed to turn views into coordinates.
 pub struct Model {
@@ -85,12 +76,7 @@ impl Model {
     pub fn open_with(path: &Path, device: &Device, kernels: Kernels) -> Result<Model, InferError> {
         let loaded = checkpoint::load(path, device)?;
         let info = loaded.meta.model;
-        let fusion = if info.fusion == "mean" {
-            Fusion::Mean
-        } else {
-            Fusion::Concat
-        };
-        let (varmap, net) = build_net_with(&info, fusion, kernels, loaded.meta.seed, None, device)
+        let (varmap, net) = build_net(&info.net_spec(kernels), loaded.meta.seed, None, device)
             .map_err(|e| InferError::Build {
                 path: path.to_path_buf(),
                 message: e.to_string(),
@@ -141,12 +127,8 @@ impl Model {
     }
 
     /// Classification or regression.
-    pub fn task(&self) -> TaskKind {
-        if self.info.task == "classification" {
-            TaskKind::Classification
-        } else {
-            TaskKind::Regression
-        }
+    pub fn task(&self) -> Task {
+        self.info.task
     }
 
     /// Side of the square views the network takes.
@@ -217,96 +199,24 @@ fn top_classes(probs: &[f32], centroids: &[[f64; 4]], top: usize) -> Vec<ClassSc
         .collect()
 }
 
-/// A small untrained classification checkpoint for unit tests.
-#[cfg(test)]
-pub(crate) mod testing {
-    use std::path::{Path, PathBuf};
-
-    use candle_core::Device;
-
-    use crate::images::ChannelStats;
-    use crate::model::Fusion;
-    use crate::train::checkpoint::{self, CheckpointMeta, FORMAT, ModelInfo};
-    use crate::train::fit::build_net;
-    use crate::train::scheduler::SchedulerState;
-
-    /// Side of the test model's views.
-    pub const SIDE: u32 = 8;
-
-    /// Writes `<dir>/<name>.safetensors`: tiny-cnn, three classes around Zagreb, weights
-    /// from `seed`.
-    pub fn write_checkpoint(dir: &Path, name: &str, seed: u64) -> PathBuf {
-        let crs = "EPSG:3766";
-        let lat_lon = [(45.8, 15.9), (45.3, 14.4), (43.5, 16.4)];
-        let mut xy: Vec<(f64, f64)> = lat_lon.iter().map(|&(lat, lon)| (lon, lat)).collect();
-        crate::geo::projection(crs)
-            .unwrap()
-            .forward(&mut xy)
-            .unwrap();
-        let centroids = lat_lon
-            .iter()
-            .zip(&xy)
-            .map(|(&(lat, lon), &(x, y))| [lat, lon, x, y])
-            .collect();
-        let info = ModelInfo {
-            backbone: "tiny-cnn".into(),
-            fusion: "concat".into(),
-            task: "classification".into(),
-            outputs: 3,
-            image_size: SIDE,
-            normalisation: ChannelStats {
-                mean: [0.5; 3],
-                std: [0.25; 3],
-            },
-            classes_key: String::new(),
-            crs: crs.into(),
-            scaling: [0.0, 1.0, 0.0, 1.0],
-            centroids,
-            top_k: 0,
-        };
-        let (varmap, _) = build_net(&info, Fusion::Concat, seed, None, &Device::Cpu).unwrap();
-        let meta = CheckpointMeta {
-            format: FORMAT,
-            epoch: 0,
-            step: 0,
-            seed,
-            monitor: "val/haversine_km_mean".into(),
-            monitor_max: false,
-            best: None,
-            scheduler: SchedulerState {
-                epochs_done: 0,
-                plateau_lr: 1e-3,
-                best: None,
-                bad_epochs: 0,
-            },
-            history: Vec::new(),
-            model: info,
-        };
-        checkpoint::save(dir, name, &varmap, Vec::new(), &meta).unwrap();
-        dir.join(format!("{name}.safetensors"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::train::checkpoint::testing::{SIDE, write_checkpoint};
 
     #[test]
     fn a_checkpoint_answers_with_positions_and_ranked_classes() {
         let dir = tempfile::tempdir().unwrap();
-        let path = testing::write_checkpoint(dir.path(), "m", 3);
+        let path = write_checkpoint(dir.path(), "m", 3);
         let model = Model::open(&path, &Device::Cpu).unwrap();
-        assert_eq!(
-            (model.task(), model.side()),
-            (TaskKind::Classification, testing::SIDE)
-        );
-        let side = testing::SIDE as usize;
+        assert_eq!((model.task(), model.side()), (Task::Classification, SIDE));
+        let side = SIDE as usize;
         let location: Vec<u8> = (0..4 * side * side * 3)
             .map(|i| (i * 7 % 256) as u8)
             .collect();
         let x = super::super::input::batch(
             &[&location, &location],
-            testing::SIDE,
+            SIDE,
             &model.info().normalisation,
             &Device::Cpu,
         )

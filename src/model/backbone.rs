@@ -1,25 +1,15 @@
-//! The [`Backbone`] trait and the registry of backbone names.
+//! The [`Backbone`] trait, and building one by name (the names and what they stand for are
+//! [`crate::vocab::BACKBONES`]).
 
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 use super::batch_norm::BatchNorm;
 use super::conv::Conv;
-use super::resnet::{ResNet, ResNetConfig};
+use super::resnet::{BlockKind, ResNet, ResNetConfig};
 use super::tiny_cnn::TinyCnn;
 use super::{Kernels, ModelError};
-
-/// Every backbone [`build_backbone`] knows, in the order shown to users.
-pub const BACKBONES: &[&str] = &[
-    "tiny-cnn",
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "resnet152",
-    "resnext50_32x4d",
-    "resnext101_32x8d",
-];
+use crate::vocab::{Architecture, architecture};
 
 /// A feature extractor: images in, one pooled feature vector per image out.
 pub trait Backbone: Send + Sync {
@@ -47,14 +37,9 @@ pub trait Backbone: Send + Sync {
     fn block_var_names(&self) -> &[Vec<String>];
 }
 
-/// Builds the backbone called `name` with its vars under `vb` (torchvision names), on the
-/// fast kernels.
-pub fn build_backbone(name: &str, vb: VarBuilder) -> Result<Box<dyn Backbone>, ModelError> {
-    build_backbone_with(name, Kernels::Fast, vb)
-}
-
-/// [`build_backbone`] with a choice of kernels.
-pub fn build_backbone_with(
+/// Builds the backbone called `name` (one of [`crate::vocab::BACKBONES`]) on `kernels`, with
+/// its vars under `vb` (torchvision names).
+pub fn build_backbone(
     name: &str,
     kernels: Kernels,
     vb: VarBuilder,
@@ -63,22 +48,31 @@ pub fn build_backbone_with(
         what: format!("backbone {name}"),
         source: e,
     };
-    let config = match name {
-        "tiny-cnn" => return Ok(Box::new(TinyCnn::new(kernels, vb).map_err(build)?)),
-        "resnet18" => ResNetConfig::resnet18(),
-        "resnet34" => ResNetConfig::resnet34(),
-        "resnet50" => ResNetConfig::resnet50(),
-        "resnet101" => ResNetConfig::resnet101(),
-        "resnet152" => ResNetConfig::resnet152(),
-        "resnext50_32x4d" => ResNetConfig::resnext50_32x4d(),
-        "resnext101_32x8d" => ResNetConfig::resnext101_32x8d(),
-        _ => {
-            return Err(ModelError::UnknownBackbone {
-                name: name.to_string(),
-            });
+    match architecture(name) {
+        Some(Architecture::TinyCnn) => Ok(Box::new(TinyCnn::new(kernels, vb).map_err(build)?)),
+        Some(Architecture::ResNet {
+            bottleneck,
+            layers,
+            groups,
+            width_per_group,
+        }) => {
+            let block = if bottleneck {
+                BlockKind::Bottleneck
+            } else {
+                BlockKind::Basic
+            };
+            let config = ResNetConfig {
+                block,
+                layers,
+                groups,
+                width_per_group,
+            };
+            Ok(Box::new(ResNet::new(&config, kernels, vb).map_err(build)?))
         }
-    };
-    Ok(Box::new(ResNet::new(&config, kernels, vb).map_err(build)?))
+        None => Err(ModelError::UnknownBackbone {
+            name: name.to_string(),
+        }),
+    }
 }
 
 /// Shared by the backbones: which block index is the first trainable one.

@@ -3,24 +3,25 @@
 //!
 //! | file            | owns                                                                      |
 //! |-----------------|---------------------------------------------------------------------------|
-//! | `backbone.rs`   | the [`Backbone`] trait, the [`BACKBONES`] list and [`build_backbone`]      |
+//! | `backbone.rs`   | the [`Backbone`] trait and [`build_backbone`] (a name of `vocab::BACKBONES`) |
 //! | `tiny_cnn.rs`   | a small CNN fast enough for CPU runs and tests                            |
 //! | `resnet.rs`     | ResNet 18/34/50/101/152, ResNeXt 50_32x4d / 101_32x8d, torchvision layout  |
 //! | `batch_norm.rs` | BatchNorm (+ the ReLU after it) with fused CPU kernels                    |
 //! | `conv.rs`       | conv as CPU custom ops: forward and both gradients on im2col + GEMM       |
 //! | `conv_cpu.rs`   | the conv's CPU arithmetic: im2col, col2im, GEMMs over chunks of images    |
+//! | `conv_bn.rs`    | conv + BatchNorm (+ ReLU) as one op on the CPU, forward and backward      |
 //! | `maxpool.rs`    | the stem's 3×3 / stride 2 / padding 1 max-pool, with a backward pass      |
 //! | `residual.rs`   | `relu(a + b)` ending each residual block, one op forward and backward     |
-//! | `net.rs`        | [`GeoNet`]: backbone on all views as one batch, [`Fusion`], linear head    |
+//! | `net.rs`        | [`GeoNet`]: backbone on all views as one batch, view fusion, linear head   |
+//! | `build.rs`      | [`build_net`]: a [`GeoNet`] from a [`NetSpec`], seeded, pretrained weights |
 //! | `init.rs`       | [`init_seeded`]: reproducible initialisation (candle's CPU RNG has no seed) |
 //! | `weights.rs`    | [`load_pretrained`]: torchvision/timm safetensors into the backbone's vars |
 //!
-//! On the CPU, a ResNet-18 fine-tuning step (8 locations × 4 views, 112 px, 2 threads) takes
-//! ≈ 3.0 s on candle's ops, 1.7 s with this module's first kernels (a GEMM conv backward,
-//! fused batch norm, the max-pool) and ≈ 0.67 s with the current ones, PyTorch ≈ 0.43 s on
-//! the same machine (`benches/step_vs_torch.py`). Other devices use candle's own ops, and so
-//! does [`Kernels::Reference`] (`train.kernels = "reference"`), the fallback should a fast
-//! kernel ever be suspected. `kernel_tests.rs` holds both to the same results.
+//! The custom kernels run on the CPU (their speed against PyTorch's is measured by
+//! `benches/step.rs` and `benches/step_vs_torch.py`; figures in `benches/README.md`). Other
+//! devices use candle's own ops, and so does `Kernels::Reference` (`train.kernels =
+//! "reference"`), the fallback should a fast kernel ever be suspected. `kernel_tests.rs`
+//! holds both to the same results.
 //!
 //! Var names follow torchvision (`backbone.conv1.weight`, `backbone.layer1.0.downsample.1.running_var`,
 //! `head.weight`), so pretrained files load without renaming and checkpoints are readable by torch.
@@ -34,6 +35,7 @@
 
 mod backbone;
 mod batch_norm;
+mod build;
 mod conv;
 mod conv_bn;
 mod conv_cpu;
@@ -45,39 +47,27 @@ mod resnet;
 mod tiny_cnn;
 mod weights;
 
-pub use backbone::{BACKBONES, Backbone, build_backbone, build_backbone_with};
+pub use backbone::{Backbone, build_backbone};
 pub use batch_norm::BatchNorm;
+pub use build::{NetSpec, build_net};
 pub use conv::{Conv, conv2d};
 pub use init::init_seeded;
 pub use maxpool::{max_pool_3x3_s2_p1, max_pool_3x3_s2_p1_composed};
-pub use net::{Fusion, GeoNet};
+pub use net::GeoNet;
 pub use resnet::{BlockKind, ResNet, ResNetConfig};
 pub use tiny_cnn::TinyCnn;
 pub use weights::load_pretrained;
 
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
-
-/// Which implementation of conv, batch-norm and max-pool a model runs on the CPU
-/// (`train.kernels`). Both compute the same functions; results differ by float rounding.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kernels {
-    /// This module's custom CPU kernels (`conv.rs`, `batch_norm.rs`, `maxpool.rs`).
-    #[default]
-    Fast,
-    /// Plain candle ops: `conv2d`, `candle_nn::BatchNorm` and a max-pool composed of
-    /// differentiable ops. Several times slower to train.
-    Reference,
-}
+use crate::vocab::{Kernels, backbone_names};
 
 /// Everything that can go wrong building, initialising or loading a model.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ModelError {
-    /// The backbone name is not one of [`BACKBONES`].
-    #[error("unknown backbone `{name}`; known backbones: {}", BACKBONES.join(", "))]
+    /// The backbone name is not one of `vocab::BACKBONES`.
+    #[error("unknown backbone `{name}`; known backbones: {}", backbone_names().collect::<Vec<_>>().join(", "))]
     UnknownBackbone {
         /// The name asked for.
         name: String,

@@ -4,20 +4,9 @@
 use candle_core::{Result, Tensor};
 use candle_nn::{Linear, Module, VarBuilder};
 
-use super::backbone::{Backbone, build_backbone_with};
+use super::backbone::{Backbone, build_backbone};
 use super::{Kernels, ModelError};
-
-/// Views per location (headings 0°, 90°, 180°, 270°).
-const VIEWS: usize = 4;
-
-/// How the four views' features become one vector.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fusion {
-    /// Concatenate in view order → `4 · feature_dim`; the head can tell the headings apart.
-    Concat,
-    /// Average → `feature_dim`; invariant to which view is which.
-    Mean,
-}
+use crate::vocab::{Fusion, VIEWS};
 
 /// Backbone + fusion + linear head.
 pub struct GeoNet {
@@ -28,7 +17,7 @@ pub struct GeoNet {
 }
 
 impl GeoNet {
-    /// Builds the net: backbone `backbone` (one of [`super::BACKBONES`]) under `vb.pp("backbone")`,
+    /// Builds the net: backbone `backbone` (one of [`crate::vocab::BACKBONES`]) under `vb.pp("backbone")`,
     /// head `Linear(fused_dim → outputs)` under `vb.pp("head")` (`head.weight`, `head.bias`).
     /// Fast kernels; see [`GeoNet::with_kernels`].
     pub fn new(
@@ -51,7 +40,7 @@ impl GeoNet {
         if outputs == 0 {
             return Err(ModelError::NoOutputs { outputs });
         }
-        let backbone = build_backbone_with(backbone, kernels, vb.pp("backbone"))?;
+        let backbone = build_backbone(backbone, kernels, vb.pp("backbone"))?;
         let fused = match fusion {
             Fusion::Concat => VIEWS * backbone.feature_dim(),
             Fusion::Mean => backbone.feature_dim(),

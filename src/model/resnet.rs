@@ -39,44 +39,6 @@ pub struct ResNetConfig {
 }
 
 impl ResNetConfig {
-    /// ResNet-18.
-    pub fn resnet18() -> Self {
-        Self::new(BlockKind::Basic, [2, 2, 2, 2], 1, 64)
-    }
-    /// ResNet-34.
-    pub fn resnet34() -> Self {
-        Self::new(BlockKind::Basic, [3, 4, 6, 3], 1, 64)
-    }
-    /// ResNet-50.
-    pub fn resnet50() -> Self {
-        Self::new(BlockKind::Bottleneck, [3, 4, 6, 3], 1, 64)
-    }
-    /// ResNet-101.
-    pub fn resnet101() -> Self {
-        Self::new(BlockKind::Bottleneck, [3, 4, 23, 3], 1, 64)
-    }
-    /// ResNet-152.
-    pub fn resnet152() -> Self {
-        Self::new(BlockKind::Bottleneck, [3, 8, 36, 3], 1, 64)
-    }
-    /// ResNeXt-50 32×4d.
-    pub fn resnext50_32x4d() -> Self {
-        Self::new(BlockKind::Bottleneck, [3, 4, 6, 3], 32, 4)
-    }
-    /// ResNeXt-101 32×8d.
-    pub fn resnext101_32x8d() -> Self {
-        Self::new(BlockKind::Bottleneck, [3, 4, 23, 3], 32, 8)
-    }
-
-    fn new(block: BlockKind, layers: [usize; 4], groups: usize, width_per_group: usize) -> Self {
-        Self {
-            block,
-            layers,
-            groups,
-            width_per_group,
-        }
-    }
-
     fn expansion(&self) -> usize {
         match self.block {
             BlockKind::Basic => 1,

@@ -6,6 +6,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{Optimizer, VarBuilder, VarMap};
 
 use super::*;
+use crate::vocab::Fusion;
 
 fn build(backbone: &str, fusion: Fusion, outputs: usize) -> (VarMap, GeoNet) {
     let varmap = VarMap::new();

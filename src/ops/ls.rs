@@ -23,7 +23,7 @@ use serde_json::Value;
 use crate::graph::manifest::{MANIFEST_FILE, RunInfo};
 use crate::graph::{Params, key_paths};
 use crate::stages::{evaluate, train};
-use crate::train::metrics::monitor_mode_max;
+use crate::vocab::monitor_mode_max;
 
 use super::{DEFAULT_METRICS, SWEEPS_DIR, final_metrics};
 

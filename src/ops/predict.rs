@@ -14,12 +14,11 @@ use crate::geo::Boundary;
 use crate::graph::manifest::MANIFEST_FILE;
 use crate::graph::{Manifest, Progress, write_atomic};
 use crate::infer::{InferError, Model, Skipped, folders, input, scan};
+use crate::train::checkpoint::{EXTENSION, is_plain_name};
 use crate::train::device::select_device;
 
 use super::diff::resolve as resolve_run;
 
-/// Checkpoint files' extension.
-pub const CHECKPOINT_EXTENSION: &str = "safetensors";
 /// The run folder's sub-folder of checkpoint links.
 pub const CHECKPOINTS_DIR: &str = "checkpoints";
 
@@ -279,7 +278,7 @@ fn resolve_checkpoint(
     options: &PredictOptions,
 ) -> Result<(PathBuf, Option<PathBuf>), PredictError> {
     let arg = Path::new(&options.model);
-    let file = format!("{}.{CHECKPOINT_EXTENSION}", options.checkpoint);
+    let file = format!("{}.{EXTENSION}", options.checkpoint);
     if arg.is_file() {
         let manifest = arg
             .parent()
@@ -332,18 +331,8 @@ fn checkpoint_in(dir: &Path, file: &str) -> Result<(PathBuf, Option<PathBuf>), P
 
 /// `<dir>/<name>.safetensors` when `name` is a plain name and the file exists.
 fn model_file(dir: &Path, name: &str) -> Option<PathBuf> {
-    let path = dir.join(format!("{name}.{CHECKPOINT_EXTENSION}"));
+    let path = dir.join(format!("{name}.{EXTENSION}"));
     (is_plain_name(name) && path.is_file()).then_some(path)
-}
-
-/// Whether `name` can be a model name: letters, digits, `-`, `_` and `.`, not starting with
-/// a dot. Anything else (separators, `..`, an absolute path) could name a file elsewhere.
-pub fn is_plain_name(name: &str) -> bool {
-    !name.is_empty()
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// The boundary to snap to: `--boundary`, else the run's `classes.boundary` (a relative

@@ -153,7 +153,7 @@ fn forward(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::infer::model::testing::{SIDE, write_checkpoint};
+    use crate::train::checkpoint::testing::{SIDE, write_checkpoint};
     use candle_core::Device;
 
     fn location(seed: usize) -> Vec<u8> {

@@ -20,7 +20,7 @@ use lru::LruCache;
 
 use super::batcher::Batcher;
 use crate::infer::Model;
-use crate::ops::predict::{CHECKPOINT_EXTENSION, is_plain_name};
+use crate::train::checkpoint::{EXTENSION, is_plain_name};
 
 use super::error::ApiError;
 
@@ -97,7 +97,7 @@ impl ModelStore {
             .filter_map(Result::ok)
             .filter_map(|e| {
                 let file = e.file_name().to_str()?.to_owned();
-                let name = file.strip_suffix(&format!(".{CHECKPOINT_EXTENSION}"))?;
+                let name = file.strip_suffix(&format!(".{EXTENSION}"))?;
                 (is_plain_name(name) && self.inside(&e.path())).then(|| name.to_owned())
             })
             .collect();
@@ -125,7 +125,7 @@ impl ModelStore {
         if !is_plain_name(name) {
             return Err(missing());
         }
-        let path = self.dir.join(format!("{name}.{CHECKPOINT_EXTENSION}"));
+        let path = self.dir.join(format!("{name}.{EXTENSION}"));
         if std::fs::symlink_metadata(&path).is_err() {
             return Err(missing());
         }
@@ -288,7 +288,7 @@ mod tests {
 
     #[test]
     fn loaded_models_are_shared_bounded_and_reloaded_when_their_file_changes() {
-        use crate::infer::model::testing::write_checkpoint;
+        use crate::train::checkpoint::testing::write_checkpoint;
         let dir = tempfile::tempdir().unwrap();
         for name in ["a", "b", "c"] {
             write_checkpoint(dir.path(), name, 1);
@@ -316,7 +316,7 @@ mod tests {
 
     #[test]
     fn concurrent_requests_for_a_cold_model_share_one_load() {
-        use crate::infer::model::testing::write_checkpoint;
+        use crate::train::checkpoint::testing::write_checkpoint;
         let dir = tempfile::tempdir().unwrap();
         write_checkpoint(dir.path(), "a", 1);
         let s = store(dir.path());

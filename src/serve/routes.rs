@@ -121,8 +121,8 @@ async fn list_models(State(s): State<AppState>) -> Result<Json<Vec<String>>, Api
 struct ModelSummary {
     name: String,
     backbone: String,
-    task: String,
-    fusion: String,
+    task: crate::vocab::Task,
+    fusion: crate::vocab::Fusion,
     outputs: usize,
     image_size: u32,
     epoch: u32,
@@ -143,8 +143,8 @@ async fn model_info(
         Ok(ModelSummary {
             name,
             backbone: info.backbone.clone(),
-            task: info.task.clone(),
-            fusion: info.fusion.clone(),
+            task: info.task,
+            fusion: info.fusion,
             outputs: info.outputs,
             image_size: info.image_size,
             epoch: model.epoch(),
@@ -179,7 +179,10 @@ async fn predict_images(
     let (served, locations) = blocking(&s, move || {
         let served = state.models().get(&name)?;
         let views = decode_all(&uploads, state.decode_options(served.model().side()))?;
-        let locations: Vec<Vec<u8>> = views.iter().map(|v| v.repeat(input::VIEWS)).collect();
+        let locations: Vec<Vec<u8>> = views
+            .iter()
+            .map(|v| v.repeat(crate::vocab::VIEWS))
+            .collect();
         Ok((served, locations))
     })
     .await?;
@@ -216,7 +219,7 @@ fn cardinal_order(uploads: Vec<Upload>) -> Result<Vec<Upload>, ApiError> {
     let mut ok = uploads.len() == 4;
     for upload in uploads {
         let slot = heading_of(&upload.file_name)
-            .and_then(|h| crate::dataset::VIEWS.iter().position(|&v| v == h));
+            .and_then(|h| crate::vocab::HEADINGS.iter().position(|&v| v == h));
         match slot {
             Some(i) if slots[i].is_none() => slots[i] = Some(upload),
             _ => ok = false,

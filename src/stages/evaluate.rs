@@ -15,20 +15,20 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::dataset::Split;
-use crate::experiment::{Centroid, Fusion, Loaded, Task};
+use crate::experiment::{Centroid, Loaded};
 use crate::geo::{Boundary, haversine_km};
 use crate::graph::{
     Input, Outcome, Params, Stage, StageContext, StageError, params_of, write_atomic,
 };
-use crate::infer::{Model, TaskKind};
-use crate::model::Kernels;
+use crate::infer::Model;
 use crate::track::map::{ErrorLine, draw_errors};
 use crate::track::tensorboard::EventWriter;
 use crate::train::checkpoint;
 use crate::train::data::Sample;
 use crate::train::device::select_device;
 use crate::train::evaluate::{Prediction, Predictor, diagonal_km};
-use crate::train::fit::BEST;
+use crate::train::policy::Slot;
+use crate::vocab::Kernels;
 
 use super::train::Setup;
 
@@ -131,24 +131,15 @@ impl Stage for EvaluateStage {
     fn run(&self, ctx: &StageContext<'_>) -> Result<Outcome, StageError> {
         let train_dir = ctx.upstream_dir(super::train::NAME)?;
         let device = select_device(&self.device)?;
-        let (best_path, _) = checkpoint::paths(train_dir, BEST);
+        let (best_path, _) = checkpoint::paths(train_dir, Slot::Best.name());
         let best = Model::open_with(&best_path, &device, self.params.kernels)?;
         let info = best.info();
-        let task = match best.task() {
-            TaskKind::Classification => Task::Classification,
-            TaskKind::Regression => Task::Regression,
-        };
-        let fusion = if info.fusion == "mean" {
-            Fusion::Mean
-        } else {
-            Fusion::Concat
-        };
         let setup = Setup::read(
             ctx.upstream_dir(super::classes::NAME)?,
             ctx.upstream_dir(super::images::NAME)?,
             &info.backbone,
-            task,
-            fusion,
+            info.task,
+            info.fusion,
             Some(Centroid::Weighted),
             info.top_k,
         )?;

@@ -145,12 +145,15 @@ pub fn build(loaded: &Loaded) -> Result<Graph, BuildError> {
 pub fn run_links(stage: &str) -> &'static [(&'static str, &'static str)] {
     match stage {
         train::NAME => &[
-            (crate::train::fit::EVENTS_FILE, "events.out.tfevents.train"),
+            (
+                crate::train::event_log::EVENTS_FILE,
+                "events.out.tfevents.train",
+            ),
             ("best.safetensors", "checkpoints/best.safetensors"),
             ("best.toml", "checkpoints/best.toml"),
             ("last.safetensors", "checkpoints/last.safetensors"),
             ("last.toml", "checkpoints/last.toml"),
-            (crate::train::fit::METRICS_FILE, "metrics.csv"),
+            (crate::train::history::METRICS_FILE, "metrics.csv"),
         ],
         evaluate::NAME => &[
             (evaluate::EVENTS_FILE, "events.out.tfevents.evaluate"),

@@ -1,5 +1,7 @@
 //! The train stage: fits the network on the train split, selecting the best epoch on
-//! validation, with checkpoints that survive a kill (see [`crate::train::fit`]).
+//! validation, with checkpoints that survive a kill (see [`crate::train::fit`]). It adapts
+//! the training loop to the engine: the work and output directories, progress bars, and
+//! the loop's events passed on to the reporter.
 //!
 //! Reads: `seed`, `model.*` (the weights file by content), every `train.*` key except
 //! `train.device` (where it runs does not change what it should compute), the classes
@@ -10,6 +12,7 @@
 //! Results: the best epoch and its monitored value, the last epoch's metrics; the device
 //! and the epochs this attempt ran are facts of the attempt (`execution.toml`).
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,20 +20,21 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::experiment::{Centroid, Fusion, Loaded, MonitorMode, Task, TrainConfig};
+use crate::experiment::{Centroid, Loaded, MonitorMode, TrainConfig};
 use crate::geo::{Boundary, projection};
-use crate::graph::{Input, Outcome, Params, Stage, StageContext, StageError, params_of};
+use crate::graph::{Input, Outcome, Params, Stage, StageContext, StageError, Tick, params_of};
 use crate::images::ImageTensor;
-use crate::model;
 use crate::track::tensorboard::HParamValue;
 use crate::train::checkpoint::ModelInfo;
 use crate::train::data::Sample;
 use crate::train::device::select_device;
 use crate::train::evaluate::diagonal_km;
-use crate::train::fit::{FitData, FitSettings, fit};
-use crate::train::metrics::monitor_mode_max;
+use crate::train::event_log::EVENTS_FILE;
+use crate::train::fit::{FitData, FitDirs, FitSettings, fit};
 use crate::train::optimizer::OptimizerSettings;
+use crate::train::progress::{FitEvent, FitObserver};
 use crate::train::scheduler::ScheduleParams;
+use crate::vocab::{Fusion, Task, monitor_mode_max};
 
 use super::classes::{read_centroids, read_classed_locations, read_scaling};
 use super::images::{TENSOR_FILE, read_index, read_stats};
@@ -125,10 +129,7 @@ impl TrainStage {
             epochs: t.epochs,
             batch_size: t.batch_size,
             task: p.task,
-            fusion: match p.fusion {
-                Fusion::Concat => model::Fusion::Concat,
-                Fusion::Mean => model::Fusion::Mean,
-            },
+            fusion: p.fusion,
             kernels: t.kernels,
             lr: t.lr,
             backbone_lr: t.backbone_lr.unwrap_or(t.lr),
@@ -187,7 +188,7 @@ impl Stage for TrainStage {
     }
 
     fn volatile_outputs(&self) -> &'static [&'static str] {
-        &[crate::train::fit::EVENTS_FILE]
+        &[EVENTS_FILE]
     }
 
     fn upstream(&self) -> Vec<&'static str> {
@@ -250,7 +251,12 @@ impl Stage for TrainStage {
             .into());
         }
         let settings = self.settings();
-        let summary = fit(&settings, &data, &device, ctx)?;
+        let work = ctx.work_dir()?;
+        let dirs = FitDirs {
+            work: &work,
+            out: ctx.out_dir(),
+        };
+        let summary = fit(&settings, &data, &device, dirs, &StageObserver::new(ctx))?;
         let mut outcome = Outcome::default()
             .with("best_epoch", summary.best.1)
             .with(&format!("best_{}", settings.monitor), summary.best.0)
@@ -260,6 +266,59 @@ impl Stage for TrainStage {
             outcome = outcome.with(&format!("last/{k}"), *v);
         }
         Ok(outcome)
+    }
+}
+
+/// Shows the training loop's steps as a progress bar per epoch and passes its other events
+/// to the engine's reporter.
+struct StageObserver<'c, 'a> {
+    ctx: &'c StageContext<'a>,
+    bar: RefCell<Option<EpochBar>>,
+}
+
+/// The running epoch's progress bar, its steps and the steps done.
+type EpochBar = (Box<dyn Tick>, usize, usize);
+
+impl<'c, 'a> StageObserver<'c, 'a> {
+    fn new(ctx: &'c StageContext<'a>) -> Self {
+        StageObserver {
+            ctx,
+            bar: RefCell::new(None),
+        }
+    }
+}
+
+impl FitObserver for StageObserver<'_, '_> {
+    fn event(&self, event: FitEvent) {
+        match event {
+            FitEvent::EpochStarted {
+                epoch,
+                epochs,
+                steps,
+            } => {
+                let label = format!("epoch {}/{epochs}", epoch + 1);
+                let tick = self.ctx.progress(&label, steps as u64);
+                *self.bar.borrow_mut() = Some((tick, steps, 0));
+            }
+            FitEvent::Step {
+                mean_loss,
+                locations_per_second,
+            } => {
+                let mut bar = self.bar.borrow_mut();
+                if let Some((tick, steps, done)) = bar.as_mut() {
+                    tick.inc(1);
+                    tick.message(&format!(
+                        "loss {mean_loss:.4}  {locations_per_second:.1} loc/s"
+                    ));
+                    *done += 1;
+                    if done == steps {
+                        tick.finish();
+                        *bar = None;
+                    }
+                }
+            }
+            other => self.ctx.emit(&other),
+        }
     }
 }
 
@@ -332,17 +391,8 @@ impl Setup {
         let classification = task == Task::Classification;
         let info = ModelInfo {
             backbone: backbone.to_owned(),
-            fusion: match fusion {
-                Fusion::Concat => "concat",
-                Fusion::Mean => "mean",
-            }
-            .to_owned(),
-            task: if classification {
-                "classification"
-            } else {
-                "regression"
-            }
-            .to_owned(),
+            fusion,
+            task,
             outputs: if classification { centroids.len() } else { 2 },
             image_size: stats.image_size,
             normalisation: stats.stats,

@@ -17,7 +17,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::graph::write_atomic;
 use crate::images::ChannelStats;
+use crate::model::NetSpec;
+use crate::vocab::{Fusion, Kernels, Task};
 
+use super::optimizer::Optimizer;
+use super::policy::Slot;
 use super::scheduler::SchedulerState;
 
 /// The metadata entry holding [`CheckpointMeta`] as JSON.
@@ -74,10 +78,10 @@ pub struct EpochRecord {
 pub struct ModelInfo {
     /// Backbone name.
     pub backbone: String,
-    /// `concat` or `mean`.
-    pub fusion: String,
+    /// View fusion (`concat` or `mean` in the metadata).
+    pub fusion: Fusion,
     /// `classification` or `regression`.
-    pub task: String,
+    pub task: Task,
     /// Head outputs (classes, or 2).
     pub outputs: usize,
     /// Input side in pixels.
@@ -125,12 +129,62 @@ pub struct CheckpointMeta {
 /// Current format version.
 pub const FORMAT: u32 = 1;
 
+/// Checkpoint files' extension.
+pub const EXTENSION: &str = "safetensors";
+
 /// Paths of a checkpoint named `name` (`best`, `last`) in `dir`.
 pub fn paths(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     (
-        dir.join(format!("{name}.safetensors")),
+        dir.join(format!("{name}.{EXTENSION}")),
         dir.join(format!("{name}.toml")),
     )
+}
+
+/// Whether `name` can be a checkpoint's or served model's name: letters, digits, `-`, `_`
+/// and `.`, not starting with a dot. Anything else (separators, `..`, an absolute path)
+/// could name a file elsewhere.
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+impl ModelInfo {
+    /// The network this describes, on `kernels`.
+    pub fn net_spec(&self, kernels: Kernels) -> NetSpec<'_> {
+        NetSpec {
+            backbone: &self.backbone,
+            fusion: self.fusion,
+            outputs: self.outputs,
+            kernels,
+        }
+    }
+}
+
+/// Writes the checkpoints of `slots` (as the checkpoint policy decided) into `dir`: the
+/// model's vars, the optimiser's state and `meta`.
+///
+/// # Errors
+/// When the optimiser state cannot be copied or a file cannot be written.
+pub fn write(
+    dir: &Path,
+    slots: &[Slot],
+    varmap: &VarMap,
+    optimizer: &Optimizer,
+    meta: &CheckpointMeta,
+) -> Result<(), super::FitError> {
+    if slots.is_empty() {
+        return Ok(());
+    }
+    let optim = optimizer
+        .state_tensors()
+        .map_err(|e| super::FitError::OptimizerState(Box::new(e)))?;
+    for slot in slots {
+        save(dir, slot.name(), varmap, optim.clone(), meta)?;
+    }
+    Ok(())
 }
 
 /// Writes the checkpoint `name` into `dir`: model vars, `optim` tensors and `meta`.
@@ -271,6 +325,82 @@ pub fn restore_vars(
     Ok(())
 }
 
+/// A small untrained classification checkpoint for unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::path::{Path, PathBuf};
+
+    use candle_core::Device;
+
+    use super::{CheckpointMeta, FORMAT, ModelInfo, paths, save};
+    use crate::images::ChannelStats;
+    use crate::model::{NetSpec, build_net};
+    use crate::train::scheduler::SchedulerState;
+    use crate::vocab::{Fusion, Kernels, Task};
+
+    /// Side of the test model's views.
+    pub const SIDE: u32 = 8;
+
+    /// Writes `<dir>/<name>.safetensors`: tiny-cnn, three classes around Zagreb, weights
+    /// from `seed`.
+    pub fn write_checkpoint(dir: &Path, name: &str, seed: u64) -> PathBuf {
+        let crs = "EPSG:3766";
+        let lat_lon = [(45.8, 15.9), (45.3, 14.4), (43.5, 16.4)];
+        let mut xy: Vec<(f64, f64)> = lat_lon.iter().map(|&(lat, lon)| (lon, lat)).collect();
+        crate::geo::projection(crs)
+            .unwrap()
+            .forward(&mut xy)
+            .unwrap();
+        let centroids = lat_lon
+            .iter()
+            .zip(&xy)
+            .map(|(&(lat, lon), &(x, y))| [lat, lon, x, y])
+            .collect();
+        let info = ModelInfo {
+            backbone: "tiny-cnn".into(),
+            fusion: Fusion::Concat,
+            task: Task::Classification,
+            outputs: 3,
+            image_size: SIDE,
+            normalisation: ChannelStats {
+                mean: [0.5; 3],
+                std: [0.25; 3],
+            },
+            classes_key: String::new(),
+            crs: crs.into(),
+            scaling: [0.0, 1.0, 0.0, 1.0],
+            centroids,
+            top_k: 0,
+        };
+        let spec = NetSpec {
+            backbone: &info.backbone,
+            fusion: info.fusion,
+            outputs: info.outputs,
+            kernels: Kernels::Fast,
+        };
+        let (varmap, _) = build_net(&spec, seed, None, &Device::Cpu).unwrap();
+        let meta = CheckpointMeta {
+            format: FORMAT,
+            epoch: 0,
+            step: 0,
+            seed,
+            monitor: "val/haversine_km_mean".into(),
+            monitor_max: false,
+            best: None,
+            scheduler: SchedulerState {
+                epochs_done: 0,
+                plateau_lr: 1e-3,
+                best: None,
+                bad_epochs: 0,
+            },
+            history: Vec::new(),
+            model: info,
+        };
+        save(dir, name, &varmap, Vec::new(), &meta).unwrap();
+        paths(dir, name).0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,7 +408,7 @@ mod tests {
     #[test]
     fn a_failed_write_keeps_the_operating_system_reason() {
         let dir = tempfile::tempdir().unwrap();
-        let written = crate::infer::model::testing::write_checkpoint(dir.path(), "m", 1);
+        let written = testing::write_checkpoint(dir.path(), "m", 1);
         let loaded = load(&written, &Device::Cpu).unwrap();
         // A "directory" that is a file: creating it fails, and the message says why.
         let blocked = dir.path().join("file");

@@ -6,11 +6,9 @@ use rayon::prelude::*;
 
 use crate::experiment::AugmentConfig;
 use crate::images::{ChannelStats, ImageTensor};
+use crate::vocab::VIEWS;
 
 use super::augment::{augment, view_rng};
-
-/// Views per location.
-pub const VIEWS: usize = 4;
 
 /// One location as training sees it.
 #[derive(Clone, Debug, PartialEq)]

@@ -6,15 +6,15 @@ use std::collections::BTreeMap;
 use candle_core::{Device, Tensor};
 
 use crate::geo::{Projection, haversine_km};
-use crate::graph::StageError;
 use crate::images::{ChannelStats, ImageTensor};
 use crate::model::GeoNet;
+use crate::vocab::Task;
 
 use super::checkpoint::ModelInfo;
 use super::data::{Sample, batch_classes, batch_images, batch_targets};
 use super::loss::{cross_entropy, mse};
 use super::metrics::Evaluation;
-use super::predict::{rank_of, read_outputs};
+use super::predict::{PredictError, rank_of, read_outputs};
 
 /// What turns a network's outputs into coordinates.
 pub struct Predictor<'a> {
@@ -47,7 +47,7 @@ pub struct Prediction {
 
 impl Predictor<'_> {
     fn classification(&self) -> bool {
-        self.info.task == "classification"
+        self.info.task == Task::Classification
     }
 
     /// Predicts every sample, in order, and the split's metrics (with a loss comparable to
@@ -61,19 +61,14 @@ impl Predictor<'_> {
         stats: &ChannelStats,
         samples: &[Sample],
         country_km: f64,
-    ) -> Result<(Vec<Prediction>, BTreeMap<String, f64>), StageError> {
+    ) -> Result<(Vec<Prediction>, BTreeMap<String, f64>), PredictError> {
         let mut eval = Evaluation::new(country_km);
         let mut out = Vec::with_capacity(samples.len());
         let refs: Vec<&Sample> = samples.iter().collect();
         for batch in refs.chunks(self.batch_size.max(1)) {
-            let x = batch_images(images, batch, stats, None, self.device)?;
-            let y = self.net.forward(&x, 0)?;
-            let loss = if self.classification() {
-                cross_entropy(&y, &batch_classes(batch, self.device)?, 0.0)?
-            } else {
-                mse(&y, &batch_targets(batch, self.device)?)?
-            }
-            .to_scalar::<f32>()?;
+            let (y, loss) = self
+                .forward(images, stats, batch)
+                .map_err(PredictError::Forward)?;
             let outputs = read_outputs(self.info, self.projection, &y)?;
             let ranks: Option<Vec<usize>> = outputs.probs.as_ref().map(|probs| {
                 probs
@@ -101,6 +96,26 @@ impl Predictor<'_> {
             }
         }
         Ok((out, eval.metrics()))
+    }
+}
+
+impl Predictor<'_> {
+    /// The outputs for `batch` and their mean loss.
+    fn forward(
+        &self,
+        images: &ImageTensor,
+        stats: &ChannelStats,
+        batch: &[&Sample],
+    ) -> candle_core::Result<(Tensor, f32)> {
+        let x = batch_images(images, batch, stats, None, self.device)?;
+        let y = self.net.forward(&x, 0)?;
+        let loss = if self.classification() {
+            cross_entropy(&y, &batch_classes(batch, self.device)?, 0.0)?
+        } else {
+            mse(&y, &batch_targets(batch, self.device)?)?
+        };
+        let loss = loss.to_scalar::<f32>()?;
+        Ok((y, loss))
     }
 }
 

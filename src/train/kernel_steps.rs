@@ -8,11 +8,12 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::experiment::Optimizer as Kind;
-use crate::model::{Fusion, GeoNet, Kernels, init_seeded};
+use crate::model::{GeoNet, init_seeded};
+use crate::vocab::{Fusion, Kernels};
 
-use super::fit::{named_vars, step_vars, update};
 use super::loss::cross_entropy;
 use super::optimizer::{Optimizer, OptimizerSettings};
+use super::step::{named_vars, step_vars, update};
 
 fn flat(t: &Tensor) -> Vec<f32> {
     t.flatten_all()

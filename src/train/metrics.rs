@@ -22,27 +22,6 @@ use std::collections::BTreeMap;
 /// Scale of the GeoGuessr world-map score: 5000 points at 0 km, 5000/e at this distance.
 pub const GEOGUESSR_SCALE_KM: f64 = 1492.7;
 
-/// Every metric of a validation or test split, by name (`val/<name>`, `test/<name>`).
-pub const SPLIT_METRICS: &[&str] = &[
-    "loss",
-    "acc",
-    "acc_top5",
-    "haversine_km_mean",
-    "haversine_km_median",
-    "acc_1km",
-    "acc_5km",
-    "acc_25km",
-    "acc_100km",
-    "geoguessr_score",
-    "country_score",
-];
-
-/// Metrics of the training split (`train/<name>`).
-pub const TRAIN_METRICS: &[&str] = &["loss", "acc"];
-
-/// Metrics that exist only for classification (they need a true class).
-pub const CLASSIFICATION_METRICS: &[&str] = &["acc", "acc_top5"];
-
 /// Distance thresholds of the `acc_<n>km` metrics.
 const DISTANCE_THRESHOLDS_KM: [(f64, &str); 4] = [
     (1.0, "acc_1km"),
@@ -50,14 +29,6 @@ const DISTANCE_THRESHOLDS_KM: [(f64, &str); 4] = [
     (25.0, "acc_25km"),
     (100.0, "acc_100km"),
 ];
-
-/// Whether a larger value of the metric `name` is better, for the best checkpoint and the
-/// `plateau` scheduler: true for accuracies and scores, false for losses and distances.
-/// A split prefix (`val/acc`) is ignored.
-pub fn monitor_mode_max(name: &str) -> bool {
-    let base = name.rsplit('/').next().unwrap_or(name);
-    base.starts_with("acc") || base.ends_with("score")
-}
 
 /// Accumulates per-sample results of one split; see the [module docs](self).
 #[derive(Clone, Debug)]
@@ -257,26 +228,5 @@ mod tests {
         assert_close(&m, "acc", 0.5);
         assert_close(&m, "acc_top5", 1.0);
         assert!(e.is_empty());
-    }
-
-    #[test]
-    fn accuracies_and_scores_are_maximised_losses_and_distances_minimised() {
-        for name in [
-            "acc",
-            "val/acc_top5",
-            "val/acc_25km",
-            "geoguessr_score",
-            "test/country_score",
-        ] {
-            assert!(monitor_mode_max(name), "{name}");
-        }
-        for name in [
-            "loss",
-            "val/loss",
-            "val/haversine_km_mean",
-            "haversine_km_median",
-        ] {
-            assert!(!monitor_mode_max(name), "{name}");
-        }
     }
 }

@@ -13,6 +13,7 @@ use std::cmp::Ordering;
 use candle_core::{D, DType, Tensor};
 
 use crate::geo::{Projection, ProjectionError};
+use crate::vocab::Task;
 
 use super::checkpoint::ModelInfo;
 
@@ -20,6 +21,9 @@ use super::checkpoint::ModelInfo;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PredictError {
+    /// The network's forward pass (or building its input batch) failed.
+    #[error("running the network: {0}")]
+    Forward(#[source] candle_core::Error),
     /// A tensor operation failed.
     #[error("reading the model's outputs: {0}")]
     Tensor(#[from] candle_core::Error),
@@ -48,7 +52,7 @@ pub fn read_outputs(
     projection: &dyn Projection,
     y: &Tensor,
 ) -> Result<Outputs, PredictError> {
-    let (mut xy, probs) = if info.task == "classification" {
+    let (mut xy, probs) = if info.task == Task::Classification {
         let probs = candle_nn::ops::softmax(y, D::Minus1)?.to_vec2::<f32>()?;
         let centroids: Vec<[f64; 2]> = info.centroids.iter().map(|c| [c[2], c[3]]).collect();
         let xy: Vec<(f64, f64)> = probs

@@ -444,7 +444,7 @@ fn init_tensors() -> Vec<(String, Vec<u8>)> {
     let vb = VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &candle_core::Device::Cpu);
     // Initial values derive from (seed, variable name), so the head size is irrelevant.
     let _net =
-        geoexp::model::GeoNet::new("tiny-cnn", geoexp::model::Fusion::Concat, 2, vb).unwrap();
+        geoexp::model::GeoNet::new("tiny-cnn", geoexp::vocab::Fusion::Concat, 2, vb).unwrap();
     geoexp::model::init_seeded(&varmap, 5).unwrap();
     let vars = varmap.data().lock().unwrap();
     vars.iter()

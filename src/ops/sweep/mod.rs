@@ -178,7 +178,7 @@ pub fn expand(options: &SweepOptions) -> Result<SweepPlan, OpError> {
     }
     let t = &base.experiment.train;
     let monitor_max = match t.monitor_mode {
-        MonitorMode::Auto => crate::train::metrics::monitor_mode_max(&t.monitor),
+        MonitorMode::Auto => crate::vocab::monitor_mode_max(&t.monitor),
         MonitorMode::Max => true,
         MonitorMode::Min => false,
     };
