@@ -37,6 +37,7 @@ mod batch_norm;
 mod conv;
 mod conv_bn;
 mod conv_cpu;
+mod dtype;
 mod init;
 mod maxpool;
 mod net;
@@ -166,5 +167,7 @@ fn list(names: &[String]) -> String {
 
 #[cfg(test)]
 mod kernel_tests;
+#[cfg(test)]
+mod test_support;
 #[cfg(test)]
 mod tests;
