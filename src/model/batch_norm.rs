@@ -11,15 +11,16 @@
 //! [`BatchNorm::forward_conv_t`] trains both as one op ([`super::conv_bn`]). Other devices
 //! and [`Kernels::Reference`] use candle's BatchNorm.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{
-    CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor, Var, WithDType, bail,
+    CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor, Var,
+    WithDType, bail,
 };
 use candle_nn::{ModuleT, VarBuilder};
 use rayon::prelude::*;
 
 use super::Kernels;
 use super::conv::Conv;
+use super::dtype::{Float, Kernel, dispatch};
 
 /// A BatchNorm over dimension 1 of an `[N, C, H, W]` tensor, vars `weight`, `bias`,
 /// `running_mean`, `running_var` (torchvision's names).
@@ -179,12 +180,7 @@ impl BatchNorm {
         let m = n * h * w;
         check_batch(m, x.shape())?;
         let (mean, var) = match &*x.storage_and_layout().0 {
-            candle_core::Storage::Cpu(CpuStorage::F32(v)) => {
-                stats(contiguous(v, x.layout())?, c, h * w)
-            }
-            candle_core::Storage::Cpu(CpuStorage::F64(v)) => {
-                stats(contiguous(v, x.layout())?, c, h * w)
-            }
+            Storage::Cpu(s) => dispatch("batch-norm", &Stats, [(s, x.layout())], &(c, h * w))?,
             _ => bail!("batch-norm: unexpected storage"),
         };
         self.update_running(&mean, &var, m)?;
@@ -204,14 +200,6 @@ pub(super) fn check_batch(m: usize, shape: &Shape) -> Result<()> {
 /// `1 / sqrt(var + eps)` per channel.
 pub(super) fn invstd(var: &[f64], eps: f64) -> Vec<f64> {
     var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect()
-}
-
-/// The contiguous slice a layout covers.
-fn contiguous<'a, T>(v: &'a [T], l: &Layout) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => bail!("batch-norm: expected a contiguous tensor"),
-    }
 }
 
 /// `(Σ f(xᵢ, yᵢ).0, Σ f(xᵢ, yᵢ).1)` over two equally long slices, in f64 with eight
@@ -261,6 +249,19 @@ pub(super) fn stats<T: WithDType>(x: &[T], c: usize, hw: usize) -> (Vec<f64>, Ve
             (k + shift, (s2 / m - shift * shift).max(0.0))
         })
         .unzip()
+}
+
+/// [`stats`] as a kernel, for the train-mode forward.
+struct Stats;
+
+impl Kernel<1> for Stats {
+    /// Channels, and values per channel and image.
+    type Args = (usize, usize);
+    type Output = (Vec<f64>, Vec<f64>);
+
+    fn run<T: Float>(&self, [x]: [&[T]; 1], &(c, hw): &(usize, usize)) -> Result<Self::Output> {
+        Ok(stats(x, c, hw))
+    }
 }
 
 /// Train-mode normalisation with the batch statistics computed beforehand, optionally
@@ -376,6 +377,16 @@ pub(super) fn normalise<T: WithDType>(
 /// Eval-mode BatchNorm (and ReLU) with the running statistics folded into the map.
 struct BnEval(Affine);
 
+impl Kernel<1> for BnEval {
+    /// Values per channel and image.
+    type Args = usize;
+    type Output = CpuStorage;
+
+    fn run<T: Float>(&self, [x]: [&[T]; 1], &hw: &usize) -> Result<CpuStorage> {
+        Ok(T::to_cpu_storage_owned(self.0.run(x, hw)))
+    }
+}
+
 impl CustomOp1 for BnEval {
     fn name(&self) -> &'static str {
         "batch-norm-eval"
@@ -386,12 +397,18 @@ impl CustomOp1 for BnEval {
         if c != self.0.scale.len() {
             bail!("batch-norm: {c} channels, expected {}", self.0.scale.len())
         }
-        let y = match s {
-            CpuStorage::F32(x) => CpuStorage::F32(self.0.run(contiguous(x, l)?, h * w)),
-            CpuStorage::F64(x) => CpuStorage::F64(self.0.run(contiguous(x, l)?, h * w)),
-            other => bail!("batch-norm: unsupported dtype {:?}", other.dtype()),
-        };
+        let y = dispatch("batch-norm", self, [(s, l)], &(h * w))?;
         Ok((y, l.shape().clone()))
+    }
+}
+
+impl Kernel<3> for BnTrain {
+    /// Values per channel and image.
+    type Args = usize;
+    type Output = CpuStorage;
+
+    fn run<T: Float>(&self, [x, w, b]: [&[T]; 3], &hw: &usize) -> Result<CpuStorage> {
+        Ok(T::to_cpu_storage_owned(normalise(x, w, b, self, hw)))
     }
 }
 
@@ -410,27 +427,7 @@ impl CustomOp3 for BnTrain {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (_, _, h, w) = l1.shape().dims4()?;
-        let y = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(wt), CpuStorage::F32(b)) => {
-                CpuStorage::F32(normalise(
-                    contiguous(x, l1)?,
-                    contiguous(wt, l2)?,
-                    contiguous(b, l3)?,
-                    self,
-                    h * w,
-                ))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(wt), CpuStorage::F64(b)) => {
-                CpuStorage::F64(normalise(
-                    contiguous(x, l1)?,
-                    contiguous(wt, l2)?,
-                    contiguous(b, l3)?,
-                    self,
-                    h * w,
-                ))
-            }
-            (x, _, _) => bail!("batch-norm: unsupported dtype {:?}", x.dtype()),
-        };
+        let y = dispatch("batch-norm", self, [(s1, l1), (s2, l2), (s3, l3)], &(h * w))?;
         Ok((y, l1.shape().clone()))
     }
 
@@ -550,6 +547,22 @@ pub(super) fn bn_grad<T: WithDType>(
     unsafe { out.assume_init() }.into_vec()
 }
 
+impl Kernel<3> for BnTrainGrad {
+    /// Values per channel and image.
+    type Args = usize;
+    type Output = CpuStorage;
+
+    fn run<T: Float>(&self, [x, g, w]: [&[T]; 3], &hw: &usize) -> Result<CpuStorage> {
+        Ok(T::to_cpu_storage_owned(bn_grad(
+            x,
+            g,
+            &per_channel(w),
+            self,
+            hw,
+        )))
+    }
+}
+
 impl CustomOp3 for BnTrainGrad {
     fn name(&self) -> &'static str {
         "batch-norm-train-grad"
@@ -565,27 +578,8 @@ impl CustomOp3 for BnTrainGrad {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = l1.shape().dims4()?;
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(g), CpuStorage::F32(wt)) => {
-                CpuStorage::F32(bn_grad(
-                    contiguous(x, l1)?,
-                    contiguous(g, l2)?,
-                    &per_channel(contiguous(wt, l3)?),
-                    self,
-                    h * w,
-                ))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(g), CpuStorage::F64(wt)) => {
-                CpuStorage::F64(bn_grad(
-                    contiguous(x, l1)?,
-                    contiguous(g, l2)?,
-                    &per_channel(contiguous(wt, l3)?),
-                    self,
-                    h * w,
-                ))
-            }
-            (x, _, _) => bail!("batch-norm backward: unsupported dtype {:?}", x.dtype()),
-        };
+        let inputs = [(s1, l1), (s2, l2), (s3, l3)];
+        let out = dispatch("batch-norm backward", self, inputs, &(h * w))?;
         Ok((out, Shape::from(n * c * h * w + 2 * c)))
     }
 }
@@ -593,59 +587,42 @@ impl CustomOp3 for BnTrainGrad {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::test_support::{Tol, assert_each_close, batch_norm, flat, pattern, var};
     use candle_core::Device;
-    use candle_nn::VarMap;
 
+    /// Values in [-1, 2).
     fn data(len: usize, salt: usize) -> Vec<f64> {
-        (0..len)
-            .map(|i| (((i * 7919 + salt * 104729) % 1009) as f64 / 1009.0) * 3.0 - 1.0)
-            .collect()
+        pattern(len, salt, 3.0, 1.0)
     }
 
-    fn flat(t: &Tensor) -> Vec<f64> {
-        t.flatten_all().and_then(|t| t.to_vec1()).expect("f64")
-    }
-
-    fn close(a: &[f64], b: &[f64], what: &str) {
-        assert_eq!(a.len(), b.len(), "{what}");
-        for (u, v) in a.iter().zip(b) {
-            assert!((u - v).abs() < 1e-9 * (1.0 + v.abs()), "{what}: {u} vs {v}");
-        }
+    fn close(a: &Tensor, b: &Tensor, what: &str) {
+        assert_each_close(&flat(a), &flat(b), Tol::Rel(1e-9), what);
     }
 
     #[test]
     fn matches_candles_batch_norm_in_train_mode_with_gradients_and_in_eval_mode() -> Result<()> {
         let dev = Device::Cpu;
         let (n, c, h, w) = (3, 4, 5, 3);
-        let build = || -> Result<(VarMap, BatchNorm)> {
-            let vm = VarMap::new();
-            let bn = BatchNorm::new(c, VarBuilder::from_varmap(&vm, DType::F64, &dev))?;
-            let data_ = vm.data().lock().expect("lock");
-            data_["weight"].set(&Tensor::new(&[0.5f64, 1.5, -1.0, 2.0], &dev)?)?;
-            data_["bias"].set(&Tensor::new(&[0.1f64, -0.2, 0.3, 0.0], &dev)?)?;
-            drop(data_);
-            Ok((vm, bn))
-        };
-        let (ours_vm, ours) = build()?;
-        let (ref_vm, _) = build()?;
-        let reference = {
-            let d = ref_vm.data().lock().expect("lock");
-            candle_nn::BatchNorm::new_with_momentum(
-                c,
-                d["running_mean"].as_tensor().clone(),
-                d["running_var"].as_tensor().clone(),
-                d["weight"].as_tensor().clone(),
-                d["bias"].as_tensor().clone(),
-                1e-5,
-                0.1,
-            )?
-        };
+        let weight = Tensor::new(&[0.5f64, 1.5, -1.0, 2.0], &dev)?;
+        let bias = Tensor::new(&[0.1f64, -0.2, 0.3, 0.0], &dev)?;
+        let (ours_vm, ours) = batch_norm(&weight, &bias, Kernels::Fast)?;
+        let (ref_vm, _) = batch_norm(&weight, &bias, Kernels::Fast)?;
+        let v = |name| var(&ref_vm, name).as_tensor().clone();
+        let reference = candle_nn::BatchNorm::new_with_momentum(
+            c,
+            v("running_mean"),
+            v("running_var"),
+            v("weight"),
+            v("bias"),
+            1e-5,
+            0.1,
+        )?;
         let x = Var::from_vec(data(n * c * h * w, 1), (n, c, h, w), &dev)?;
         let r = Tensor::from_vec(data(n * c * h * w, 2), (n, c, h, w), &dev)?;
         for train in [true, false, true] {
             let a = ours.forward_t(&x, train)?;
             let b = reference.forward_t(&x, train)?;
-            close(&flat(&a), &flat(&b), "y");
+            close(&a, &b, "y");
             if !train {
                 // Eval mode promises no backward (frozen blocks, inference) and builds no graph.
                 assert!(a.backward()?.get(&x).is_none());
@@ -653,24 +630,16 @@ mod tests {
             }
             let ga = (a * &r)?.sum_all()?.backward()?;
             let gb = (b * &r)?.sum_all()?.backward()?;
-            let (od, rd) = (
-                ours_vm.data().lock().expect("lock"),
-                ref_vm.data().lock().expect("lock"),
-            );
-            close(
-                &flat(ga.get(&x).expect("dx")),
-                &flat(gb.get(&x).expect("dx")),
-                "dx",
-            );
+            close(ga.get(&x).expect("dx"), gb.get(&x).expect("dx"), "dx");
             for name in ["weight", "bias"] {
-                let g1 = ga.get(&od[name]).expect("ours");
-                let g2 = gb.get(&rd[name]).expect("reference");
-                close(&flat(g1), &flat(g2), name);
+                let g1 = ga.get(&var(&ours_vm, name)).expect("ours");
+                let g2 = gb.get(&var(&ref_vm, name)).expect("reference");
+                close(g1, g2, name);
             }
             for name in ["running_mean", "running_var"] {
                 close(
-                    &flat(od[name].as_tensor()),
-                    &flat(rd[name].as_tensor()),
+                    var(&ours_vm, name).as_tensor(),
+                    var(&ref_vm, name).as_tensor(),
                     name,
                 );
             }

@@ -10,14 +10,14 @@
 
 use std::sync::{Arc, OnceLock};
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType, bail};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, bail};
 
 use super::batch_norm::{
     BatchNorm, BnTrain, BnTrainGrad, bn_grad, check_batch, invstd, normalise, stats,
 };
-use super::conv::{Conv, ConvOp, slice};
+use super::conv::{Conv, ConvOp};
 use super::conv_cpu::{self, Geometry};
+use super::dtype::{Float, Kernel, dispatch};
 
 /// `relu?(bn(conv(x)))` in train mode as one op, updating `bn`'s running statistics; `None`
 /// when the conv does not run on the fast CPU kernels (the caller then runs the two ops).
@@ -69,15 +69,16 @@ struct ConvBn {
     saved: Arc<OnceLock<Saved>>,
 }
 
-impl ConvBn {
-    fn run<T: WithDType>(
+impl Kernel<3> for ConvBn {
+    /// The conv's geometry and output shape.
+    type Args = (Geometry, Shape);
+    type Output = CpuStorage;
+
+    fn run<T: Float>(
         &self,
-        x: &[T],
-        w: &[T],
-        gb: &[T],
-        g: &Geometry,
-        shape: &Shape,
-    ) -> Result<Vec<T>> {
+        [x, w, gb]: [&[T]; 3],
+        (g, shape): &(Geometry, Shape),
+    ) -> Result<CpuStorage> {
         let (c, hw) = (g.cout, g.ho() * g.wo());
         if gb.len() != 2 * c {
             bail!(
@@ -104,7 +105,7 @@ impl ConvBn {
         if self.saved.set(saved).is_err() {
             bail!("conv+batch-norm: the op ran twice")
         }
-        Ok(z)
+        Ok(T::to_cpu_storage_owned(z))
     }
 }
 
@@ -123,17 +124,14 @@ impl CustomOp3 for ConvBn {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let g = self.conv.geometry(l1, l2)?;
-        let shape = Shape::from((g.n, g.cout, g.ho(), g.wo()));
-        let z = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(gb)) => CpuStorage::F32(
-                self.run(slice(x, l1)?, slice(w, l2)?, slice(gb, l3)?, &g, &shape)?,
-            ),
-            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(gb)) => CpuStorage::F64(
-                self.run(slice(x, l1)?, slice(w, l2)?, slice(gb, l3)?, &g, &shape)?,
-            ),
-            (a, ..) => bail!("conv+batch-norm: unsupported dtype {:?}", a.dtype()),
-        };
-        Ok((z, shape))
+        let args = (g, Shape::from((g.n, g.cout, g.ho(), g.wo())));
+        let z = dispatch(
+            "conv+batch-norm",
+            self,
+            [(s1, l1), (s2, l2), (s3, l3)],
+            &args,
+        )?;
+        Ok((z, args.1))
     }
 
     fn bwd(
@@ -184,12 +182,24 @@ struct ConvBnGrad<'a> {
     input_grad: bool,
 }
 
-impl ConvBnGrad<'_> {
-    fn run<T: WithDType>(&self, x: &[T], w: &[T], dz: &[T], y: &[T], g: &Geometry) -> Vec<T> {
+impl Kernel<3> for ConvBnGrad<'_> {
+    type Args = Geometry;
+    type Output = CpuStorage;
+
+    fn run<T: Float>(&self, [x, w, dz]: [&[T]; 3], g: &Geometry) -> Result<CpuStorage> {
+        let y = match T::cpu_storage_as_slice(self.y) {
+            Ok(y) if y.len() == dz.len() => y,
+            _ => bail!(
+                "conv+batch-norm backward: the saved output is not {} {:?} values",
+                dz.len(),
+                T::DTYPE
+            ),
+        };
         // [dy | dγ | dβ], then dy through the conv.
         let bn = bn_grad(y, dz, self.gamma, &self.bn, g.ho() * g.wo());
         let (dy, tail) = bn.split_at(y.len());
-        conv_cpu::backward(x, w, dy, g, self.input_grad, tail)
+        let grads = conv_cpu::backward(x, w, dy, g, self.input_grad, tail);
+        Ok(T::to_cpu_storage_owned(grads))
     }
 }
 
@@ -215,22 +225,8 @@ impl CustomOp3 for ConvBnGrad<'_> {
                 l3.shape()
             )
         }
-        let out = match (s1, s2, s3, self.y) {
-            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(dz), CpuStorage::F32(y))
-                if y.len() == out_len =>
-            {
-                CpuStorage::F32(self.run(slice(x, l1)?, slice(w, l2)?, slice(dz, l3)?, y, &g))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(dz), CpuStorage::F64(y))
-                if y.len() == out_len =>
-            {
-                CpuStorage::F64(self.run(slice(x, l1)?, slice(w, l2)?, slice(dz, l3)?, y, &g))
-            }
-            (a, ..) => bail!(
-                "conv+batch-norm backward: unsupported dtype {:?} or saved output",
-                a.dtype()
-            ),
-        };
+        let inputs = [(s1, l1), (s2, l2), (s3, l3)];
+        let out = dispatch("conv+batch-norm backward", self, inputs, &g)?;
         let nx = if self.input_grad {
             g.n * g.c * g.h * g.w
         } else {
@@ -244,13 +240,13 @@ impl CustomOp3 for ConvBnGrad<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Kernels;
+    use crate::model::test_support::{batch_norm, flat, pattern, value_and_grads, var};
     use candle_core::{Device, Var};
-    use candle_nn::{VarBuilder, VarMap};
 
+    /// Values in [-0.7, 1.3).
     fn data(len: usize, salt: usize) -> Vec<f32> {
-        (0..len)
-            .map(|i| (((i * 7919 + salt * 104729) % 1009) as f32 / 1009.0) * 2.0 - 0.7)
-            .collect()
+        pattern(len, salt, 2.0, 0.7)
     }
 
     /// Output, gradients (x, conv weight, bn weight, bn bias) and running statistics of
@@ -258,37 +254,32 @@ mod tests {
     fn run(fused: bool, relu: bool, groups: usize, stride: usize) -> Result<Vec<Vec<f32>>> {
         let dev = Device::Cpu;
         let (n, cin, cout, h) = (3, 4, 6, 7);
-        let vm = VarMap::new();
-        let bn = BatchNorm::new(cout, VarBuilder::from_varmap(&vm, DType::F32, &dev))?;
-        // Affine values away from 1 and 0, so that the gradients through them show.
-        for (name, salt) in [("weight", 4), ("bias", 5)] {
-            let v = &vm.data().lock().expect("var map")[name];
-            v.set(&Tensor::from_vec(data(cout, salt), cout, &dev)?)?;
-        }
+        let affine = |salt| Tensor::from_vec(data(cout, salt), cout, &dev);
+        let (vm, bn) = batch_norm(&affine(4)?, &affine(5)?, Kernels::Fast)?;
         let x = Var::from_vec(data(n * cin * h * h, 1), (n, cin, h, h), &dev)?;
         let wv = data(cout * cin / groups * 9, 2);
         let w = Var::from_vec(wv, (cout, cin / groups, 3, 3), &dev)?;
         let conv = Conv::new(w.as_tensor().clone(), stride, 1, groups);
-        let z = if fused {
-            forward(&conv, &bn, x.as_tensor(), relu)?.expect("the fast kernels take f32")
-        } else {
-            let y = conv.forward(x.as_tensor())?;
-            if relu {
-                bn.forward_t_relu(&y, true)?
+        let f = |t: &[Tensor]| {
+            if fused {
+                let z = forward(&conv, &bn, &t[0], relu)?;
+                Ok(z.expect("the fast kernels take f32"))
             } else {
-                bn.forward_t(&y, true)?
+                let y = conv.forward(&t[0])?;
+                if relu {
+                    bn.forward_t_relu(&y, true)
+                } else {
+                    bn.forward_t(&y, true)
+                }
             }
         };
-        let r = Tensor::from_vec(data(z.elem_count(), 3), z.shape(), &dev)?;
-        let grads = (&z * &r)?.sum_all()?.backward()?;
-        let vars = vm.data().lock().expect("var map").clone();
-        let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
-        let mut out = vec![flat(&z)?];
-        for t in [x.as_tensor(), w.as_tensor(), &vars["weight"], &vars["bias"]] {
-            out.push(flat(grads.get(t).expect("a gradient"))?);
-        }
-        out.push(flat(&vars["running_mean"])?);
-        out.push(flat(&vars["running_var"])?);
+        let r = |z: &Tensor| Tensor::from_vec(data(z.elem_count(), 3), z.shape(), &dev);
+        let inputs = [x, w, var(&vm, "weight"), var(&vm, "bias")];
+        let (z, grads) = value_and_grads(f, &inputs, r)?;
+        let mut out = vec![flat(&z)];
+        out.extend(grads.iter().map(flat));
+        out.push(flat(&var(&vm, "running_mean")));
+        out.push(flat(&var(&vm, "running_var")));
         Ok(out)
     }
 

@@ -4,63 +4,14 @@
 //! Shapes are drawn from a seeded ChaCha RNG, so a failure names a case that reproduces.
 //! Errors are relative to the reference tensor's largest magnitude (1e-4 in f32).
 
-use candle_core::{DType, Device, Result, Tensor, Var};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::{Result, Tensor, Var};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::residual::add_relu;
-use super::{BatchNorm, Kernels, conv2d};
+use super::test_support::{assert_close, batch_norm, random, seeded, value_and_grads, var};
+use super::{Kernels, conv2d};
 use super::{max_pool_3x3_s2_p1, max_pool_3x3_s2_p1_composed};
-
-const TOLERANCE: f32 = 1e-4;
-
-fn random(rng: &mut ChaCha8Rng, shape: &[usize]) -> Result<Tensor> {
-    let n = shape.iter().product();
-    let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-    Tensor::from_vec(v, shape, &Device::Cpu)
-}
-
-fn flat(t: &Tensor) -> Vec<f32> {
-    t.flatten_all()
-        .and_then(|t| t.to_vec1())
-        .expect("an f32 tensor")
-}
-
-/// Fails unless `a` equals `b` within [`TOLERANCE`] of `b`'s largest magnitude (at least
-/// 1e-3: a gradient that is zero up to cancellation, like a batch-norm's over two values,
-/// is rounding noise in both).
-fn assert_close(a: &Tensor, b: &Tensor, what: &str) {
-    assert_eq!(a.dims(), b.dims(), "{what}: shapes");
-    let (a, b) = (flat(a), flat(b));
-    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
-    let worst = a
-        .iter()
-        .zip(&b)
-        .map(|(u, v)| (u - v).abs())
-        .fold(0f32, f32::max);
-    assert!(
-        worst <= TOLERANCE * scale,
-        "{what}: max error {worst} vs largest value {scale}"
-    );
-}
-
-/// Output and gradients of Σ(f(inputs) · r) for a fixed random r.
-fn value_and_grads(
-    f: impl Fn(&[Tensor]) -> Result<Tensor>,
-    inputs: &[Var],
-    r_seed: u64,
-) -> Result<(Tensor, Vec<Tensor>)> {
-    let ts: Vec<Tensor> = inputs.iter().map(|v| v.as_tensor().clone()).collect();
-    let y = f(&ts)?;
-    let r = random(&mut ChaCha8Rng::seed_from_u64(r_seed), y.dims())?;
-    let grads = (&y * &r)?.sum_all()?.backward()?;
-    let gs = inputs
-        .iter()
-        .map(|v| grads.get(v).cloned().expect("every input has a gradient"))
-        .collect();
-    Ok((y, gs))
-}
 
 #[test]
 fn conv_forward_and_both_gradients_match_candles_on_random_shapes() -> Result<()> {
@@ -82,9 +33,9 @@ fn conv_forward_and_both_gradients_match_candles_on_random_shapes() -> Result<()
         let ours = value_and_grads(
             |t| conv2d(&t[0], &t[1], s, p, d, g),
             &[x.clone(), k_.clone()],
-            1,
+            seeded(1),
         )?;
-        let theirs = value_and_grads(|t| t[0].conv2d(&t[1], p, s, d, g), &[x, k_], 1)?;
+        let theirs = value_and_grads(|t| t[0].conv2d(&t[1], p, s, d, g), &[x, k_], seeded(1))?;
         assert_close(&ours.0, &theirs.0, &format!("{what} y"));
         assert_close(&ours.1[0], &theirs.1[0], &format!("{what} dx"));
         assert_close(&ours.1[1], &theirs.1[1], &format!("{what} dw"));
@@ -101,24 +52,11 @@ fn fused_batch_norm_relu_matches_candles_batch_norm_then_relu() -> Result<()> {
         let relu = case % 2 == 0;
         let x = Var::from_tensor(&random(&mut rng, &[n, c, h, w])?)?;
         let (wv, bv) = (random(&mut rng, &[c])?, random(&mut rng, &[c])?);
-        let build = |kernels: Kernels| -> Result<(VarMap, BatchNorm)> {
-            let vm = VarMap::new();
-            let bn = BatchNorm::new(c, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu))?
-                .with_kernels(kernels);
-            let data = vm.data().lock().expect("var map lock");
-            data["weight"].set(&wv)?;
-            data["bias"].set(&bv)?;
-            drop(data);
-            Ok((vm, bn))
-        };
         let what = format!("case {case}: {n}×{c}×{h}×{w} relu {relu}");
         let mut results = Vec::new();
         for kernels in [Kernels::Fast, Kernels::Reference] {
-            let (vm, bn) = build(kernels)?;
-            let vars = {
-                let data = vm.data().lock().expect("var map lock");
-                [x.clone(), data["weight"].clone(), data["bias"].clone()]
-            };
+            let (vm, bn) = batch_norm(&wv, &bv, kernels)?;
+            let vars = [x.clone(), var(&vm, "weight"), var(&vm, "bias")];
             let f = |t: &[Tensor]| {
                 if relu {
                     bn.forward_t_relu(&t[0], true)
@@ -126,11 +64,10 @@ fn fused_batch_norm_relu_matches_candles_batch_norm_then_relu() -> Result<()> {
                     bn.forward_t(&t[0], true)
                 }
             };
-            let (y, gs) = value_and_grads(f, &vars, 2)?;
-            let data = vm.data().lock().expect("var map lock");
+            let (y, gs) = value_and_grads(f, &vars, seeded(2))?;
             let running = [
-                data["running_mean"].as_tensor().clone(),
-                data["running_var"].as_tensor().clone(),
+                var(&vm, "running_mean").as_tensor().clone(),
+                var(&vm, "running_var").as_tensor().clone(),
             ];
             results.push((y, gs, running));
         }
@@ -154,8 +91,8 @@ fn add_relu_matches_an_add_then_a_relu() -> Result<()> {
         let a = Var::from_tensor(&random(&mut rng, &shape)?)?;
         let b = Var::from_tensor(&random(&mut rng, &shape)?)?;
         let vars = [a, b];
-        let ours = value_and_grads(|t| add_relu(&t[0], &t[1], Kernels::Fast), &vars, 3)?;
-        let theirs = value_and_grads(|t| (&t[0] + &t[1])?.relu(), &vars, 3)?;
+        let ours = value_and_grads(|t| add_relu(&t[0], &t[1], Kernels::Fast), &vars, seeded(3))?;
+        let theirs = value_and_grads(|t| (&t[0] + &t[1])?.relu(), &vars, seeded(3))?;
         assert_close(&ours.0, &theirs.0, &format!("case {case} y"));
         assert_close(&ours.1[0], &theirs.1[0], &format!("case {case} da"));
         assert_close(&ours.1[1], &theirs.1[1], &format!("case {case} db"));
@@ -175,8 +112,8 @@ fn max_pool_kernel_matches_the_composed_candle_ops_on_random_shapes() -> Result<
         ];
         let x = Var::from_tensor(&random(&mut rng, &shape)?)?;
         let vars = [x];
-        let ours = value_and_grads(|t| max_pool_3x3_s2_p1(&t[0]), &vars, 4)?;
-        let theirs = value_and_grads(|t| max_pool_3x3_s2_p1_composed(&t[0]), &vars, 4)?;
+        let ours = value_and_grads(|t| max_pool_3x3_s2_p1(&t[0]), &vars, seeded(4))?;
+        let theirs = value_and_grads(|t| max_pool_3x3_s2_p1_composed(&t[0]), &vars, seeded(4))?;
         assert_close(&ours.0, &theirs.0, &format!("case {case} {shape:?} y"));
         assert_close(
             &ours.1[0],

@@ -11,9 +11,10 @@
 
 use std::sync::OnceLock;
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
+
+use super::dtype::{Float, Kernel, dispatch};
 
 /// `[N, C, H, W]` → `[N, C, (H-1)/2+1, (W-1)/2+1]`, the 3×3 / stride 2 / padding 1 max-pool,
 /// differentiable. Padding never wins (it counts as −∞).
@@ -86,33 +87,10 @@ fn out_len(len: usize) -> usize {
     (len - 1) / 2 + 1
 }
 
-/// The float types the CPU kernel handles.
-trait PoolFloat: Copy + PartialOrd + Send + Sync + std::ops::AddAssign + 'static {
-    const NEG_INF: Self;
-    const ZERO: Self;
-    fn is_nan(self) -> bool;
-}
-
-impl PoolFloat for f32 {
-    const NEG_INF: Self = f32::NEG_INFINITY;
-    const ZERO: Self = 0.0;
-    fn is_nan(self) -> bool {
-        f32::is_nan(self)
-    }
-}
-
-impl PoolFloat for f64 {
-    const NEG_INF: Self = f64::NEG_INFINITY;
-    const ZERO: Self = 0.0;
-    fn is_nan(self) -> bool {
-        f64::is_nan(self)
-    }
-}
-
 /// Index (within the `h × w` plane) of the maximum of the window for output `(oi, oj)`; first
 /// maximum in row-major order wins, a NaN wins like torch.
 #[inline]
-fn argmax<T: PoolFloat>(plane: &[T], h: usize, w: usize, oi: usize, oj: usize) -> (usize, T) {
+fn argmax<T: Float>(plane: &[T], h: usize, w: usize, oi: usize, oj: usize) -> (usize, T) {
     // A window inside the plane, without NaN (by far the common case), in nine unrolled
     // comparisons; starting from its first element keeps the first of equal maxima.
     if oi >= 1 && oj >= 1 && 2 * oi + 1 < h && 2 * oj + 1 < w {
@@ -139,7 +117,7 @@ fn argmax<T: PoolFloat>(plane: &[T], h: usize, w: usize, oi: usize, oj: usize) -
     let r1 = (2 * oi + 2).min(h);
     let c0 = (2 * oj).saturating_sub(1);
     let c1 = (2 * oj + 2).min(w);
-    let mut best = T::NEG_INF;
+    let mut best = T::NEG_INFINITY;
     let mut idx = r0 * w + c0;
     for r in r0..r1 {
         let row = &plane[r * w..r * w + w];
@@ -157,7 +135,7 @@ fn argmax<T: PoolFloat>(plane: &[T], h: usize, w: usize, oi: usize, oj: usize) -
 }
 
 /// The pooled planes, and each output's argmax within its plane when `record`.
-fn forward<T: PoolFloat>(
+fn forward<T: Float>(
     x: &[T],
     planes: usize,
     h: usize,
@@ -165,7 +143,7 @@ fn forward<T: PoolFloat>(
     record: bool,
 ) -> (Vec<T>, Vec<u32>) {
     let (ho, wo) = (out_len(h), out_len(w));
-    let mut out = vec![T::ZERO; planes * ho * wo];
+    let mut out = vec![T::zero(); planes * ho * wo];
     let mut idx = vec![0u32; if record { out.len() } else { 0 }];
     let mut idx_planes: Vec<&mut [u32]> = idx.chunks_mut(ho * wo).collect();
     idx_planes.resize_with(planes, || &mut []);
@@ -188,9 +166,9 @@ fn forward<T: PoolFloat>(
 }
 
 /// The input gradient: each output's gradient added at its recorded argmax.
-fn backward<T: PoolFloat>(grad: &[T], idx: &[u32], planes: usize, h: usize, w: usize) -> Vec<T> {
+fn backward<T: Float>(grad: &[T], idx: &[u32], planes: usize, h: usize, w: usize) -> Vec<T> {
     let po = out_len(h) * out_len(w);
-    let mut gx = vec![T::ZERO; planes * h * w];
+    let mut gx = vec![T::zero(); planes * h * w];
     gx.par_chunks_mut(h * w)
         .zip(grad.par_chunks(po).zip(idx.par_chunks(po)))
         .for_each(|(g, (go, at))| {
@@ -199,15 +177,6 @@ fn backward<T: PoolFloat>(grad: &[T], idx: &[u32], planes: usize, h: usize, w: u
             }
         });
     gx
-}
-
-/// The contiguous slice a layout covers, or an error for strided inputs (callers make them
-/// contiguous first).
-fn contiguous<'a, T>(v: &'a [T], l: &Layout, what: &str) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => bail!("max_pool_3x3_s2_p1: {what} must be contiguous"),
-    }
 }
 
 /// Forward op; its backward is [`MaxPoolGrad`], from the argmax recorded here.
@@ -227,6 +196,18 @@ impl MaxPool {
     }
 }
 
+impl Kernel<1> for MaxPool {
+    /// Planes, and their height and width.
+    type Args = (usize, usize, usize);
+    /// The output, and the argmax when recording.
+    type Output = (CpuStorage, Vec<u32>);
+
+    fn run<T: Float>(&self, [x]: [&[T]; 1], &(planes, h, w): &Self::Args) -> Result<Self::Output> {
+        let (out, idx) = forward(x, planes, h, w, self.record);
+        Ok((T::to_cpu_storage_owned(out), idx))
+    }
+}
+
 impl CustomOp1 for MaxPool {
     fn name(&self) -> &'static str {
         "max-pool-3x3-s2-p1"
@@ -235,17 +216,7 @@ impl CustomOp1 for MaxPool {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = l.shape().dims4()?;
         let shape = Shape::from((n, c, out_len(h), out_len(w)));
-        let (out, idx) = match s {
-            CpuStorage::F32(v) => {
-                let (o, i) = forward(contiguous(v, l, "input")?, n * c, h, w, self.record);
-                (CpuStorage::F32(o), i)
-            }
-            CpuStorage::F64(v) => {
-                let (o, i) = forward(contiguous(v, l, "input")?, n * c, h, w, self.record);
-                (CpuStorage::F64(o), i)
-            }
-            other => bail!("max_pool_3x3_s2_p1: unsupported dtype {:?}", other.dtype()),
-        };
+        let (out, idx) = dispatch("max_pool_3x3_s2_p1", self, [(s, l)], &(n * c, h, w))?;
         if self.record && self.argmax.set(idx).is_err() {
             bail!("max_pool_3x3_s2_p1: the op ran twice")
         }
@@ -272,6 +243,17 @@ struct MaxPoolGrad<'a> {
     argmax: &'a [u32],
 }
 
+impl Kernel<1> for MaxPoolGrad<'_> {
+    type Args = ();
+    type Output = CpuStorage;
+
+    fn run<T: Float>(&self, [grad]: [&[T]; 1], _: &()) -> Result<CpuStorage> {
+        let (n, c, h, w) = self.input;
+        let gx = backward(grad, self.argmax, n * c, h, w);
+        Ok(T::to_cpu_storage_owned(gx))
+    }
+}
+
 impl CustomOp1 for MaxPoolGrad<'_> {
     fn name(&self) -> &'static str {
         "max-pool-3x3-s2-p1-grad"
@@ -288,26 +270,7 @@ impl CustomOp1 for MaxPoolGrad<'_> {
                 self.input
             )
         }
-        let out = match s {
-            CpuStorage::F32(g) => CpuStorage::F32(backward(
-                contiguous(g, l, "gradient")?,
-                self.argmax,
-                n * c,
-                h,
-                w,
-            )),
-            CpuStorage::F64(g) => CpuStorage::F64(backward(
-                contiguous(g, l, "gradient")?,
-                self.argmax,
-                n * c,
-                h,
-                w,
-            )),
-            other => bail!(
-                "max_pool_3x3_s2_p1 backward: unsupported dtype {:?}",
-                other.dtype()
-            ),
-        };
+        let out = dispatch("max_pool_3x3_s2_p1 backward", self, [(s, l)], &())?;
         Ok((out, Shape::from(self.input)))
     }
 }
@@ -315,6 +278,7 @@ impl CustomOp1 for MaxPoolGrad<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::test_support::flat;
     use candle_core::{Device, Var};
 
     /// Straightforward reference: every window position checked against the padded bounds.
@@ -352,7 +316,7 @@ mod tests {
             let x = Tensor::from_vec(v.clone(), (2, 3, h, w), &Device::Cpu)?;
             let y = max_pool_3x3_s2_p1(&x)?;
             assert_eq!(y.dims4()?, (2, 3, out_len(h), out_len(w)));
-            let got = y.flatten_all()?.to_vec1::<f32>()?;
+            let got = flat::<f32>(&y);
             let want: Vec<f32> = v.chunks(h * w).flat_map(|p| naive(p, h, w)).collect();
             assert_eq!(got, want, "size {h}x{w}");
         }
@@ -372,22 +336,14 @@ mod tests {
         let g = Tensor::from_vec(vec![1f32, 2., 3., 4.], (1, 1, 2, 2), &Device::Cpu)?;
         let loss = (max_pool_3x3_s2_p1(&x)? * &g)?.sum_all()?;
         let grads = loss.backward()?;
-        let gx = grads
-            .get(&x)
-            .expect("x has a gradient")
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+        let gx = flat::<f32>(grads.get(&x).expect("x has a gradient"));
         assert_eq!(gx, vec![0., 0., 0., 0., 10., 0., 0., 0., 0.]);
 
         // All equal: each window's first in-bounds element takes its gradient, like torch.
         let x = Var::from_vec(vec![0f32; 9], (1, 1, 3, 3), &Device::Cpu)?;
         let loss = (max_pool_3x3_s2_p1(&x)? * &g)?.sum_all()?;
         let grads = loss.backward()?;
-        let gx = grads
-            .get(&x)
-            .expect("x has a gradient")
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+        let gx = flat::<f32>(grads.get(&x).expect("x has a gradient"));
         // out(0,0) → (0,0); out(0,1) → (0,1); out(1,0) → (1,0); out(1,1) → (1,1).
         assert_eq!(gx, vec![1., 2., 0., 3., 4., 0., 0., 0., 0.]);
         Ok(())
@@ -401,18 +357,14 @@ mod tests {
         v[6] = f32::NAN;
         let x = Var::from_vec(v, (1, 1, 5, 5), &Device::Cpu)?;
         let y = max_pool_3x3_s2_p1(&x)?;
-        let out = y.flatten_all()?.to_vec1::<f32>()?;
+        let out = flat::<f32>(&y);
         let nan: Vec<bool> = out.iter().map(|v| v.is_nan()).collect();
         assert_eq!(
             nan,
             [true, true, false, true, true, false, false, false, false]
         );
         let gx = y.sum_all()?.backward()?;
-        let gx = gx
-            .get(&x)
-            .expect("gradient")
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+        let gx = flat::<f32>(gx.get(&x).expect("gradient"));
         assert_eq!(gx[6], 4.0, "the NaN takes its four windows' gradient");
         assert_eq!(gx.iter().sum::<f32>(), 9.0);
         Ok(())
@@ -434,11 +386,7 @@ mod tests {
         };
         let x = Var::from_vec(v.clone(), (1, 2, h, w), &Device::Cpu)?;
         let grads = (max_pool_3x3_s2_p1(&x)? * &wt)?.sum_all()?.backward()?;
-        let gx = grads
-            .get(&x)
-            .expect("x has a gradient")
-            .flatten_all()?
-            .to_vec1::<f64>()?;
+        let gx = flat::<f64>(grads.get(&x).expect("x has a gradient"));
         let eps = 1e-4;
         for i in 0..v.len() {
             let (mut a, mut b) = (v.clone(), v.clone());
@@ -463,23 +411,11 @@ mod tests {
                 .reshape((2, 3, out_len(h), out_len(w)))?;
             let a = max_pool_3x3_s2_p1(&x)?;
             let b = max_pool_3x3_s2_p1_composed(&x)?;
-            assert_eq!(
-                a.flatten_all()?.to_vec1::<f32>()?,
-                b.flatten_all()?.to_vec1::<f32>()?,
-                "forward {h}x{w}"
-            );
+            assert_eq!(flat::<f32>(&a), flat::<f32>(&b), "forward {h}x{w}");
             let ga = (a * &wt)?.sum_all()?.backward()?;
             let gb = (b * &wt)?.sum_all()?.backward()?;
-            let ga = ga
-                .get(&x)
-                .expect("gradient")
-                .flatten_all()?
-                .to_vec1::<f32>()?;
-            let gb = gb
-                .get(&x)
-                .expect("gradient")
-                .flatten_all()?
-                .to_vec1::<f32>()?;
+            let ga = flat::<f32>(ga.get(&x).expect("gradient"));
+            let gb = flat::<f32>(gb.get(&x).expect("gradient"));
             assert_eq!(ga, gb, "backward {h}x{w}");
         }
         Ok(())

@@ -39,6 +39,7 @@ mod build;
 mod conv;
 mod conv_bn;
 mod conv_cpu;
+mod dtype;
 mod init;
 mod maxpool;
 mod net;
@@ -156,5 +157,7 @@ fn list(names: &[String]) -> String {
 
 #[cfg(test)]
 mod kernel_tests;
+#[cfg(test)]
+mod test_support;
 #[cfg(test)]
 mod tests;

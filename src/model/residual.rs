@@ -5,11 +5,11 @@
 //! pass forward and one backward (the mask comes from the saved output), and one node less
 //! in the graph.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, WithDType, bail};
 use rayon::prelude::*;
 
 use super::Kernels;
+use super::dtype::{Float, Kernel, dispatch};
 
 /// `relu(a + b)` for same-shaped tensors; differentiable in both.
 pub fn add_relu(a: &Tensor, b: &Tensor, kernels: Kernels) -> Result<Tensor> {
@@ -26,14 +26,6 @@ pub fn add_relu(a: &Tensor, b: &Tensor, kernels: Kernels) -> Result<Tensor> {
         a.apply_op2(&b, AddRelu::Forward)
     } else {
         a.apply_op2_no_bwd(&b, &AddRelu::Forward)
-    }
-}
-
-/// The contiguous slice a layout covers.
-fn slice<'a, T>(v: &'a [T], l: &Layout) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => bail!("add_relu: expected a contiguous tensor"),
     }
 }
 
@@ -64,15 +56,19 @@ enum AddRelu {
     Gate,
 }
 
-impl AddRelu {
-    fn apply<T: WithDType>(self, a: &[T], b: &[T]) -> Vec<T> {
-        match self {
+impl Kernel<2> for AddRelu {
+    type Args = ();
+    type Output = CpuStorage;
+
+    fn run<T: Float>(&self, [a, b]: [&[T]; 2], _: &()) -> Result<CpuStorage> {
+        let out = match self {
             AddRelu::Forward => map2(a, b, |a, b| {
                 let s = a + b;
                 if s > T::zero() { s } else { T::zero() }
             }),
             AddRelu::Gate => map2(a, b, |y, g| if y > T::zero() { g } else { T::zero() }),
-        }
+        };
+        Ok(T::to_cpu_storage_owned(out))
     }
 }
 
@@ -99,15 +95,7 @@ impl CustomOp2 for AddRelu {
                 l2.shape()
             )
         }
-        let y = match (s1, s2) {
-            (CpuStorage::F32(a), CpuStorage::F32(b)) => {
-                CpuStorage::F32(self.apply(slice(a, l1)?, slice(b, l2)?))
-            }
-            (CpuStorage::F64(a), CpuStorage::F64(b)) => {
-                CpuStorage::F64(self.apply(slice(a, l1)?, slice(b, l2)?))
-            }
-            (a, _) => bail!("{name}: unsupported dtype {:?}", a.dtype()),
-        };
+        let y = dispatch(name, self, [(s1, l1), (s2, l2)], &())?;
         Ok((y, l1.shape().clone()))
     }
 

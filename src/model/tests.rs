@@ -2,9 +2,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::{Optimizer, VarBuilder, VarMap};
 
+use super::test_support::{flat, var};
 use super::*;
 use crate::vocab::Fusion;
 
@@ -28,16 +29,6 @@ fn images(b: usize, s: usize, salt: u32) -> Tensor {
         })
         .collect();
     Tensor::from_vec(v, (b, 4, 3, s, s), &Device::Cpu).expect("shape matches")
-}
-
-fn var(varmap: &VarMap, name: &str) -> Var {
-    varmap.data().lock().expect("lock")[name].clone()
-}
-
-fn values(t: &Tensor) -> Vec<f32> {
-    t.flatten_all()
-        .and_then(|t| t.to_vec1())
-        .expect("f32 tensor")
 }
 
 #[test]
@@ -166,7 +157,7 @@ fn a_frozen_backbone_gets_no_gradient_and_keeps_its_running_stats() {
     let m0 = var(&varmap, "backbone.block0.bn.running_mean");
     let m3 = var(&varmap, "backbone.block3.bn.running_mean");
     let head = var(&varmap, "head.weight");
-    let before = (values(&m0), values(&m3));
+    let before = (flat::<f32>(&m0), flat::<f32>(&m3));
 
     let grads = net
         .forward(&x, 0)
@@ -177,7 +168,7 @@ fn a_frozen_backbone_gets_no_gradient_and_keeps_its_running_stats() {
         .unwrap();
     assert!(grads.get(&w0).is_none() && grads.get(&w3).is_none());
     assert!(grads.get(&head).is_some());
-    assert_eq!((values(&m0), values(&m3)), before);
+    assert_eq!((flat::<f32>(&m0), flat::<f32>(&m3)), before);
 
     // Only the last block trains: its stats move and it gets a gradient; block 0 does neither.
     let grads = net
@@ -189,9 +180,9 @@ fn a_frozen_backbone_gets_no_gradient_and_keeps_its_running_stats() {
         .unwrap();
     assert!(grads.get(&w0).is_none());
     let g3 = grads.get(&w3).expect("last block trains");
-    assert!(values(g3).iter().any(|v| *v != 0.0));
-    assert_eq!(values(&m0), before.0);
-    assert_ne!(values(&m3), before.1);
+    assert!(flat::<f32>(g3).iter().any(|v| *v != 0.0));
+    assert_eq!(flat::<f32>(&m0), before.0);
+    assert_ne!(flat::<f32>(&m3), before.1);
 
     let grads = net
         .forward(&x, net.backbone_blocks())
@@ -201,8 +192,8 @@ fn a_frozen_backbone_gets_no_gradient_and_keeps_its_running_stats() {
         .backward()
         .unwrap();
     let g0 = grads.get(&w0).expect("first block trains");
-    assert!(values(g0).iter().any(|v| *v != 0.0));
-    assert_ne!(values(&m0), before.0);
+    assert!(flat::<f32>(g0).iter().any(|v| *v != 0.0));
+    assert_ne!(flat::<f32>(&m0), before.0);
 }
 
 #[test]
@@ -210,14 +201,14 @@ fn resnet18_fine_tunes_end_to_end() {
     let (varmap, net) = build("resnet18", Fusion::Concat, 4);
     let stem = var(&varmap, "backbone.conv1.weight");
     let stats = var(&varmap, "backbone.layer2.0.downsample.1.running_var");
-    let before = values(&stats);
+    let before = flat::<f32>(&stats);
     let out = net
         .forward(&images(2, 32, 11), net.backbone_blocks())
         .unwrap();
     let grads = out.sqr().unwrap().sum_all().unwrap().backward().unwrap();
     let g = grads.get(&stem).expect("stem trains");
-    assert!(values(g).iter().any(|v| *v != 0.0));
-    assert_ne!(values(&stats), before);
+    assert!(flat::<f32>(g).iter().any(|v| *v != 0.0));
+    assert_ne!(flat::<f32>(&stats), before);
 }
 
 #[test]
@@ -227,7 +218,7 @@ fn init_seeded_is_deterministic_per_seed() {
         init_seeded(&varmap, seed).unwrap();
         let data = varmap.data().lock().unwrap();
         data.iter()
-            .map(|(k, v)| (k.clone(), values(v)))
+            .map(|(k, v)| (k.clone(), flat::<f32>(v)))
             .collect::<HashMap<_, _>>()
     };
     let (a, b, c) = (snapshot(1), snapshot(1), snapshot(2));
@@ -301,11 +292,11 @@ fn load_pretrained_round_trips_torchvision_names() {
     assert_eq!(loaded, tensors.len() - 2);
     let (s, d) = (src.data().lock().unwrap(), dst.data().lock().unwrap());
     for (name, v) in s.iter().filter(|(k, _)| k.starts_with("backbone.")) {
-        assert_eq!(values(v), values(&d[name]), "{name}");
+        assert_eq!(flat::<f32>(v), flat::<f32>(&d[name]), "{name}");
     }
     assert_ne!(
-        values(&s["head.weight"]),
-        values(&d["head.weight"]),
+        flat::<f32>(&s["head.weight"]),
+        flat::<f32>(&d["head.weight"]),
         "head untouched"
     );
 }
@@ -369,7 +360,7 @@ fn resnext50_runs_forward_and_backward_with_grouped_convs() {
     let grads = out.sqr().unwrap().sum_all().unwrap().backward().unwrap();
     let grouped = var(&varmap, "backbone.layer1.0.conv2.weight");
     assert!(
-        values(grads.get(&grouped).expect("grouped conv trains"))
+        flat::<f32>(grads.get(&grouped).expect("grouped conv trains"))
             .iter()
             .any(|v| *v != 0.0)
     );
