@@ -12,6 +12,7 @@ mod predict;
 mod run;
 mod serve;
 mod slurm;
+mod snapshots;
 mod sweep;
 mod synth;
 mod train;
