@@ -5,7 +5,6 @@ mod config;
 mod dataset;
 mod diff;
 mod gc;
-mod help;
 mod ls;
 mod plan;
 mod predict;
