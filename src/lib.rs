@@ -13,6 +13,7 @@
 //! | [`infer`]      | a checkpoint and views in, coordinates out (evaluate, predict, serve) |
 //! | [`train`]      | the training loop, optimisers, schedules, losses, metrics, checkpoints|
 //! | [`model`]      | backbones (tiny-cnn, ResNet/ResNeXt), view fusion, head, weights      |
+//! | [`vocab`]      | words every layer shares: views, backbone names, tasks, metric names |
 //! | [`images`]     | decoding and resizing views into one memory-mapped tensor file        |
 //! | [`dataset`]    | the on-disk dataset layout, CSVs, splits, the synthetic generator     |
 //! | [`geo`]        | boundaries, grids, centroids, projections, haversine                  |
@@ -20,8 +21,25 @@
 //! | [`serve`]      | the HTTP inference server (axum): models, uploads, limits             |
 //! | [`graph`]      | stages, keys, fingerprints, cache, locks, plans, execution, manifests |
 //!
-//! Dependencies point down: `cli → (ops, serve) → stages → infer → train → (model, images, dataset, geo,
-//! track) → graph`.
+//! Layers, top to bottom; a module imports only from modules of layers below its own
+//! (`src/layering.rs` holds every `crate::` path to this block):
+//!
+//! ```text
+//! cli
+//! ops serve
+//! stages
+//! infer
+//! train
+//! model images dataset track experiment
+//! geo graph
+//! vocab
+//! ```
+//!
+//! So the engine ([`graph`]) knows no geography, model or config; the training loop knows
+//! no stage; [`serve`] and [`ops`] share what they both need from below, never each other.
+//! Config types are [`experiment`]'s; where a config value and a domain value mean the same
+//! thing they are one type in [`vocab`], and where code needs more than a user sets, the
+//! module that needs it builds its own type from the config section (`from_config`).
 //!
 //! Files geoexp writes (under the runs directory, `runs/` by default):
 //!
@@ -59,3 +77,6 @@ pub mod stages;
 pub mod track;
 pub mod train;
 pub mod vocab;
+
+#[cfg(test)]
+mod layering;
