@@ -142,8 +142,10 @@ fn an_upward_import_is_named_with_its_file_and_line() {
     .unwrap();
     assert_eq!(
         violations(&src),
-        ["src/low/mod.rs:3: `low` imports `crate::high`, which is not in a layer below its own \
-          (see lib.rs)"]
+        [
+            "src/low/mod.rs:3: `low` imports `crate::high`, which is not in a layer below its own \
+          (see lib.rs)"
+        ]
     );
 }
 

@@ -52,7 +52,7 @@
 //! | `.cache/<stage>/.tmp/`                 | entries being written or removed; verify's scratch |
 //! | `.cache/.live/<host>.<pid>.<n>.lock`   | a running process and the entries it will use      |
 //! | `.cache/.gc.lock`                      | held by a `gc` pass                                |
-//! | `.cache/fingerprints.tsv`              | memo of file hashes by (path, size, mtime, inode)  |
+//! | `.cache/fingerprints.tsv`              | file-hash memo by (path, size, mtime, inode, dev)  |
 //! | `<name>/<run-id>/manifest.toml`        | deterministic record of a run                      |
 //! | `<name>/<run-id>/execution.toml`       | volatile facts: times, host, hits and misses       |
 //! | `<name>/<run-id>/executions/*.toml`    | the same, one per attempt (concurrent ones too)    |

@@ -3,7 +3,7 @@
 //!
 //! - [`layout`]: `data.csv` + `images/<uuid>/{0,90,180,270}.jpg`, listed in place.
 //! - [`data_csv`]: columns by header name, every value checked.
-//! - [`index`]: merging directories, checking rows against images.
+//! - [`index`](mod@index): merging directories, checking rows against images.
 //! - [`split`]: seeded, listing-order-independent train/val/test assignment.
 //! - [`locations`]: the `locations.csv` the dataset stage writes.
 //!

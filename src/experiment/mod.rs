@@ -2,7 +2,7 @@
 //!
 //! - [`schema`]: the serde structs and their defaults (the only source of defaults).
 //! - [`keys`]: the documented key table behind unknown-key errors and the README reference.
-//! - [`load`]: defaults < `extends` chain < file < `GEOEXP_*` < `--set`, with provenance.
+//! - [`load`](mod@load): defaults < `extends` chain < file < `GEOEXP_*` < `--set`, with provenance.
 //! - [`sweep`]: the `[sweep]` table and `--grid` flags expanded into trial points.
 //! - [`validate`]: ranges and consistency, before any stage runs.
 //! - [`error`]: errors that name the file and line, variable, or flag at fault.

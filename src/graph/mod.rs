@@ -12,10 +12,10 @@
 //! - [`lock`]: per-key lock files that work across processes and hosts.
 //! - [`live`]: which entries running processes are about to use, so `gc` keeps them.
 //! - [`dag`]: the graph and key resolution.
-//! - [`reason`], [`plan`]: why a stage would run.
+//! - [`reason`], [`plan`](mod@plan): why a stage would run.
 //! - [`executor`]: running stages; emits [`events::RunEvent`]s, never prints.
 //! - [`manifest`]: `manifest.toml` and `execution.toml`.
-//! - [`diff`]: what differs between two runs' manifests, by key path.
+//! - [`diff`](mod@diff): what differs between two runs' manifests, by key path.
 //! - [`verify`]: a run's entries checked against its manifest; a stage recomputed.
 
 pub mod dag;

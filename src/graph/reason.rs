@@ -3,7 +3,7 @@
 //! "Nearest" is the entry of the same stage whose key material differs in the fewest
 //! components (ties: the most recently created), so `plan` can say "classes.spacing
 //! 0.5 → 0.3" instead of "not cached". The same component-wise comparison ([`compare`])
-//! tells [`diff`](super::diff) why a stage's key differs between two runs' manifests.
+//! tells [`diff`](mod@super::diff) why a stage's key differs between two runs' manifests.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

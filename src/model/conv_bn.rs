@@ -240,8 +240,8 @@ impl CustomOp3 for ConvBnGrad<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Kernels;
     use crate::model::test_support::{batch_norm, flat, pattern, value_and_grads, var};
+    use crate::vocab::Kernels;
     use candle_core::{Device, Var};
 
     /// Values in [-0.7, 1.3).

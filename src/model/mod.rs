@@ -12,6 +12,7 @@
 //! | `conv_bn.rs`    | conv + BatchNorm (+ ReLU) as one op on the CPU, forward and backward      |
 //! | `maxpool.rs`    | the stem's 3×3 / stride 2 / padding 1 max-pool, with a backward pass      |
 //! | `residual.rs`   | `relu(a + b)` ending each residual block, one op forward and backward     |
+//! | `dtype.rs`      | the one f32/f64 dispatch every custom op above goes through               |
 //! | `net.rs`        | [`GeoNet`]: backbone on all views as one batch, view fusion, linear head   |
 //! | `build.rs`      | [`build_net`]: a [`GeoNet`] from a [`NetSpec`], seeded, pretrained weights |
 //! | `init.rs`       | [`init_seeded`]: reproducible initialisation (candle's CPU RNG has no seed) |
@@ -21,7 +22,8 @@
 //! `benches/step.rs` and `benches/step_vs_torch.py`; figures in `benches/README.md`). Other
 //! devices use candle's own ops, and so does `Kernels::Reference` (`train.kernels =
 //! "reference"`), the fallback should a fast kernel ever be suspected. `kernel_tests.rs`
-//! holds both to the same results.
+//! holds both to the same results; `tests.rs` covers the model as a whole, and both share
+//! `test_support.rs`'s fixtures.
 //!
 //! Var names follow torchvision (`backbone.conv1.weight`, `backbone.layer1.0.downsample.1.running_var`,
 //! `head.weight`), so pretrained files load without renaming and checkpoints are readable by torch.

@@ -2,7 +2,7 @@
 //!
 //! A run is named by its manifest file, its run folder, or its run id — whole, a unique
 //! prefix, or `name/id` as `ls` prints it — looked up under the runs directory. The
-//! comparison itself is [`graph::diff`](crate::graph::diff), which knows nothing of what
+//! comparison itself is [`graph::diff`](mod@crate::graph::diff), which knows nothing of what
 //! results mean; here the results are narrowed to the runs' final metrics
 //! ([`super::is_final_metric`]) unless all are asked for.
 

@@ -5,7 +5,7 @@
 //! (`runs/<name>/<id>`, listing a runs directory); the cache (`.cache`, any dot-folder)
 //! and sweep records (`sweeps/`) are not runs, and a run folder is not searched further.
 //! Only the manifests are read — no cache entry, no metrics file — in parallel, so ten
-//! thousand runs list in about 0.6 s on 2 cores (`cargo bench --bench ls`).
+//! thousand runs list well within two seconds on two cores (`cargo bench --bench ls`).
 //!
 //! Columns: the config values (by key path) that differ between the listed runs, then
 //! metrics (stage results). What the values mean is not decided here beyond which results
@@ -330,7 +330,7 @@ fn parse(path: &Path, wanted: &[&str]) -> Result<Parsed, Skipped> {
     let text =
         fs::read_to_string(path).map_err(|e| skipped(format!("cannot read the manifest: {e}")))?;
     // The tables a listing never reads are over half of a manifest; parsing without them
-    // takes 30 % off the whole listing (benches/ls.rs: 0.86 s → 0.61 s for 10,000 runs).
+    // takes 30 % off the whole listing (figures in benches/README.md).
     // Should the cut text not parse, the whole file is parsed, so a manifest laid out in
     // an unexpected way is only slower.
     let summary: Summary = without_unread_tables(&text)

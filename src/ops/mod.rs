@@ -10,7 +10,7 @@
 //! - [`verify`]: a run's cache entries against its manifest; a stage recomputed and compared.
 //! - [`gc`]: what the cache holds (`cache`), and removing what no run needs (`gc`).
 //!
-//! Nothing here prints: progress and stage events go to a [`Reporter`](crate::graph::Reporter).
+//! Nothing here prints: progress and stage events go to a [`crate::graph::Reporter`].
 
 pub mod diff;
 pub mod gc;

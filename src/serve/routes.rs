@@ -350,9 +350,9 @@ fn confined(root: &Path, requested: &str) -> Result<PathBuf, ApiError> {
 ///
 /// A small request (the four views of a location, up to [`PARALLEL_DECODE_BYTES`]) is
 /// decoded on every core, for latency. A larger one goes one file after another on this
-/// request's blocking thread, so it occupies one of the `workers` and not every core:
-/// sixteen 4096 px photos made a request beside them wait 0.48 s when spread over the
-/// cores, 1.3 ms this way (`benches/serve_bombs.sh`).
+/// request's blocking thread, so it occupies one of the `workers` and not every core, and
+/// small requests beside it are not kept waiting (`benches/serve_bombs.sh`; figures in
+/// `benches/README.md`).
 fn decode_all(uploads: &[Upload], opts: DecodeOptions) -> Result<Vec<Vec<u8>>, ApiError> {
     let decode = |u: &Upload| {
         input::decode_upload(&u.file_name, &u.bytes, opts).map_err(|e| {

@@ -45,7 +45,7 @@ pub const METRICS_FILE: &str = "metrics.toml";
 /// Tag prefix of the best checkpoint's test metrics in TensorBoard (the train stage logs
 /// `test/*` for every epoch; these are the final ones, at the best epoch's step).
 pub const EVENT_PREFIX: &str = "evaluate/";
-/// TensorBoard events (not named `*tfevents*`; see [`crate::train::fit::EVENTS_FILE`]).
+/// TensorBoard events (not named `*tfevents*`; see [`crate::train::event_log::EVENTS_FILE`]).
 pub const EVENTS_FILE: &str = "evaluate.events";
 
 /// Evaluates the best checkpoint on the test split.

@@ -1,8 +1,9 @@
-//! What a run leaves for people to look at: map pictures now; TensorBoard event files
-//! and training plots belong here too.
+//! What a run leaves for people to look at.
 //!
 //! - [`map`]: PNG maps of locations, cells and centroids.
 //! - [`heatmap`]: a sweep's metric over a two-axis grid.
+//! - [`tensorboard`]: TensorBoard event files (scalars, images, hyperparameters), written
+//!   and resumed without TensorFlow.
 
 pub mod heatmap;
 pub mod map;
