@@ -4,9 +4,8 @@
 //! The experiment schema, the model, the training loop, inference and the dataset layout
 //! all speak of these; keeping them here (a module that imports nothing of geoexp) lets
 //! each of those import them without importing one another. A config value that means the
-//! same thing as a domain value is the same type (`model.fusion` *is* a [`Fusion`]); where
-//! code needs more than a user sets (a schedule's fixed PyTorch constants, say), the
-//! module that needs it builds its own type from the config section (`from_config`).
+//! same thing as a domain value is one type here (`model.fusion` *is* a [`Fusion`]; the rule
+//! for config and domain types is in the crate docs).
 
 use serde::{Deserialize, Serialize};
 

@@ -160,6 +160,6 @@ fn list(names: &[String]) -> String {
 #[cfg(test)]
 mod kernel_tests;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 #[cfg(test)]
 mod tests;

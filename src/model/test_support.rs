@@ -1,5 +1,6 @@
-//! Fixtures shared by the model's tests: deterministic and seeded inputs, tensor read-back,
-//! tolerance checks, gradients of a weighted sum, and BatchNorms with chosen affine values.
+//! Fixtures shared by the model's tests (and `train::kernel_steps`, which trains on the kernels):
+//! deterministic and seeded inputs, tensor read-back, tolerance checks, gradients of a
+//! weighted sum, and BatchNorms with chosen affine values.
 
 use candle_core::{Device, Result, Tensor, Var, WithDType};
 use candle_nn::{VarBuilder, VarMap};

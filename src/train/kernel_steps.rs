@@ -8,18 +8,13 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::experiment::Optimizer as Kind;
+use crate::model::test_support::flat;
 use crate::model::{GeoNet, init_seeded};
 use crate::vocab::{Fusion, Kernels};
 
 use super::loss::cross_entropy;
 use super::optimizer::{Optimizer, OptimizerSettings};
 use super::step::{named_vars, step_vars, update};
-
-fn flat(t: &Tensor) -> Vec<f32> {
-    t.flatten_all()
-        .and_then(|t| t.to_vec1())
-        .expect("an f32 tensor")
-}
 
 /// Losses of `steps` training steps (the project's loss and AdamW, all blocks trainable),
 /// and the head's weights after them.
@@ -49,7 +44,7 @@ fn train(backbone: &str, kernels: Kernels, steps: usize) -> Result<(Vec<f32>, Ve
     let head_w = varmap.data().lock().expect("lock")["head.weight"]
         .as_tensor()
         .clone();
-    Ok((losses, flat(&head_w.max(D::Minus1)?)))
+    Ok((losses, flat::<f32>(&head_w.max(D::Minus1)?)))
 }
 
 #[test]
