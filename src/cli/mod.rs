@@ -43,7 +43,7 @@ enum Command {
     Run(run::Args),
     /// Show the run graph: each stage's key, whether it is cached, and if not, why.
     Plan(plan::Args),
-    /// Run a grid of trials that share cached stages, here or as a Slurm array job.
+    /// Run a grid or random search of trials that share cached stages, here or on Slurm.
     Sweep(sweep::Args),
     /// Write a synthetic dataset in the real on-disk layout (data.csv + images/).
     Synth(synth::Args),

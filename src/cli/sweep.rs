@@ -18,10 +18,11 @@ use super::report::{Console, format_duration};
 use super::values::{number, plain as show_value};
 use super::{Ctx, ExitStatus};
 
-/// Run a grid of trials: the experiment's [sweep] table plus --grid flags. Trials share
-/// every cached stage; each is an ordinary run with its own manifest. The sweep is
-/// recorded under <runs>/sweeps/<sweep-id>/ (sweep.toml, summary.csv, heatmap.png), and
-/// running it again runs only what is missing or was interrupted.
+/// Run a grid or a random search of trials: the experiment's [sweep] table plus --grid
+/// flags. Trials share every cached stage; each is an ordinary run with its own manifest.
+/// The sweep is recorded under <runs>/sweeps/<sweep-id>/ (sweep.toml, summary.csv, and
+/// heatmap.png for a two-axis grid), and running it again runs only what is missing or was
+/// interrupted.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Values: a list in the file (\"train.lr\" = [1e-3, 3e-4]) or on the command line
@@ -30,6 +31,11 @@ logspace(a, b, n) (n values from 10^a to 10^b), choice(v1, v2, ...).
 In the [sweep] table, zip = [[\"train.lr\", \"train.batch_size\"]] pairs axes,
 exclude = [{ \"train.lr\" = 1e-3, \"classes.spacing\" = 0.3 }] drops combinations and
 seeds = N repeats every trial with seeds seed, seed+1, ...
+
+Random search: method = \"random\", trials = N and seed = S (the sampling seed, default 0)
+draw N distinct trials; an axis is then uniform(a, b), loguniform(a, b), int(a, b) (both
+ends included) or a list to pick from. Draws keep 3 significant digits; --grid axes are
+crossed with the drawn trials.
 
 Exit status: 0 every trial finished, 1 a trial failed, 2 bad configuration or arguments.")]
 pub struct Args {
@@ -351,6 +357,16 @@ fn show_dry_run(plan: &SweepPlan, ctx: &Ctx) -> Result<ExitStatus> {
         plan.dir.display(),
         plan.trials.len()
     ));
+    if let Some(d) = &plan.draws {
+        c.line(&format!(
+            "random search: {} drawn with sweep.seed {} ({} duplicate and {} excluded \
+             candidates dropped)",
+            trials(d.trials as usize),
+            d.seed,
+            d.duplicates,
+            d.excluded
+        ));
+    }
     let mut table = Table::new();
     table.load_style(NOTHING);
     let stage_names: Vec<String> = dry.stages.iter().map(|(s, _, _)| s.clone()).collect();

@@ -308,7 +308,9 @@ fn sweep_errors(loaded: &Loaded) -> Vec<ConfigError> {
     let mut errors = Vec::new();
     for axis in &sweep.axes {
         let key = format!("sweep.\"{}\"", axis.key);
-        for value in &axis.values {
+        // A distribution's draws lie between its bounds: both must fit the key.
+        let bounds = axis.distribution.map(|d| d.bounds().to_vec());
+        for value in bounds.as_ref().unwrap_or(&axis.values) {
             if let Some(problem) = loaded.value_problem(&axis.key, value) {
                 errors.push(ConfigError::invalid(
                     origin.clone(),

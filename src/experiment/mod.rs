@@ -4,6 +4,7 @@
 //! - [`keys`]: the documented key table behind unknown-key errors and the README reference.
 //! - [`load`](mod@load): defaults < `extends` chain < file < `GEOEXP_*` < `--set`, with provenance.
 //! - [`sweep`]: the `[sweep]` table and `--grid` flags expanded into trial points.
+//! - [`sample`]: a random search's distributions and seeded draws.
 //! - [`validate`]: ranges and consistency, before any stage runs.
 //! - [`error`]: errors that name the file and line, variable, or flag at fault.
 //!
@@ -14,6 +15,7 @@
 pub mod error;
 pub mod keys;
 pub mod load;
+pub mod sample;
 pub mod schema;
 pub mod sweep;
 pub mod validate;

@@ -9,6 +9,11 @@
 //! Expansion is deterministic: axes in key-path order (a zip group at the place of its first
 //! key), the last axis varying fastest, then seeds. This module knows nothing of trial ids
 //! or running; it only turns a definition into points.
+//!
+//! With `method = "random"`, `trials = N` points are drawn instead (see [`super::sample`]):
+//! an axis is then a distribution (`uniform`, `loguniform`, `int`) or a list, which is
+//! categorical; zip groups of lists are drawn by one position; `--grid` axes are crossed
+//! with the drawn points, then seeds repeat every trial, as in a grid.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,9 +21,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::keys;
+use super::sample::{DISTRIBUTIONS, Distribution, Sampled, Source, Unit, sample};
 
-/// Keys of the `[sweep]` table that are not axes.
-pub const RESERVED: &[&str] = &["zip", "exclude", "seeds"];
+/// Keys of the `[sweep]` table that are not axes (`seed` is one only as a list: a number
+/// is the random search's sampling seed).
+pub const RESERVED: &[&str] = &["zip", "exclude", "seeds", "method", "trials"];
 /// Keys that cannot be swept.
 pub const NOT_SWEPT: &[&str] = &["name", "extends", "sweep"];
 /// More values than this in one helper is almost certainly a typo (a step of 1e-5 for 1e-5).
@@ -29,8 +36,36 @@ const MAX_VALUES: usize = 10_000;
 pub struct Axis {
     /// Key path, e.g. `train.lr`.
     pub key: String,
-    /// Its values, in order.
+    /// Its values, in order (empty for a distribution).
     pub values: Vec<Value>,
+    /// What a random search draws from, instead of `values`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distribution: Option<Distribution>,
+    /// Set by `--grid`: crossed with the drawn points in a random search.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub crossed: bool,
+}
+
+impl Axis {
+    fn listed(key: String, values: Vec<Value>) -> Axis {
+        Axis {
+            key,
+            values,
+            distribution: None,
+            crossed: false,
+        }
+    }
+}
+
+/// How trials are chosen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Every combination of the axes.
+    #[default]
+    Grid,
+    /// `trials` points drawn at random.
+    Random,
 }
 
 /// A whole sweep definition.
@@ -46,6 +81,19 @@ pub struct Sweep {
     pub exclude: Vec<BTreeMap<String, Value>>,
     /// Repeat every combination with this many seeds (1: once, with the experiment's seed).
     pub seeds: u64,
+    /// Grid or random search.
+    #[serde(default, skip_serializing_if = "is_grid")]
+    pub method: Method,
+    /// How many points a random search draws.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trials: Option<u64>,
+    /// The random search's sampling seed (`sweep.seed`, default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+fn is_grid(method: &Method) -> bool {
+    *method == Method::Grid
 }
 
 /// A problem in a sweep definition: the key it concerns and what is wrong.
@@ -84,6 +132,27 @@ impl Sweep {
         let mut axes = BTreeMap::new();
         for (key, value) in table {
             match key.as_str() {
+                "method" => match serde_json::from_value::<Method>(value.clone()) {
+                    Ok(m) => sweep.method = m,
+                    Err(_) => problems.push(SweepProblem::new(
+                        "sweep.method",
+                        format!("must be \"grid\" or \"random\", not {value}"),
+                    )),
+                },
+                "trials" => match value.as_u64().filter(|n| *n >= 1) {
+                    Some(n) => sweep.trials = Some(n),
+                    None => problems.push(SweepProblem::new(
+                        "sweep.trials",
+                        format!("must be a whole number ≥ 1, not {value}"),
+                    )),
+                },
+                "seed" if value.is_number() => match value.as_u64() {
+                    Some(n) => sweep.seed = Some(n),
+                    None => problems.push(SweepProblem::new(
+                        "sweep.seed",
+                        format!("the sampling seed must be a whole number ≥ 0, not {value}"),
+                    )),
+                },
                 "zip" => match parse_zip(value) {
                     Ok(zip) => sweep.zip = zip,
                     Err(p) => problems.push(p),
@@ -109,7 +178,11 @@ impl Sweep {
                 continue;
             }
             match axis_values(&value) {
-                Ok(values) => sweep.axes.push(Axis { key, values }),
+                Ok(AxisValues::Listed(values)) => sweep.axes.push(Axis::listed(key, values)),
+                Ok(AxisValues::Drawn(d)) => sweep.axes.push(Axis {
+                    distribution: Some(d),
+                    ..Axis::listed(key, Vec::new())
+                }),
                 Err(message) => problems.push(SweepProblem::new(name, message)),
             }
         }
@@ -140,13 +213,14 @@ impl Sweep {
         if let Some(dup) = first_duplicate(&values) {
             return Err(SweepProblem::new(key, format!("value {dup} appears twice")));
         }
+        let axis = Axis {
+            crossed: true,
+            ..Axis::listed(key.to_owned(), values)
+        };
         match self.axes.iter_mut().find(|a| a.key == key) {
-            Some(axis) => axis.values = values,
+            Some(existing) => *existing = axis,
             None => {
-                self.axes.push(Axis {
-                    key: key.to_owned(),
-                    values,
-                });
+                self.axes.push(axis);
                 self.axes.sort_by(|a, b| a.key.cmp(&b.key));
             }
         }
@@ -196,6 +270,10 @@ impl Sweep {
                         format!("`{key}` is in more than one zip group"),
                     ));
                 }
+                if a.distribution.is_some() {
+                    // Said by the method's own check: a distribution has no values to pair.
+                    continue;
+                }
                 match len {
                     None => len = Some((key, a.values.len())),
                     Some((first, n)) if n != a.values.len() => problems.push(SweepProblem::new(
@@ -233,6 +311,67 @@ impl Sweep {
                 ));
             }
         }
+        match self.method {
+            Method::Grid => problems.extend(self.check_grid()),
+            Method::Random => problems.extend(self.check_random()),
+        }
+        problems
+    }
+
+    /// A grid takes no distributions, trial count or sampling seed.
+    fn check_grid(&self) -> Vec<SweepProblem> {
+        let mut problems: Vec<SweepProblem> = self
+            .axes
+            .iter()
+            .filter(|a| a.distribution.is_some())
+            .map(|a| {
+                SweepProblem::new(
+                    format!("sweep.\"{}\"", a.key),
+                    "a distribution is drawn at random: set method = \"random\" and trials = N, \
+                     or give a list of values",
+                )
+            })
+            .collect();
+        if self.trials.is_some() {
+            problems.push(SweepProblem::new(
+                "sweep.trials",
+                "only a random search draws trials; set method = \"random\" or remove it",
+            ));
+        }
+        if self.seed.is_some() {
+            problems.push(SweepProblem::new(
+                "sweep.seed",
+                "a number here is the random search's sampling seed; a grid sweeps the \
+                 experiment's seed as a list (seed = [1, 2]) or with seeds = N",
+            ));
+        }
+        problems
+    }
+
+    /// A random search needs its trial count; zip groups pair lists drawn together.
+    fn check_random(&self) -> Vec<SweepProblem> {
+        let mut problems = Vec::new();
+        if self.trials.is_none() {
+            problems.push(SweepProblem::new(
+                "sweep.trials",
+                "method = \"random\" needs trials = N, the number of trials to draw",
+            ));
+        }
+        for (i, group) in self.zip.iter().enumerate() {
+            for a in self.axes.iter().filter(|a| group.contains(&a.key)) {
+                let why = if a.distribution.is_some() {
+                    "is a distribution; a zip group draws lists by one shared position"
+                } else if a.crossed {
+                    "comes from --grid, which is crossed with the drawn trials, not drawn"
+                } else {
+                    continue;
+                };
+                problems.push(SweepProblem::new(
+                    format!("sweep.zip[{i}]"),
+                    format!("`{}` {why}", a.key),
+                ));
+            }
+        }
         problems
     }
 
@@ -242,7 +381,10 @@ impl Sweep {
     pub fn trial_bound(&self) -> Option<u64> {
         let mut total: u64 = self.seeds.max(1);
         let mut counted = BTreeSet::new();
-        for a in &self.axes {
+        if self.method == Method::Random {
+            total = total.checked_mul(self.trials.unwrap_or(1))?;
+        }
+        for a in self.axes.iter().filter(|a| self.crosses(a)) {
             if counted.contains(&a.key) {
                 continue;
             }
@@ -257,14 +399,28 @@ impl Sweep {
         Some(total)
     }
 
-    /// Every combination, in order: axes crossed (zip groups paired), excludes dropped,
-    /// then each repeated with seeds `base_seed, base_seed+1, …`.
+    /// Whether `axis` is crossed (every grid axis; `--grid` axes in a random search).
+    fn crosses(&self, axis: &Axis) -> bool {
+        self.method == Method::Grid || axis.crossed
+    }
+
+    /// Every trial's point, in order; see [`Sweep::expand`].
+    ///
+    /// # Errors
+    /// As [`Sweep::expand`].
+    pub fn points(&self, base_seed: u64, max_trials: u64) -> Result<Vec<Point>, Vec<SweepProblem>> {
+        self.expand(base_seed, max_trials).map(|e| e.points)
+    }
+
+    /// Every trial's point, in order: the drawn points of a random search (or one empty
+    /// point for a grid), crossed with the crossed axes (zip groups paired), excludes
+    /// dropped, then each repeated with seeds `base_seed, base_seed+1, …`.
     ///
     /// # Errors
     /// When zip groups or excludes do not fit the axes (after `--grid` flags changed them),
-    /// or the sweep would make more than `max_trials` trials (counted before `exclude`,
-    /// and before anything is expanded).
-    pub fn points(&self, base_seed: u64, max_trials: u64) -> Result<Vec<Point>, Vec<SweepProblem>> {
+    /// when a random search cannot draw its trials, or when the sweep would make more than
+    /// `max_trials` trials (counted before `exclude`, and before anything is expanded).
+    pub fn expand(&self, base_seed: u64, max_trials: u64) -> Result<Expansion, Vec<SweepProblem>> {
         let problems = self.check();
         if !problems.is_empty() {
             return Err(problems);
@@ -281,10 +437,42 @@ impl Sweep {
                 ),
             )]);
         }
-        // Units are crossed; a unit is one axis or one zip group (placed at its first key).
+        let drawn = match self.method {
+            Method::Grid => Sampled {
+                points: vec![Vec::new()],
+                ..Sampled::default()
+            },
+            Method::Random => self.draw()?,
+        };
+        let mut points = cross(drawn.points, &self.units(|a| self.crosses(a)));
+        for p in &mut points {
+            let order = |k: &String| self.axes.iter().position(|a| &a.key == k);
+            p.sort_by_key(|(k, _)| order(k));
+        }
+        let mut out = Vec::with_capacity(points.len() * self.seeds as usize);
+        for p in points {
+            for s in 0..self.seeds {
+                let mut p = p.clone();
+                if self.seeds > 1 {
+                    p.push(("seed".into(), Value::from(base_seed + s)));
+                }
+                if !self.exclude.iter().any(|e| excluded(e, &p)) {
+                    out.push(p);
+                }
+            }
+        }
+        Ok(Expansion {
+            points: out,
+            duplicates: drawn.duplicates,
+            excluded: drawn.excluded,
+        })
+    }
+
+    /// The axes `take` selects, as units: one axis, or one zip group at its first key.
+    fn units(&self, take: impl Fn(&Axis) -> bool) -> Vec<Vec<&Axis>> {
         let mut units: Vec<Vec<&Axis>> = Vec::new();
         let mut placed = BTreeSet::new();
-        for a in &self.axes {
+        for a in self.axes.iter().filter(|a| take(a)) {
             if placed.contains(&a.key) {
                 continue;
             }
@@ -304,37 +492,64 @@ impl Sweep {
                 }
             }
         }
-        let mut points: Vec<Point> = vec![Vec::new()];
-        for unit in &units {
-            let len = unit[0].values.len();
-            let mut next = Vec::with_capacity(points.len() * len);
-            for point in &points {
-                for i in 0..len {
-                    let mut p = point.clone();
-                    p.extend(unit.iter().map(|a| (a.key.clone(), a.values[i].clone())));
-                    next.push(p);
-                }
-            }
-            points = next;
-        }
-        for p in &mut points {
-            let order = |k: &String| self.axes.iter().position(|a| &a.key == k);
-            p.sort_by_key(|(k, _)| order(k));
-        }
-        let mut out = Vec::with_capacity(points.len() * self.seeds as usize);
-        for p in points {
-            for s in 0..self.seeds {
-                let mut p = p.clone();
-                if self.seeds > 1 {
-                    p.push(("seed".into(), Value::from(base_seed + s)));
-                }
-                if !self.exclude.iter().any(|e| excluded(e, &p)) {
-                    out.push(p);
-                }
-            }
-        }
-        Ok(out)
+        units
     }
+
+    /// A random search's drawn points. Excludes naming only drawn axes drop candidates
+    /// while drawing, so `trials` distinct points remain; the others apply after crossing.
+    fn draw(&self) -> Result<Sampled, Vec<SweepProblem>> {
+        let units: Vec<Unit<'_>> = self
+            .units(|a| !a.crossed)
+            .into_iter()
+            .map(|members| Unit {
+                keys: members.iter().map(|a| a.key.as_str()).collect(),
+                source: match members[0].distribution.as_ref() {
+                    Some(d) if members.len() == 1 => Source::Distribution(d),
+                    _ => Source::Lists(members.iter().map(|a| a.values.as_slice()).collect()),
+                },
+            })
+            .collect();
+        let drawn_keys: BTreeSet<&str> = units.iter().flat_map(|u| u.keys.clone()).collect();
+        let early: Vec<&BTreeMap<String, Value>> = self
+            .exclude
+            .iter()
+            .filter(|e| e.keys().all(|k| drawn_keys.contains(k.as_str())))
+            .collect();
+        let trials = self.trials.unwrap_or(1);
+        sample(&units, trials, self.seed.unwrap_or(0), |p| {
+            early.iter().any(|e| excluded(e, p))
+        })
+        .map_err(|m| vec![SweepProblem::new("sweep.trials", m)])
+    }
+}
+
+/// A sweep's trial points, and what a random search dropped while drawing them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Expansion {
+    /// Every trial's point, in order.
+    pub points: Vec<Point>,
+    /// Drawn candidates equal to an earlier one.
+    pub duplicates: u64,
+    /// Drawn candidates an `exclude` entry matched.
+    pub excluded: u64,
+}
+
+/// Each of `points` crossed with every combination of `units` (the last varying fastest).
+fn cross(points: Vec<Point>, units: &[Vec<&Axis>]) -> Vec<Point> {
+    let mut points = points;
+    for unit in units {
+        let len = unit[0].values.len();
+        let mut next = Vec::with_capacity(points.len() * len);
+        for point in &points {
+            for i in 0..len {
+                let mut p = point.clone();
+                p.extend(unit.iter().map(|a| (a.key.clone(), a.values[i].clone())));
+                next.push(p);
+            }
+        }
+        points = next;
+    }
+    points
 }
 
 /// Whether every key of the exclude entry matches the point.
@@ -390,21 +605,37 @@ fn flatten_axes(prefix: &str, value: &Value, out: &mut BTreeMap<String, Value>) 
     }
 }
 
-fn axis_values(value: &Value) -> Result<Vec<Value>, String> {
+/// What a `[sweep]` axis holds.
+enum AxisValues {
+    /// Values to cross (a grid) or to pick among (a random search).
+    Listed(Vec<Value>),
+    /// A distribution to draw from (a random search).
+    Drawn(Distribution),
+}
+
+fn axis_values(value: &Value) -> Result<AxisValues, String> {
+    let drawn = match value {
+        Value::String(s) if helper_call(s).is_none() => Distribution::parse(s),
+        _ => None,
+    };
+    if let Some(d) = drawn {
+        return d.map(AxisValues::Drawn);
+    }
     let values = match value {
         Value::Array(values) => values.clone(),
         Value::String(s) if helper_call(s).is_some() => parse_list(s)?,
         _ => {
             return Err(format!(
                 "must be a list of values (e.g. [1e-3, 3e-4]) or one of \
-                 \"range(start, stop, step)\", \"logspace(a, b, n)\", \"choice(v1, v2)\"; got {value}"
+                 \"range(start, stop, step)\", \"logspace(a, b, n)\", \"choice(v1, v2)\", or in a \
+                 random search {DISTRIBUTIONS}; got {value}"
             ));
         }
     };
     if values.is_empty() {
         return Err("must not be empty".into());
     }
-    Ok(values)
+    Ok(AxisValues::Listed(values))
 }
 
 fn parse_zip(value: &Value) -> Result<Vec<Vec<String>>, SweepProblem> {
@@ -680,6 +911,151 @@ mod tests {
                     .join(" ")
             })
             .collect()
+    }
+
+    fn problems(v: Value) -> Vec<String> {
+        Sweep::from_table(&table(v))
+            .unwrap_err()
+            .into_iter()
+            .map(|p| format!("{}: {}", p.key, p.message))
+            .collect()
+    }
+
+    #[test]
+    fn a_random_search_draws_its_trials_crossed_with_grid_flags_then_seeds() {
+        let mut sweep = Sweep::from_table(&table(json!({
+            "method": "random",
+            "trials": 3,
+            "seed": 1,
+            "train.lr": "loguniform(1e-4, 1e-2)",
+            "train.batch_size": [16, 32],
+            "seeds": 2,
+        })))
+        .unwrap();
+        sweep.apply_grid("classes.spacing=0.3,0.5").unwrap();
+        let e = sweep.expand(10, u64::MAX).unwrap();
+        assert_eq!(e.points.len(), 3 * 2 * 2);
+        assert_eq!(sweep.trial_bound(), Some(12));
+        let first = &e.points[0];
+        let keys: Vec<&str> = first.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["classes.spacing", "train.batch_size", "train.lr", "seed"]
+        );
+        // The grid axis varies within each drawn point, then the seed.
+        let drawn = |p: &Point| (p[1].1.clone(), p[2].1.clone());
+        assert_eq!(drawn(&e.points[0]), drawn(&e.points[3]));
+        assert_ne!(drawn(&e.points[0]), drawn(&e.points[4]));
+        assert_eq!(
+            show(&e.points[..2])[0].split(' ').next(),
+            Some("classes.spacing=0.3")
+        );
+        assert_eq!(e.points[1].last().unwrap().1, json!(11));
+        assert_eq!(
+            e,
+            sweep.expand(10, u64::MAX).unwrap(),
+            "the same trials every time"
+        );
+        for p in &e.points {
+            let lr = p[2].1.as_f64().unwrap();
+            assert!((1e-4..=1e-2).contains(&lr), "{lr}");
+        }
+    }
+
+    #[test]
+    fn a_random_search_honours_excludes_on_drawn_axes_and_keeps_the_count() {
+        let sweep = Sweep::from_table(&table(json!({
+            "method": "random",
+            "trials": 2,
+            "train.batch_size": [16, 32, 64],
+            "exclude": [{"train.batch_size": 64}],
+        })))
+        .unwrap();
+        let e = sweep.expand(1, u64::MAX).unwrap();
+        let mut sizes: Vec<String> = show(&e.points);
+        sizes.sort();
+        assert_eq!(sizes, ["train.batch_size=16", "train.batch_size=32"]);
+        assert!(e.excluded + e.duplicates > 0, "{e:?}");
+        let err = Sweep::from_table(&table(json!({
+            "method": "random", "trials": 3, "train.batch_size": [16, 32, 64],
+            "exclude": [{"train.batch_size": 64}],
+        })))
+        .unwrap()
+        .expand(1, u64::MAX)
+        .unwrap_err();
+        assert_eq!(err[0].key, "sweep.trials");
+        assert!(
+            err[0].message.contains("gave only 2 distinct trials"),
+            "{:?}",
+            err
+        );
+    }
+
+    #[test]
+    fn random_and_grid_settings_that_do_not_fit_are_errors_naming_the_key() {
+        assert_eq!(
+            problems(json!({"train.lr": "uniform(1e-4, 1e-2)"})),
+            [
+                "sweep.\"train.lr\": a distribution is drawn at random: set method = \"random\" \
+              and trials = N, or give a list of values"
+            ]
+        );
+        assert_eq!(
+            problems(json!({"method": "random", "train.lr": [1e-3]})),
+            ["sweep.trials: method = \"random\" needs trials = N, the number of trials to draw"]
+        );
+        assert_eq!(
+            problems(json!({"seed": 3, "train.lr": [1e-3, 1e-4]})),
+            [
+                "sweep.seed: a number here is the random search's sampling seed; a grid sweeps the \
+              experiment's seed as a list (seed = [1, 2]) or with seeds = N"
+            ]
+        );
+        assert_eq!(
+            problems(json!({"method": "bayes", "train.lr": [1e-3]})),
+            ["sweep.method: must be \"grid\" or \"random\", not \"bayes\""]
+        );
+        assert_eq!(
+            problems(json!({"method": "random", "trials": 2, "train.lr": "loguniform(0, 1)"})),
+            [
+                "sweep.\"train.lr\": loguniform(0, 1): both bounds must be positive (it draws the \
+              logarithm)"
+            ]
+        );
+        let unknown =
+            problems(json!({"method": "random", "trials": 2, "train.lr": "normal(0, 1)"}));
+        assert!(
+            unknown[0].contains("\"uniform(a, b)\", \"loguniform(a, b)\""),
+            "{unknown:?}"
+        );
+        assert_eq!(
+            problems(json!({
+                "method": "random", "trials": 2,
+                "train.lr": "uniform(0.1, 1)", "train.batch_size": [8, 16],
+                "zip": [["train.lr", "train.batch_size"]],
+            })),
+            [
+                "sweep.zip[0]: `train.lr` is a distribution; a zip group draws lists by one shared \
+              position"
+            ]
+        );
+    }
+
+    #[test]
+    fn zipped_lists_are_drawn_together_in_a_random_search() {
+        let sweep = Sweep::from_table(&table(json!({
+            "method": "random", "trials": 2, "seed": 5,
+            "train.lr": [0.1, 0.01, 0.001], "train.batch_size": [8, 16, 32],
+            "zip": [["train.lr", "train.batch_size"]],
+        })))
+        .unwrap();
+        for p in sweep.points(1, u64::MAX).unwrap() {
+            let pair = (p[1].1.as_f64().unwrap(), p[0].1.as_i64().unwrap());
+            assert!(
+                [(0.1, 8), (0.01, 16), (0.001, 32)].contains(&pair),
+                "{pair:?}"
+            );
+        }
     }
 
     #[test]

@@ -419,3 +419,122 @@ fn a_sweep_too_large_to_expand_is_refused_by_its_count_at_once() {
         .expect(2);
     assert!(out.stderr.contains("3 trials"), "{}", out.stderr);
 }
+
+const RANDOM: &str = "[sweep]\nmethod = \"random\"\ntrials = 3\nseed = 2\n\"train.lr\" = \"loguniform(1e-4, 1e-2)\"\n\"train.batch_size\" = [8, 16]\n";
+
+/// The values of column `key` in a dry run's trial table.
+fn column(dry: &str, key: &str) -> Vec<String> {
+    let mut lines = dry.lines().skip_while(|l| !l.trim_start().starts_with('#'));
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    let at = header.iter().position(|h| *h == key).unwrap();
+    lines
+        .take_while(|l| !l.starts_with("stages"))
+        .map(|l| l.split_whitespace().nth(at).unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_random_search_draws_the_same_trials_every_time_and_grid_flags_cross_them() {
+    let env = TestEnv::new();
+    env.write("exp.toml", &synthetic_experiment(40, RANDOM));
+    let first = env.run(&["sweep", "exp.toml", "--dry-run"]).expect(0);
+    assert!(
+        first.stdout.contains(
+            "random search: 3 trials drawn with sweep.seed 2 (0 duplicate and 0 excluded \
+             candidates dropped)"
+        ),
+        "{}",
+        first.stdout
+    );
+    assert_eq!(
+        first.stdout,
+        env.run(&["sweep", "exp.toml", "--dry-run"])
+            .expect(0)
+            .stdout
+    );
+    let lrs = column(&first.stdout, "train.lr");
+    assert_eq!(lrs.len(), 3);
+    for lr in &lrs {
+        let x: f64 = lr.parse().unwrap();
+        assert!((1e-4..=1e-2).contains(&x), "{lr}");
+    }
+    let crossed = env
+        .run(&[
+            "sweep",
+            "exp.toml",
+            "--dry-run",
+            "--grid",
+            "classes.spacing=0.5,0.7",
+        ])
+        .expect(0);
+    let crossed_lrs = column(&crossed.stdout, "train.lr");
+    let expected: Vec<String> = lrs.iter().flat_map(|lr| [lr.clone(), lr.clone()]).collect();
+    assert_eq!(crossed_lrs, expected, "{}", crossed.stdout);
+    assert_eq!(
+        column(&crossed.stdout, "classes.spacing"),
+        ["0.5", "0.7", "0.5", "0.7", "0.5", "0.7"]
+    );
+
+    let out = env.run(&["sweep", "exp.toml"]).expect(0);
+    assert!(out.stdout.contains("ranked by"), "{}", out.stdout);
+    let record = sweep_record(&env);
+    assert_eq!(statuses(&record), ["ok"; 3]);
+    assert_eq!(
+        record["sweep"]["definition"]["method"].as_str(),
+        Some("random")
+    );
+    assert!(!sweep_dir(&env).join("heatmap.png").exists());
+    let again = env.run(&["sweep", "exp.toml"]).expect(0);
+    assert!(
+        again
+            .stdout
+            .contains("3 trials finished before and not run again"),
+        "{}",
+        again.stdout
+    );
+}
+
+#[test]
+fn random_search_settings_that_do_not_fit_stop_before_anything_runs() {
+    let env = TestEnv::new();
+    let cases = [
+        (
+            "[sweep]\nmethod = \"random\"\n\"train.lr\" = \"uniform(1e-4, 1e-2)\"\n",
+            "sweep.trials",
+            "needs trials = N",
+        ),
+        (
+            "[sweep]\n\"train.lr\" = \"loguniform(1e-4, 1e-2)\"\n",
+            "sweep.\"train.lr\"",
+            "set method = \"random\"",
+        ),
+        (
+            "[sweep]\nmethod = \"random\"\ntrials = 2\n\"train.lr\" = \"loguniform(1e-2, 1e-4)\"\n",
+            "sweep.\"train.lr\"",
+            "the low bound must be below the high one",
+        ),
+        (
+            "[sweep]\nmethod = \"random\"\ntrials = 2\n\"train.lr\" = \"gauss(1, 2)\"\n",
+            "sweep.\"train.lr\"",
+            "\"loguniform(a, b)\"",
+        ),
+        (
+            "[sweep]\nmethod = \"random\"\ntrials = 3\n\"train.batch_size\" = [8, 16]\n",
+            "sweep.trials",
+            "the axes have only 2 distinct combinations",
+        ),
+        (
+            "[sweep]\nmethod = \"random\"\ntrials = 2\n\"train.batch_size\" = \"uniform(8, 16)\"\n",
+            "sweep.\"train.batch_size\"",
+            "value 8.0",
+        ),
+    ];
+    for (table, key, says) in cases {
+        env.write("exp.toml", &synthetic_experiment(40, table));
+        let out = env.run(&["sweep", "exp.toml", "--dry-run"]).expect(2);
+        assert!(out.stderr.contains("exp.toml:"), "{table}\n{}", out.stderr);
+        assert!(out.stderr.contains(key), "{table}\n{}", out.stderr);
+        assert!(out.stderr.contains(says), "{table}\n{}", out.stderr);
+    }
+    assert!(!env.path().join("runs").exists());
+}

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::experiment::sweep::{Point, Sweep};
+use crate::experiment::sweep::{Method, Point, Sweep};
 use crate::experiment::{ConfigError, ConfigErrors, LoadOptions, Loaded, MonitorMode, Origin};
 use crate::graph::lock::KeyLock;
 use crate::graph::{CollectingReporter, Lookup, Manifest, Reporter, digest_value};
@@ -109,6 +109,21 @@ pub struct SweepPlan {
     pub monitor_max: bool,
     /// The trials, in expansion order.
     pub trials: Vec<TrialSpec>,
+    /// How a random search drew its points (not kept in the sweep record).
+    pub draws: Option<Draws>,
+}
+
+/// How a random search drew its points.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Draws {
+    /// Points drawn (`sweep.trials`).
+    pub trials: u64,
+    /// The sampling seed (`sweep.seed`).
+    pub seed: u64,
+    /// Candidates dropped as equal to an earlier one.
+    pub duplicates: u64,
+    /// Candidates dropped by `exclude`.
+    pub excluded: u64,
 }
 
 impl SweepPlan {
@@ -149,9 +164,16 @@ pub fn expand(options: &SweepOptions) -> Result<SweepPlan, OpError> {
             crate::experiment::error::display_path(&options.experiment.file)
         )));
     }
-    let points = definition
-        .points(base.experiment.seed, options.max_trials)
+    let expansion = definition
+        .expand(base.experiment.seed, options.max_trials)
         .map_err(in_table)?;
+    let draws = (definition.method == Method::Random).then(|| Draws {
+        trials: definition.trials.unwrap_or(0),
+        seed: definition.seed.unwrap_or(0),
+        duplicates: expansion.duplicates,
+        excluded: expansion.excluded,
+    });
+    let points = expansion.points;
     let experiment = options
         .experiment
         .file
@@ -193,6 +215,7 @@ pub fn expand(options: &SweepOptions) -> Result<SweepPlan, OpError> {
         monitor: format!("best_{}", t.monitor),
         monitor_max,
         trials,
+        draws,
     })
 }
 

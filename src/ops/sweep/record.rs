@@ -355,6 +355,7 @@ pub fn read_plan(sweep_dir: &Path, runs_dir: &Path) -> Result<SweepPlan, GraphEr
         monitor: head.monitor,
         monitor_max: head.mode == "max",
         trials: read_trials(sweep_dir)?,
+        draws: None,
     })
 }
 
@@ -492,11 +493,12 @@ fn write_csv(plan: &SweepPlan, rows: &[TrialRow]) -> Result<(), GraphError> {
     write_atomic(&path, &bytes)
 }
 
-/// For a sweep of exactly two crossed axes, the monitored metric per cell (averaged over
-/// seeds); any other shape gets no heatmap.
+/// For a grid of exactly two crossed axes, the monitored metric per cell (averaged over
+/// seeds); any other shape, a random search included, gets no heatmap.
 fn write_heatmap(plan: &SweepPlan, rows: &[TrialRow]) -> Result<(), GraphError> {
     let d = &plan.definition;
-    if d.axes.len() != 2 || !d.zip.is_empty() {
+    let grid = d.method == crate::experiment::sweep::Method::Grid;
+    if !grid || d.axes.len() != 2 || !d.zip.is_empty() {
         return Ok(());
     }
     let (y_axis, x_axis) = (&d.axes[0], &d.axes[1]);
