@@ -24,7 +24,7 @@ use crate::infer::{Answer, folders, input, scan};
 use super::config::ServeConfig;
 use super::error::ApiError;
 use super::models::ModelStore;
-use super::upload::{Limits, Upload, heading_of, read_uploads};
+use super::upload::{Limits, Upload, heading_of, read_uploads, refuse_unread};
 
 /// The upload page.
 const INDEX_HTML: &str = include_str!("index.html");
@@ -162,7 +162,9 @@ async fn predict_images(
     UrlPath(name): UrlPath<String>,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Json<Vec<Answer>>, ApiError> {
-    s.models().locate(&name)?;
+    if let Err(e) = s.models().locate(&name) {
+        return Err(refuse_unread(multipart, e).await);
+    }
     let uploads = read_uploads(multipart, s.0.limits).await?;
     if let Some(other) = uploads.iter().find(|u| u.field != "images") {
         return Err(ApiError::bad_request(format!(
@@ -195,7 +197,9 @@ async fn predict_cardinal_images(
     UrlPath(name): UrlPath<String>,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Json<Answer>, ApiError> {
-    s.models().locate(&name)?;
+    if let Err(e) = s.models().locate(&name) {
+        return Err(refuse_unread(multipart, e).await);
+    }
     let uploads = read_uploads(multipart, s.0.limits).await?;
     let ordered = cardinal_order(uploads)?;
     let state = s.clone();

@@ -83,9 +83,22 @@ pub async fn read_uploads(
     Ok(uploads)
 }
 
+/// Answers `error` to an upload refused before it was read (an unknown model), once its
+/// body is read and discarded (see [`refuse`]).
+pub async fn refuse_unread(
+    multipart: Result<Multipart, MultipartRejection>,
+    error: ApiError,
+) -> ApiError {
+    match multipart {
+        Ok(multipart) => refuse(multipart, error).await,
+        Err(_) => error,
+    }
+}
+
 /// Reads and discards the rest of the body (bounded by the server's body limit) before
-/// answering `error`: a client still sending would otherwise see a broken connection
-/// instead of the message.
+/// answering `error`: a server that closes a connection with unread data makes the
+/// client's system reset it, and a client still sending (or not yet reading) would see a
+/// broken connection instead of the message.
 async fn refuse(mut multipart: Multipart, error: ApiError) -> ApiError {
     while let Ok(Some(mut field)) = multipart.next_field().await {
         while let Ok(Some(_)) = field.chunk().await {}
