@@ -162,6 +162,9 @@ impl Reporter for Console {
                     "cache"
                 ));
             }
+            RunEvent::Paused { stage, what } => {
+                self.line(&format!("{stage:<10} paused: {what}"));
+            }
             RunEvent::Failed { stage, .. } => {
                 self.line(&format!("{stage:<10} FAILED"));
             }

@@ -2,7 +2,10 @@
 
 use anyhow::Result;
 
+use crate::graph::GraphError;
+use crate::ops::OpError;
 use crate::ops::run::{RunOptions, run as run_experiment};
+use crate::stages::Budget;
 
 use super::{Ctx, ExitStatus, ExperimentArgs};
 
@@ -10,7 +13,7 @@ use super::{Ctx, ExitStatus, ExperimentArgs};
 /// written to <runs>/<name>/<run-id>/manifest.toml.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Exit status: 0 done, 1 a stage failed or the machine did (a full disk, an I/O \
+    after_help = "Exit status: 0 done (or paused by --stop-after-epoch), 1 a stage failed or the machine did (a full disk, an I/O \
                   error), 2 bad configuration, arguments or inputs (nothing ran)."
 )]
 pub struct Args {
@@ -22,6 +25,12 @@ pub struct Args {
     /// Recompute this stage and everything after it, even when cached (repeatable).
     #[arg(long, value_name = "STAGE")]
     force: Vec<String>,
+    /// Train to epoch N of train.epochs, then pause, keeping the training's checkpoint:
+    /// running again (without it, or with a larger N) continues from there, with no epoch
+    /// recomputed. Stage keys do not change; the manifest is written once the run
+    /// completes.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    stop_after_epoch: Option<u32>,
 }
 
 /// The headline of an evaluated run: test error against the train-mean baseline.
@@ -45,8 +54,20 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<ExitStatus> {
         until: args.until,
         force: args.force,
         command: std::env::args().collect(),
+        budget: Budget {
+            train_epochs: args.stop_after_epoch,
+        },
     };
-    let report = run_experiment(&options, &ctx.reporter)?;
+    let report = match run_experiment(&options, &ctx.reporter) {
+        Err(OpError::Graph(GraphError::Paused { .. })) => {
+            ctx.reporter.line(
+                "run paused: running it again (without --stop-after-epoch, or with a larger N) \
+                 continues from there; its manifest is written when it completes",
+            );
+            return Ok(ExitStatus::Success);
+        }
+        other => other?,
+    };
     if let Some(line) = test_summary(&report.manifest) {
         ctx.reporter.line(&line);
     }

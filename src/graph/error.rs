@@ -37,6 +37,15 @@ pub enum GraphError {
         #[source]
         source: StageError,
     },
+    /// A stage stopped short on purpose, at a budget its caller set ([`super::Paused`]);
+    /// nothing was committed, and its work directory is kept for the next attempt.
+    #[error("stage `{stage}` paused: {what}")]
+    Paused {
+        /// Stage name.
+        stage: String,
+        /// Where it stopped, as the stage says it.
+        what: String,
+    },
     /// A stage panicked: a bug in geoexp, reported as such.
     #[error(
         "stage `{stage}` panicked: {message} (this is a bug in geoexp; please report it with the experiment file)"

@@ -52,6 +52,14 @@ pub enum RunEvent {
         /// Wall time of the run function.
         duration: Duration,
     },
+    /// A stage stopped short at a budget its caller set; nothing was committed, and its
+    /// work is kept for the next attempt.
+    Paused {
+        /// Stage name.
+        stage: String,
+        /// Where it stopped.
+        what: String,
+    },
     /// A stage failed; nothing was committed.
     Failed {
         /// Stage name.

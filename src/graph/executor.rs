@@ -17,7 +17,7 @@ use super::key::StageKey;
 use super::lock::this_host;
 use super::plan::{PlanStatus, why};
 use super::reason::RerunReason;
-use super::stage::StageContext;
+use super::stage::{Paused, StageContext};
 use super::store::{Creation, Entry, Lookup, Record, Store};
 
 /// How a stage's entry was obtained.
@@ -141,6 +141,17 @@ fn run_locked(
     let duration = clock.elapsed();
     let outcome = match outcome {
         Ok(Ok(outcome)) => outcome,
+        Ok(Err(source)) if source.is::<Paused>() => {
+            let what = source.to_string();
+            reporter.event(RunEvent::Paused {
+                stage: name.to_owned(),
+                what: what.clone(),
+            });
+            return Err(GraphError::Paused {
+                stage: name.to_owned(),
+                what,
+            });
+        }
         Ok(Err(source)) => {
             let err = GraphError::Stage {
                 stage: name.to_owned(),

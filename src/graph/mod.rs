@@ -48,7 +48,8 @@ pub use manifest::{Execution, Manifest, RunInfo, StageExecution, StageManifest};
 pub use plan::{PlanEntry, PlanStatus, plan};
 pub use reason::{MaterialView, RerunReason};
 pub use stage::{
-    Input, Outcome, Params, ResultValue, Stage, StageContext, StageError, key_paths, params_of,
+    Input, Outcome, Params, Paused, ResultValue, Stage, StageContext, StageError, key_paths,
+    params_of,
 };
 pub use store::{Lookup, Store, write_atomic};
 

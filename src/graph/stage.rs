@@ -190,6 +190,17 @@ pub trait Stage: Send + Sync {
     }
 }
 
+/// What a stage returns, boxed as its error, when it stops short on purpose: at a budget
+/// its caller set (a training asked to stop after some epoch). Its work directory is kept,
+/// as after a failure, so the next attempt at the same key continues it; the executor
+/// reports it as paused, not failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}")]
+pub struct Paused {
+    /// Where it stopped, e.g. `after epoch 2 of 8`.
+    pub what: String,
+}
+
 /// What a running stage gets from the engine.
 pub struct StageContext<'a> {
     pub(crate) out_dir: PathBuf,

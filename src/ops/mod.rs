@@ -31,7 +31,7 @@ use crate::experiment::{ConfigErrors, LoadOptions, Loaded, load};
 use crate::graph::{
     Fingerprinter, Graph, GraphError, Reporter, Resolved, Store, digest_value, resolve,
 };
-use crate::stages::{BuildError, build};
+use crate::stages::{Budget, BuildError, build_with};
 
 /// The cache folder inside the runs directory.
 pub const CACHE_DIR: &str = ".cache";
@@ -173,8 +173,20 @@ impl Prepared {
     /// # Errors
     /// Config and build errors.
     pub fn new(experiment: &LoadOptions, runs_dir: &Path) -> Result<Prepared, OpError> {
+        Self::with_budget(experiment, runs_dir, Budget::default())
+    }
+
+    /// [`Prepared::new`], with the stages held to `budget`.
+    ///
+    /// # Errors
+    /// Config and build errors.
+    pub fn with_budget(
+        experiment: &LoadOptions,
+        runs_dir: &Path,
+        budget: Budget,
+    ) -> Result<Prepared, OpError> {
         let loaded = load(experiment)?;
-        let graph = build(&loaded)?;
+        let graph = build_with(&loaded, budget)?;
         Ok(Prepared {
             loaded,
             graph,

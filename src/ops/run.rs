@@ -13,9 +13,10 @@ use crate::graph::live::register;
 use crate::graph::lock::this_host;
 use crate::graph::manifest::{EXECUTION_FILE, GEOEXP_VERSION_KEY, MANIFEST_FILE};
 use crate::graph::{
-    Execution, GEOEXP_VERSION, Manifest, Reporter, RunEvent, RunInfo, StageExecution,
+    Execution, GEOEXP_VERSION, GraphError, Manifest, Reporter, RunEvent, RunInfo, StageExecution,
     StageManifest, StageRun, execute,
 };
+use crate::stages::Budget;
 
 use super::{OpError, Prepared};
 
@@ -32,6 +33,8 @@ pub struct RunOptions {
     pub force: Vec<String>,
     /// The command line, for `execution.toml`.
     pub command: Vec<String>,
+    /// Limits on this attempt that keep the run's keys (training pauses at an epoch).
+    pub budget: Budget,
 }
 
 /// What a run did.
@@ -51,9 +54,10 @@ pub struct RunReport {
 ///
 /// # Errors
 /// Config, build and stage errors; on a stage error `execution.toml` records the failure
-/// and the previous manifest (if any) is left untouched.
+/// and the previous manifest (if any) is left untouched. A stage that paused at
+/// `options.budget` is the error [`GraphError::Paused`], recorded as such.
 pub fn run(options: &RunOptions, reporter: &dyn Reporter) -> Result<RunReport, OpError> {
-    let prepared = Prepared::new(&options.experiment, &options.runs_dir)?;
+    let prepared = Prepared::with_budget(&options.experiment, &options.runs_dir, options.budget)?;
     run_prepared(&prepared, options, reporter)
 }
 
@@ -102,7 +106,11 @@ pub fn run_prepared(
     let stages = match result {
         Ok(stages) => stages,
         Err(err) => {
-            execution.status = "failed".into();
+            execution.status = match err {
+                GraphError::Paused { .. } => "paused",
+                _ => "failed",
+            }
+            .into();
             execution.error = Some(crate::graph::error_chain(&err));
             // Best effort: the stage error matters more than a failure to record it.
             let _ = write_execution(&execution, &run_dir);

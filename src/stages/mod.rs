@@ -77,11 +77,27 @@ pub enum BuildError {
     Graph(#[from] GraphError),
 }
 
+/// Limits an attempt sets on its stages without changing what they compute: they stop
+/// short, resumably, and their keys stay those of the whole run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Budget {
+    /// Train to this epoch (1-based) of `train.epochs`, then pause.
+    pub train_epochs: Option<u32>,
+}
+
 /// The run graph of a loaded experiment.
 ///
 /// # Errors
 /// When the boundary or CRS cannot be resolved.
 pub fn build(loaded: &Loaded) -> Result<Graph, BuildError> {
+    build_with(loaded, Budget::default())
+}
+
+/// [`build`], with the stages held to `budget`.
+///
+/// # Errors
+/// As [`build`].
+pub fn build_with(loaded: &Loaded, budget: Budget) -> Result<Graph, BuildError> {
     let c = &loaded.experiment.classes;
     let spec = c.boundary.trim();
     let base = loaded.base_dir("classes.boundary");
@@ -133,6 +149,7 @@ pub fn build(loaded: &Loaded) -> Result<Graph, BuildError> {
     graph.add(Box::new(train::TrainStage::new(
         loaded,
         Arc::clone(&boundary),
+        budget.train_epochs,
     )))?;
     graph.add(Box::new(evaluate::EvaluateStage::new(loaded, boundary)))?;
     Ok(graph)

@@ -22,9 +22,12 @@ use serde_json::Value;
 
 use crate::experiment::{Centroid, Loaded, MonitorMode, TrainConfig};
 use crate::geo::{Boundary, projection};
-use crate::graph::{Input, Outcome, Params, Stage, StageContext, StageError, Tick, params_of};
+use crate::graph::{
+    Input, Outcome, Params, Paused, Stage, StageContext, StageError, Tick, params_of,
+};
 use crate::images::ImageTensor;
 use crate::track::tensorboard::HParamValue;
+use crate::train::FitError;
 use crate::train::checkpoint::ModelInfo;
 use crate::train::data::Sample;
 use crate::train::device::select_device;
@@ -70,6 +73,8 @@ pub struct TrainStage {
     /// sweep trials over `classes.spacing` compare there. They are in the upstream keys,
     /// so the events stay a function of this stage's key.
     upstream_hparams: Params,
+    /// Pause after this epoch (a budget of the attempt, not part of the key).
+    stop_after: Option<u32>,
 }
 
 /// Upstream settings written as hyperparameters (see [`TrainStage`]).
@@ -82,8 +87,8 @@ const UPSTREAM_HPARAMS: &[&str] = &[
 ];
 
 impl TrainStage {
-    /// The stage for `loaded`.
-    pub fn new(loaded: &Loaded, boundary: Arc<Boundary>) -> TrainStage {
+    /// The stage for `loaded`, pausing after epoch `stop_after` if set.
+    pub fn new(loaded: &Loaded, boundary: Arc<Boundary>, stop_after: Option<u32>) -> TrainStage {
         let e = &loaded.experiment;
         let classification = e.model.task == Task::Classification;
         TrainStage {
@@ -113,6 +118,7 @@ impl TrainStage {
                     })
                     .collect()
             },
+            stop_after,
         }
     }
 
@@ -146,6 +152,7 @@ impl TrainStage {
             haversine_tau_km: t.haversine_tau_km,
             augment: t.augment.clone(),
             weights: self.weights.clone(),
+            stop_after: self.stop_after,
             hparams: hparams(
                 &self
                     .upstream_hparams
@@ -256,7 +263,14 @@ impl Stage for TrainStage {
             work: &work,
             out: ctx.out_dir(),
         };
-        let summary = fit(&settings, &data, &device, dirs, &StageObserver::new(ctx))?;
+        let summary = match fit(&settings, &data, &device, dirs, &StageObserver::new(ctx)) {
+            Err(e @ FitError::Paused { .. }) => {
+                return Err(Box::new(Paused {
+                    what: e.to_string(),
+                }));
+            }
+            other => other?,
+        };
         let mut outcome = Outcome::default()
             .with("best_epoch", summary.best.1)
             .with(&format!("best_{}", settings.monitor), summary.best.0)

@@ -90,6 +90,14 @@ pub enum FitError {
     /// A file of the work directory could not be written.
     #[error(transparent)]
     Write(#[from] crate::graph::GraphError),
+    /// Training stopped at the budget it was given (`FitSettings::stop_after`), resumable.
+    #[error("stopped after epoch {done} of {epochs}, as asked")]
+    Paused {
+        /// Epochs trained so far.
+        done: u32,
+        /// `train.epochs`.
+        epochs: u32,
+    },
     /// `train.epochs` asked for no epoch.
     #[error("training ran no epoch (train.epochs is 0?)")]
     NoEpoch,

@@ -70,6 +70,9 @@ pub struct FitSettings {
     pub augment: AugmentConfig,
     /// Pretrained backbone weights.
     pub weights: Option<PathBuf>,
+    /// Pause after this epoch (1-based) instead of training all `epochs`: the work
+    /// directory keeps everything, and the next call continues from there.
+    pub stop_after: Option<u32>,
     /// Hyperparameters for TensorBoard's HParams tab.
     pub hparams: BTreeMap<String, HParamValue>,
 }
@@ -142,7 +145,10 @@ pub fn fit(
         monitor_max: settings.monitor_max,
     };
     let mut epochs_run = 0;
-    for epoch in state.next_epoch()..settings.epochs {
+    let end = settings
+        .stop_after
+        .map_or(settings.epochs, |n| n.min(settings.epochs));
+    for epoch in state.next_epoch()..end {
         let clock = Instant::now();
         let trained = epochs.train(epoch, &mut state, &mut events, observer)?;
         let metrics = epochs.validate(&state.net, epoch, trained.metrics)?;
@@ -173,6 +179,13 @@ pub fn fit(
             best: decision.improved,
         });
         epochs_run += 1;
+    }
+    if end < settings.epochs {
+        events.close();
+        return Err(FitError::Paused {
+            done: state.epochs_done(),
+            epochs: settings.epochs,
+        });
     }
     publish(state, events, dirs, epochs_run)
 }

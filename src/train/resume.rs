@@ -40,9 +40,14 @@ pub struct State {
 }
 
 impl State {
-    /// The first epoch (0-based) still to train.
+    /// The first epoch (0-based) still to train when training (re)started.
     pub fn next_epoch(&self) -> u32 {
         self.resumed.map_or(0, |e| e + 1)
+    }
+
+    /// Epochs finished so far.
+    pub fn epochs_done(&self) -> u32 {
+        self.history.last().map_or(0, |r| r.epoch + 1)
     }
 
     /// What the checkpoints after `epoch` hold besides tensors.

@@ -569,3 +569,80 @@ fn a_decompression_bomb_view_is_refused_by_its_header() {
         .expect(0);
     assert!(out.stderr.contains("megapixels"), "{}", out.stderr);
 }
+
+#[test]
+fn a_training_paused_at_an_epoch_has_that_epochs_metrics_and_continues_to_the_same_run() {
+    let env = TestEnv::new();
+    env.write(
+        "exp.toml",
+        &experiment(4, "scheduler = { kind = \"cosine\" }\n"),
+    );
+    env.run(&["run", "exp.toml", "--runs-dir", "whole"])
+        .expect(0);
+    let whole = {
+        let base = env.path().join("whole/t");
+        fs::read_dir(base).unwrap().next().unwrap().unwrap().path()
+    };
+
+    let paused = env
+        .run(&["run", "exp.toml", "--stop-after-epoch", "2"])
+        .expect(0);
+    assert!(
+        paused
+            .stdout
+            .contains("train      paused: stopped after epoch 2 of 4, as asked"),
+        "{}",
+        paused.stdout
+    );
+    assert!(paused.stdout.contains("run paused: running it again"));
+    assert!(
+        env.cache_entries("train").is_empty(),
+        "a paused run committed"
+    );
+    let run_dir = env.path().join("runs/t");
+    let run_dir = fs::read_dir(run_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(!run_dir.join("manifest.toml").exists());
+    let execution = fs::read_to_string(run_dir.join("execution.toml")).unwrap();
+    assert!(execution.contains("status = \"paused\""), "{execution}");
+    // The epochs trained so far are exactly the first two of the whole run, cosine
+    // schedule (which depends on train.epochs) included.
+    let [work] = &work_dirs(&env)[..] else {
+        panic!("one work folder")
+    };
+    let whole_rows: Vec<String> = metrics_csv(&whole).lines().map(str::to_owned).collect();
+    assert_eq!(
+        metrics_csv(work).lines().collect::<Vec<_>>(),
+        whole_rows[..3]
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+    );
+
+    // A smaller budget than what is done trains nothing more.
+    let again = env
+        .run(&["run", "exp.toml", "--stop-after-epoch", "1"])
+        .expect(0);
+    assert!(
+        again.stdout.contains("paused: stopped after epoch 2 of 4")
+            && !again.stdout.contains("epoch   3/4"),
+        "{}",
+        again.stdout
+    );
+
+    let resumed = env.run(&["run", "exp.toml"]).expect(0);
+    assert!(
+        resumed.stdout.contains("after epoch 2") && !resumed.stdout.contains("epoch   2/4"),
+        "{}",
+        resumed.stdout
+    );
+    assert_eq!(
+        fs::read_to_string(run_dir.join("manifest.toml")).unwrap(),
+        fs::read_to_string(whole.join("manifest.toml")).unwrap()
+    );
+    assert_eq!(metrics_csv(&run_dir), metrics_csv(&whole));
+}

@@ -322,6 +322,7 @@ pub fn run_trial(
             until: None,
             force: Vec::new(),
             command: std::env::args().collect(),
+            budget: crate::stages::Budget::default(),
         };
         run_prepared(&prepared, &options, reporter)
     })();
