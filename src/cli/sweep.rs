@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use comfy_table::{Table, presets::NOTHING};
 
 use crate::experiment::LoadOptions;
+use crate::ops::OpError;
 use crate::ops::sweep::local::{LocalOptions, SweepEvents, run_local};
 use crate::ops::sweep::record::{TrialRow, TrialState, ranked};
 use crate::ops::sweep::slurm::{SlurmOptions, status, submit};
@@ -36,6 +37,10 @@ Random search: method = \"random\", trials = N and seed = S (the sampling seed, 
 draw N distinct trials; an axis is then uniform(a, b), loguniform(a, b), int(a, b) (both
 ends included) or a list to pick from. Draws keep 3 significant digits; --grid axes are
 crossed with the drawn trials.
+
+Successive halving: early_stop = { kind = \"halving\", min_epochs = 1, reduction = 3 }
+trains every trial to min_epochs, then only the best third (by train.monitor) on to
+3 × min_epochs, and so on up to train.epochs; the rest stop, resumable (local only).
 
 Exit status: 0 every trial finished, 1 a trial failed, 2 bad configuration or arguments.")]
 pub struct Args {
@@ -101,6 +106,10 @@ pub struct Args {
     /// runs.
     #[arg(long, num_args = 2, value_names = ["SWEEP_ID", "INDEX"], conflicts_with_all = ["file", "status", "dry_run"])]
     trial: Vec<String>,
+    /// With --trial: pause the trial's training after epoch N (a rung of successive
+    /// halving; the sweep passes it to its tasks).
+    #[arg(long, value_name = "N", requires = "trial", hide = true)]
+    stop_after_epoch: Option<u32>,
     /// Show a sweep's trials with their state, Slurm's view of its tasks, and the ranking;
     /// refreshes sweep.toml and summary.csv.
     #[arg(long, value_name = "SWEEP_ID", conflicts_with_all = ["file", "dry_run"])]
@@ -117,7 +126,7 @@ enum Executor {
 
 pub fn run(args: Args, ctx: &Ctx) -> Result<ExitStatus> {
     if let [id, index] = &args.trial[..] {
-        return one_trial(id, index, ctx);
+        return one_trial(id, index, args.stop_after_epoch, ctx);
     }
     if let Some(id) = &args.status {
         return show_status(id, ctx);
@@ -142,6 +151,12 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<ExitStatus> {
     }
     let exe = std::env::current_exe().context("finding the geoexp binary for trial tasks")?;
     match args.executor {
+        Executor::Slurm if plan.definition.early_stop.is_some() => Err(OpError::Usage(
+            "sweep.early_stop (successive halving) runs with --executor local for now: its \
+             rungs are not yet submitted as Slurm array jobs"
+                .into(),
+        )
+        .into()),
         Executor::Slurm => {
             let report = submit(
                 &plan,
@@ -241,7 +256,7 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<ExitStatus> {
 }
 
 /// What one Slurm task or `--jobs` child does.
-fn one_trial(id: &str, index: &str, ctx: &Ctx) -> Result<ExitStatus> {
+fn one_trial(id: &str, index: &str, stop_after: Option<u32>, ctx: &Ctx) -> Result<ExitStatus> {
     let runs_dir = &ctx.global.runs_dir;
     let dir = find_sweep(runs_dir, id)?;
     let trials = record::read_trials(&dir)?;
@@ -257,7 +272,15 @@ fn one_trial(id: &str, index: &str, ctx: &Ctx) -> Result<ExitStatus> {
         })?;
     ctx.reporter
         .line(&format!("trial {} {} of sweep {id}", trial.index, trial.id));
-    match run_trial(&dir, runs_dir, trial, &ctx.reporter)? {
+    match run_trial(&dir, runs_dir, trial, stop_after, &ctx.reporter)? {
+        TrialOutcome::Paused(r) => {
+            ctx.reporter.line(&format!(
+                "trial {} paused after epoch {}",
+                trial.index,
+                r.rung_epochs.unwrap_or_default()
+            ));
+            Ok(ExitStatus::Success)
+        }
         TrialOutcome::Ran(r) | TrialOutcome::AlreadyDone(r) => {
             ctx.reporter.line(&format!(
                 "trial {} ok → {}",
@@ -328,7 +351,7 @@ fn show_status(id: &str, ctx: &Ctx) -> Result<ExitStatus> {
         }
         row.extend(values(&r.spec, &plan.keys()));
         row.push(
-            r.metric(&plan.monitor)
+            r.score(&plan.monitor)
                 .map(|v| number(&plan.monitor, v))
                 .unwrap_or_default(),
         );
@@ -448,7 +471,11 @@ fn print_summary(plan: &SweepPlan, rows: &[TrialRow], ctx: &Ctx) {
     let mut table = Table::new();
     table.load_style(NOTHING);
     let test = "test/haversine_km_mean";
+    let halving = plan.definition.early_stop.is_some();
     let mut header = vec!["rank".to_owned(), "trial".into(), "state".into()];
+    if halving {
+        header.push("epochs".into());
+    }
     header.extend(keys.iter().cloned());
     header.push(plan.monitor.clone());
     header.push(test.into());
@@ -460,9 +487,16 @@ fn print_summary(plan: &SweepPlan, rows: &[TrialRow], ctx: &Ctx) {
             r.spec.id.clone(),
             r.state.to_string(),
         ];
+        if halving {
+            row.push(match r.depth() {
+                u32::MAX => "all".to_owned(),
+                0 => "-".to_owned(),
+                n => n.to_string(),
+            });
+        }
         row.extend(values(&r.spec, &keys));
         row.push(
-            r.metric(&plan.monitor)
+            r.score(&plan.monitor)
                 .map(|v| number(&plan.monitor, v))
                 .unwrap_or_default(),
         );
@@ -476,9 +510,15 @@ fn print_summary(plan: &SweepPlan, rows: &[TrialRow], ctx: &Ctx) {
         table.add_row(row);
     }
     c.line(&format!(
-        "ranked by {} ({} is better):",
+        "ranked by {} ({} is better){}:",
         plan.monitor,
-        if plan.monitor_max { "higher" } else { "lower" }
+        if plan.monitor_max { "higher" } else { "lower" },
+        if plan.definition.early_stop.is_some() {
+            "; trials stopped early rank after those that trained further, by train.monitor \
+             at the epoch they stopped"
+        } else {
+            ""
+        }
     ));
     c.line(&table.to_string());
     let failures: Vec<&TrialRow> = rows
@@ -562,6 +602,36 @@ impl SweepEvents for Printer<'_> {
                     .map(|x| format!("→ {x}"))
                     .unwrap_or_default(),
             )),
+            TrialOutcome::Paused(_) => self.console.line(&format!(
+                "⏸ trial {} [{}] {} trained to epoch {} {took}",
+                trial.index,
+                trial.id,
+                trial.label(&self.keys),
+                r.rung_epochs.unwrap_or_default()
+            )),
         }
+    }
+
+    fn rung_finished(
+        &self,
+        rung: usize,
+        epochs: u32,
+        promoted: &[(TrialSpec, Option<f64>)],
+        stopped: usize,
+    ) {
+        let on: Vec<String> = promoted
+            .iter()
+            .map(|(t, v)| {
+                let value = v.map_or("-".to_owned(), |v| number(&self.monitor, v));
+                format!("{} ({value})", t.index)
+            })
+            .collect();
+        self.console.line(&format!(
+            "rung {rung} (epoch {epochs}): {} go on by {} at that epoch: trials {}; {stopped} \
+             stop",
+            promoted.len(),
+            self.monitor.strip_prefix("best_").unwrap_or(&self.monitor),
+            on.join(", ")
+        ));
     }
 }

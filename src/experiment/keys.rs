@@ -75,7 +75,7 @@ keys! {
     "train.kernels": "fast | reference" => "CPU kernels of conv, batch-norm and max-pool: geoexp's own (several times faster to train) or plain candle ops, the fallback. Results differ by float rounding, so it is part of the train stage's key.",
     "train.monitor": "string" => "Metric (`val/<name>` or `train/<name>`) that picks the best checkpoint and drives `plateau`.",
     "train.monitor_mode": "auto | min | max" => "Whether the monitor improves downwards or upwards; `auto` goes by its name (accuracies and scores up).",
-    "sweep": "table" => "What `geoexp sweep` runs: `\"key.path\" = [values...]`, plus `zip`, `exclude`, `seeds`; `method = \"random\"` with `trials`, `seed` and distributions (see Sweeps).",
+    "sweep": "table" => "What `geoexp sweep` runs: `\"key.path\" = [values...]`, plus `zip`, `exclude`, `seeds`; `method = \"random\"` with `trials`, `seed` and distributions; `early_stop` for successive halving (see Sweeps).",
 }
 
 /// The documented key at `path`, if any.

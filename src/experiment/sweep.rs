@@ -25,7 +25,7 @@ use super::sample::{DISTRIBUTIONS, Distribution, Sampled, Source, Unit, sample};
 
 /// Keys of the `[sweep]` table that are not axes (`seed` is one only as a list: a number
 /// is the random search's sampling seed).
-pub const RESERVED: &[&str] = &["zip", "exclude", "seeds", "method", "trials"];
+pub const RESERVED: &[&str] = &["zip", "exclude", "seeds", "method", "trials", "early_stop"];
 /// Keys that cannot be swept.
 pub const NOT_SWEPT: &[&str] = &["name", "extends", "sweep"];
 /// More values than this in one helper is almost certainly a typo (a step of 1e-5 for 1e-5).
@@ -90,6 +90,81 @@ pub struct Sweep {
     /// The random search's sampling seed (`sweep.seed`, default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
+    /// Successive halving: trials train in rungs, and only the best go on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stop: Option<Halving>,
+}
+
+/// Successive halving (`early_stop = { kind = "halving", min_epochs, reduction }`): every
+/// trial trains to `min_epochs`, the best `1/reduction` of them (by `train.monitor`) go on
+/// to `min_epochs · reduction`, and so on up to `train.epochs`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Halving {
+    /// Epochs of the first rung.
+    pub min_epochs: u32,
+    /// Each rung keeps `⌈n / reduction⌉` of its `n` trials and trains `reduction` times
+    /// longer.
+    pub reduction: u32,
+}
+
+impl Halving {
+    /// The epochs each rung trains to, for trainings of `epochs`: `min_epochs ·
+    /// reduction^k` while below `epochs`, then `epochs`.
+    pub fn rungs(&self, epochs: u32) -> Vec<u32> {
+        let mut rungs = Vec::new();
+        let mut r = self.min_epochs.max(1);
+        while r < epochs {
+            rungs.push(r);
+            r = r.saturating_mul(self.reduction.max(2));
+        }
+        rungs.push(epochs);
+        rungs
+    }
+
+    /// How many of a rung's `n` trials go on.
+    pub fn keep(&self, n: usize) -> usize {
+        n.div_ceil(self.reduction.max(2) as usize)
+    }
+
+    /// Reads the `early_stop` table.
+    fn parse(value: &Value) -> Result<Halving, SweepProblem> {
+        let bad = |m: String| SweepProblem::new("sweep.early_stop", m);
+        let table = value.as_object().ok_or_else(|| {
+            bad(format!(
+                "must be a table such as {{ kind = \"halving\", min_epochs = 1, reduction = 3 }}, \
+                 not {value}"
+            ))
+        })?;
+        let mut halving = Halving {
+            min_epochs: 1,
+            reduction: 3,
+        };
+        let mut kind = None;
+        for (k, v) in table {
+            let whole = |least: u64| {
+                v.as_u64()
+                    .filter(|n| *n >= least)
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| bad(format!("{k} must be a whole number ≥ {least}, not {v}")))
+            };
+            match k.as_str() {
+                "kind" => kind = v.as_str().map(str::to_owned),
+                "min_epochs" => halving.min_epochs = whole(1)?,
+                "reduction" => halving.reduction = whole(2)?,
+                other => {
+                    return Err(bad(format!(
+                        "unknown field `{other}`; it takes kind, min_epochs and reduction"
+                    )));
+                }
+            }
+        }
+        match kind.as_deref() {
+            Some("halving") => Ok(halving),
+            _ => Err(bad(
+                "kind must be \"halving\" (successive halving is the early stop geoexp has)".into(),
+            )),
+        }
+    }
 }
 
 fn is_grid(method: &Method) -> bool {
@@ -138,6 +213,10 @@ impl Sweep {
                         "sweep.method",
                         format!("must be \"grid\" or \"random\", not {value}"),
                     )),
+                },
+                "early_stop" => match Halving::parse(value) {
+                    Ok(h) => sweep.early_stop = Some(h),
+                    Err(p) => problems.push(p),
                 },
                 "trials" => match value.as_u64().filter(|n| *n >= 1) {
                     Some(n) => sweep.trials = Some(n),

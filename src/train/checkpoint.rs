@@ -140,6 +140,16 @@ pub fn paths(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     )
 }
 
+/// The metadata of checkpoint `name` in `dir`, from its TOML sidecar (no tensor is read).
+///
+/// # Errors
+/// The sidecar is missing or does not parse.
+pub fn read_sidecar(dir: &Path, name: &str) -> Result<CheckpointMeta, CheckpointError> {
+    let (_, sidecar) = paths(dir, name);
+    let text = std::fs::read_to_string(&sidecar).map_err(|e| CheckpointError::file(&sidecar, e))?;
+    toml::from_str(&text).map_err(|e| CheckpointError::file(&sidecar, e.message()))
+}
+
 /// Whether `name` can be a checkpoint's or served model's name: letters, digits, `-`, `_`
 /// and `.`, not starting with a dot. Anything else (separators, `..`, an absolute path)
 /// could name a file elsewhere.

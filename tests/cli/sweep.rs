@@ -538,3 +538,256 @@ fn random_search_settings_that_do_not_fit_stop_before_anything_runs() {
     }
     assert!(!env.path().join("runs").exists());
 }
+
+const HALVING: &str = "[sweep]\nmethod = \"random\"\ntrials = 9\nseed = 4\n\"train.lr\" = \"loguniform(1e-4, 1e-1)\"\nearly_stop = { kind = \"halving\", min_epochs = 1, reduction = 3 }\n";
+
+/// `summary.csv` without its wall-time-free but run-specific columns: what two runs of the
+/// same sweep must agree on.
+fn summary(env: &TestEnv, runs: &str) -> String {
+    let dir = fs::read_dir(env.path().join(runs).join("sweeps"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    fs::read_to_string(dir.join("summary.csv")).unwrap()
+}
+
+/// Epoch lines a sweep's output shows, per `epoch N/M` label.
+fn epochs_trained(stdout: &str) -> usize {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with("train      epoch "))
+        .count()
+}
+
+#[test]
+fn halving_promotes_the_same_trials_in_sequence_and_with_jobs_and_replays_without_training() {
+    let env = TestEnv::new();
+    env.write("exp.toml", &synthetic_experiment(60, HALVING));
+    let set = ["--set", "train.epochs=4"];
+    let dry = env
+        .run(&["sweep", "exp.toml", "--dry-run", set[0], set[1]])
+        .expect(0);
+    assert!(dry.stdout.contains("9 trials"), "{}", dry.stdout);
+
+    let seq = env.run(&["sweep", "exp.toml", set[0], set[1]]).expect(0);
+    // Rungs at 1, 3 and 4 epochs: 9 trials train 1 epoch, 3 go on to 3, 1 to 4.
+    assert_eq!(epochs_trained(&seq.stdout), 9 + 3 * 2 + 1, "{}", seq.stdout);
+    assert!(
+        seq.stdout.contains("rung 1 (epoch 1): 3 go on"),
+        "{}",
+        seq.stdout
+    );
+    assert!(
+        seq.stdout.contains("rung 2 (epoch 3): 1 go on"),
+        "{}",
+        seq.stdout
+    );
+    assert!(seq.stdout.contains("1 ok, 8 stopped"), "{}", seq.stdout);
+    let record = sweep_record(&env);
+    let stopped_at: Vec<i64> = record["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t.get("rung_epochs").and_then(toml::Value::as_integer))
+        .collect();
+    let mut counts = BTreeMap::new();
+    for e in &stopped_at {
+        *counts.entry(*e).or_insert(0) += 1;
+    }
+    assert_eq!(counts, BTreeMap::from([(1, 6), (3, 2)]), "{stopped_at:?}");
+
+    let jobs = env
+        .run(&[
+            "sweep",
+            "exp.toml",
+            set[0],
+            set[1],
+            "--jobs",
+            "2",
+            "--runs-dir",
+            "jobs",
+        ])
+        .expect(0);
+    assert_eq!(
+        summary(&env, "jobs"),
+        summary(&env, "runs"),
+        "{}",
+        jobs.stdout
+    );
+
+    // Again: every trial is at its rung already, so the same promotions, no epoch trained.
+    let again = env.run(&["sweep", "exp.toml", set[0], set[1]]).expect(0);
+    assert_eq!(epochs_trained(&again.stdout), 0, "{}", again.stdout);
+    assert_eq!(summary(&env, "runs"), summary(&env, "jobs"));
+
+    // A stopped trial's value at its rung is that epoch of a full-length run.
+    let trial = record["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t.get("rung_epochs").and_then(toml::Value::as_integer) == Some(3))
+        .unwrap();
+    let lr = trial["values"]["train.lr"].as_float().unwrap();
+    let value = trial["rung_value"].as_float().unwrap();
+    env.run(&[
+        "run",
+        "exp.toml",
+        set[0],
+        set[1],
+        "--set",
+        &format!("train.lr={lr}"),
+        "--runs-dir",
+        "full",
+    ])
+    .expect(0);
+    let full = fs::read_dir(env.path().join("full/t"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let csv = fs::read_to_string(full.join("metrics.csv")).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let col = header
+        .iter()
+        .position(|h| *h == "val/haversine_km_mean")
+        .unwrap();
+    let at_3: f64 = csv
+        .lines()
+        .nth(3)
+        .unwrap()
+        .split(',')
+        .nth(col)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(at_3, value);
+
+    // Without early_stop, the same trials go on from their checkpoints to the end.
+    env.write(
+        "full.toml",
+        &synthetic_experiment(
+            60,
+            &HALVING.replace(
+                "early_stop = { kind = \"halving\", min_epochs = 1, reduction = 3 }\n",
+                "",
+            ),
+        ),
+    );
+    let rest = env.run(&["sweep", "full.toml", set[0], set[1]]).expect(0);
+    // The six stopped at epoch 1 train 3 more; the two stopped at 3, one more.
+    assert_eq!(epochs_trained(&rest.stdout), 6 * 3 + 2, "{}", rest.stdout);
+    assert!(rest.stdout.contains("9 ok"), "{}", rest.stdout);
+}
+
+#[test]
+fn halving_settings_that_do_not_fit_stop_before_anything_runs() {
+    let env = TestEnv::new();
+    let cases = [
+        (
+            "early_stop = { kind = \"halving\", min_epochs = 5 }\n",
+            "min_epochs = 5 is more than train.epochs = 4",
+        ),
+        (
+            "early_stop = { kind = \"hyperband\" }\n",
+            "kind must be \"halving\"",
+        ),
+        (
+            "early_stop = { kind = \"halving\", rungs = 3 }\n",
+            "unknown field `rungs`",
+        ),
+        (
+            "early_stop = { kind = \"halving\", reduction = 1 }\n",
+            "reduction must be a whole number ≥ 2",
+        ),
+    ];
+    for (line, says) in cases {
+        let table = format!("[sweep]\n\"train.lr\" = [1e-3, 3e-4]\n{line}");
+        env.write("exp.toml", &synthetic_experiment(40, &table));
+        let out = env
+            .run(&["sweep", "exp.toml", "--dry-run", "--set", "train.epochs=4"])
+            .expect(2);
+        assert!(out.stderr.contains("exp.toml:"), "{line}\n{}", out.stderr);
+        assert!(
+            out.stderr.contains("sweep.early_stop"),
+            "{line}\n{}",
+            out.stderr
+        );
+        assert!(out.stderr.contains(says), "{line}\n{}", out.stderr);
+    }
+    env.write(
+        "exp.toml",
+        &synthetic_experiment(
+            40,
+            "[sweep]\n\"train.lr\" = [1e-3, 3e-4]\nearly_stop = { kind = \"halving\" }\n",
+        ),
+    );
+    let out = env
+        .run(&[
+            "sweep",
+            "exp.toml",
+            "--set",
+            "train.epochs=4",
+            "--executor",
+            "slurm",
+            "--no-submit",
+        ])
+        .expect(2);
+    assert!(
+        out.stderr.contains("--executor local for now"),
+        "{}",
+        out.stderr
+    );
+    assert!(!env.path().join("runs/t").exists());
+}
+
+#[test]
+fn a_halving_sweep_killed_in_a_rung_resumes_to_the_same_promotions() {
+    let env = TestEnv::new();
+    env.write("exp.toml", &synthetic_experiment(60, HALVING));
+    let set = ["--set", "train.epochs=4"];
+    env.run(&["sweep", "exp.toml", set[0], set[1], "--runs-dir", "whole"])
+        .expect(0);
+
+    let mut child = env
+        .cmd(&["sweep", "exp.toml", set[0], set[1]])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once three trials have reached the first rung.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let paused = fs::read_dir(env.path().join("runs/sweeps"))
+            .into_iter()
+            .flatten()
+            .flat_map(|d| {
+                fs::read_dir(d.unwrap().path().join("trials"))
+                    .into_iter()
+                    .flatten()
+            })
+            .filter(|f| {
+                fs::read_to_string(f.as_ref().unwrap().path())
+                    .is_ok_and(|t| t.contains("state = \"paused\""))
+            })
+            .count();
+        if paused >= 3 {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the sweep ended first");
+        assert!(Instant::now() < deadline, "no trial paused");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let resumed = env.run(&["sweep", "exp.toml", set[0], set[1]]).expect(0);
+    assert!(
+        resumed.stdout.contains("1 ok, 8 stopped"),
+        "{}",
+        resumed.stdout
+    );
+    assert_eq!(summary(&env, "runs"), summary(&env, "whole"));
+}

@@ -35,6 +35,16 @@ pub trait SweepEvents: Sync {
     fn trial_started(&self, trial: &TrialSpec, position: usize, total: usize);
     /// A trial ended (or turned out to be done already).
     fn trial_finished(&self, trial: &TrialSpec, outcome: &TrialOutcome);
+    /// Rung `rung` (from 1) of successive halving ended at `epochs`: `promoted` (with their
+    /// values) go on, `stopped` trials do not.
+    fn rung_finished(
+        &self,
+        _rung: usize,
+        _epochs: u32,
+        _promoted: &[(TrialSpec, Option<f64>)],
+        _stopped: usize,
+    ) {
+    }
 }
 
 /// What a local sweep did.
@@ -80,12 +90,12 @@ pub fn run_local(
 ) -> Result<LocalReport, OpError> {
     record::write_trials(plan)?;
     refresh(plan)?;
+    if let Some(halving) = plan.definition.early_stop {
+        return super::halving::run_halving(plan, halving, options, reporter, events);
+    }
     let (todo, already_done, skipped_failed) = select(plan, options.rerun_failed);
-    let (ran, stopped_early) = if options.jobs <= 1 {
-        in_process(plan, &todo, options, reporter, events)?
-    } else {
-        in_children(plan, &todo, options, events)?
-    };
+    let (outcomes, stopped_early) = run_each(plan, &todo, None, options, reporter, events)?;
+    let ran = outcomes.len();
     let rows = record::gather(plan);
     record::write_summary(plan, &rows, record::read_slurm(&plan.dir).as_ref())?;
     Ok(LocalReport {
@@ -97,9 +107,32 @@ pub fn run_local(
     })
 }
 
+/// Runs `todo` (pausing each after epoch `stop_after`, if set), in this process or as
+/// children; returns each trial's outcome, and whether `--fail-fast` stopped early.
+///
+/// # Errors
+/// When the sweep folder cannot be written or a child cannot be started.
+pub(super) fn run_each(
+    plan: &SweepPlan,
+    todo: &[TrialSpec],
+    stop_after: Option<u32>,
+    options: &LocalOptions,
+    reporter: &dyn Reporter,
+    events: &dyn SweepEvents,
+) -> Result<(Outcomes, bool), OpError> {
+    if options.jobs <= 1 {
+        in_process(plan, todo, stop_after, options, reporter, events)
+    } else {
+        in_children(plan, todo, stop_after, options, events)
+    }
+}
+
+/// Trials with what happened to them, in the order they ended.
+pub(super) type Outcomes = Vec<(TrialSpec, TrialOutcome)>;
+
 /// Rewrites `sweep.toml` and `summary.csv` from the trials' status files, so they are
 /// current while the sweep runs (`--status`, a killed sweep).
-fn refresh(plan: &SweepPlan) -> Result<(), GraphError> {
+pub(super) fn refresh(plan: &SweepPlan) -> Result<(), GraphError> {
     let rows = record::gather(plan);
     record::write_summary(plan, &rows, record::read_slurm(&plan.dir).as_ref())
 }
@@ -107,31 +140,36 @@ fn refresh(plan: &SweepPlan) -> Result<(), GraphError> {
 fn in_process(
     plan: &SweepPlan,
     todo: &[TrialSpec],
+    stop_after: Option<u32>,
     options: &LocalOptions,
     reporter: &dyn Reporter,
     events: &dyn SweepEvents,
-) -> Result<(usize, bool), OpError> {
+) -> Result<(Outcomes, bool), OpError> {
+    let mut outcomes = Vec::new();
     for (i, trial) in todo.iter().enumerate() {
         events.trial_started(trial, i + 1, todo.len());
-        let outcome = run_trial(&plan.dir, &plan.runs_dir, trial, reporter)?;
+        let outcome = run_trial(&plan.dir, &plan.runs_dir, trial, stop_after, reporter)?;
         refresh(plan)?;
         events.trial_finished(trial, &outcome);
-        if options.fail_fast && matches!(outcome, TrialOutcome::Failed(_)) {
-            return Ok((i + 1, i + 1 < todo.len()));
+        let failed = matches!(outcome, TrialOutcome::Failed(_));
+        outcomes.push((trial.clone(), outcome));
+        if options.fail_fast && failed {
+            return Ok((outcomes, i + 1 < todo.len()));
         }
     }
-    Ok((todo.len(), false))
+    Ok((outcomes, false))
 }
 
 fn in_children(
     plan: &SweepPlan,
     todo: &[TrialSpec],
+    stop_after: Option<u32>,
     options: &LocalOptions,
     events: &dyn SweepEvents,
-) -> Result<(usize, bool), OpError> {
+) -> Result<(Outcomes, bool), OpError> {
     let mut queue = todo.iter().enumerate();
     let mut running: Vec<(TrialSpec, Child)> = Vec::new();
-    let mut started = 0;
+    let mut outcomes = Vec::new();
     let mut stop = false;
     loop {
         while !stop && running.len() < options.jobs {
@@ -139,8 +177,7 @@ fn in_children(
                 break;
             };
             events.trial_started(trial, i + 1, todo.len());
-            running.push((trial.clone(), spawn(plan, trial, options)?));
-            started += 1;
+            running.push((trial.clone(), spawn(plan, trial, stop_after, options)?));
         }
         if running.is_empty() {
             break;
@@ -156,12 +193,13 @@ fn in_children(
                 continue;
             };
             let (trial, _) = running.swap_remove(j);
-            let outcome = child_outcome(plan, &trial, status);
+            let outcome = child_outcome(plan, &trial, stop_after, status);
             refresh(plan)?;
             events.trial_finished(&trial, &outcome);
             if options.fail_fast && matches!(outcome, TrialOutcome::Failed(_)) {
                 stop = true;
             }
+            outcomes.push((trial, outcome));
         }
         if stop {
             // Stopped children leave their trials interrupted: the next sweep resumes them.
@@ -175,10 +213,15 @@ fn in_children(
         }
         std::thread::sleep(POLL);
     }
-    Ok((started, stop))
+    Ok((outcomes, stop))
 }
 
-fn spawn(plan: &SweepPlan, trial: &TrialSpec, options: &LocalOptions) -> Result<Child, OpError> {
+fn spawn(
+    plan: &SweepPlan,
+    trial: &TrialSpec,
+    stop_after: Option<u32>,
+    options: &LocalOptions,
+) -> Result<Child, OpError> {
     let log = log_path(&plan.dir, &trial.id);
     let file = std::fs::File::create(&log).map_err(GraphError::io("creating", &log))?;
     let err = file.try_clone().map_err(GraphError::io("creating", &log))?;
@@ -187,10 +230,11 @@ fn spawn(plan: &SweepPlan, trial: &TrialSpec, options: &LocalOptions) -> Result<
     if options.quiet_children {
         cmd.arg("--quiet");
     }
-    cmd.args(["sweep", "--trial", &plan.id, &trial.index.to_string()])
-        .stdin(Stdio::null())
-        .stdout(file)
-        .stderr(err);
+    cmd.args(["sweep", "--trial", &plan.id, &trial.index.to_string()]);
+    if let Some(epochs) = stop_after {
+        cmd.arg("--stop-after-epoch").arg(epochs.to_string());
+    }
+    cmd.stdin(Stdio::null()).stdout(file).stderr(err);
     Ok(cmd
         .spawn()
         .map_err(GraphError::io("starting", &options.exe))?)
@@ -205,11 +249,16 @@ pub fn log_path(sweep_dir: &Path, id: &str) -> PathBuf {
 fn child_outcome(
     plan: &SweepPlan,
     trial: &TrialSpec,
+    stop_after: Option<u32>,
     status: std::process::ExitStatus,
 ) -> TrialOutcome {
     match record::read_trial(&plan.dir, &trial.id) {
         Some(r) if r.state == TrialState::Ok => TrialOutcome::Ran(r),
         Some(r) if r.state == TrialState::Failed => TrialOutcome::Failed(r),
+        // An older record's pause (an earlier rung) is no outcome of this child.
+        Some(r) if r.state == TrialState::Paused && r.rung_epochs == stop_after => {
+            TrialOutcome::Paused(r)
+        }
         other => {
             let mut r = other.unwrap_or_else(|| TrialRecord::started(trial));
             r.finish_failed(&format!(

@@ -12,6 +12,7 @@
 //! its resolved config, and the sweep's id the hash of its trial ids, so expanding the
 //! same sweep twice lands in the same folder and re-running it only runs what is missing.
 
+mod halving;
 pub mod local;
 pub mod record;
 pub mod slurm;
@@ -22,10 +23,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::experiment::sweep::{Method, Point, Sweep};
+use crate::experiment::sweep::{Method, Point, Sweep, SweepProblem};
 use crate::experiment::{ConfigError, ConfigErrors, LoadOptions, Loaded, MonitorMode, Origin};
 use crate::graph::lock::KeyLock;
-use crate::graph::{CollectingReporter, Lookup, Manifest, Reporter, digest_value};
+use crate::graph::{CollectingReporter, GraphError, Lookup, Manifest, Reporter, digest_value};
 use crate::stages;
 
 use super::run::{RunOptions, run_prepared};
@@ -107,6 +108,11 @@ pub struct SweepPlan {
     pub monitor: String,
     /// Whether larger is better for it.
     pub monitor_max: bool,
+    /// `train.monitor` itself, as each epoch's metrics name it (successive halving's rungs
+    /// compare it).
+    pub monitor_key: String,
+    /// `train.epochs` (the last rung of successive halving).
+    pub epochs: u32,
     /// The trials, in expansion order.
     pub trials: Vec<TrialSpec>,
     /// How a random search drew its points (not kept in the sweep record).
@@ -174,6 +180,30 @@ pub fn expand(options: &SweepOptions) -> Result<SweepPlan, OpError> {
         excluded: expansion.excluded,
     });
     let points = expansion.points;
+    if let Some(h) = definition.early_stop {
+        let epochs = base.experiment.train.epochs;
+        let mut problems = Vec::new();
+        if h.min_epochs > epochs {
+            problems.push(SweepProblem {
+                key: "sweep.early_stop".into(),
+                message: format!(
+                    "min_epochs = {} is more than train.epochs = {epochs}: no trial could stop early",
+                    h.min_epochs
+                ),
+            });
+        }
+        if definition.axes.iter().any(|a| a.key == "train.epochs") {
+            problems.push(SweepProblem {
+                key: "sweep.early_stop".into(),
+                message: "the rungs need one train.epochs for every trial; it cannot be an axis \
+                          too"
+                .into(),
+            });
+        }
+        if !problems.is_empty() {
+            return Err(in_table(problems).into());
+        }
+    }
     let experiment = options
         .experiment
         .file
@@ -214,6 +244,8 @@ pub fn expand(options: &SweepOptions) -> Result<SweepPlan, OpError> {
         definition,
         monitor: format!("best_{}", t.monitor),
         monitor_max,
+        monitor_key: t.monitor.clone(),
+        epochs: t.epochs,
         trials,
         draws,
     })
@@ -270,19 +302,26 @@ pub enum TrialOutcome {
     AlreadyDone(TrialRecord),
     /// It failed; the record holds the error.
     Failed(TrialRecord),
+    /// It trained to the epoch budget it was given (a rung of successive halving), and
+    /// paused there.
+    Paused(TrialRecord),
 }
 
 impl TrialOutcome {
     /// The trial's record.
     pub fn record(&self) -> &TrialRecord {
         match self {
-            TrialOutcome::Ran(r) | TrialOutcome::AlreadyDone(r) | TrialOutcome::Failed(r) => r,
+            TrialOutcome::Ran(r)
+            | TrialOutcome::AlreadyDone(r)
+            | TrialOutcome::Failed(r)
+            | TrialOutcome::Paused(r) => r,
         }
     }
 }
 
 /// Runs one trial under its lock and records the result in its status file. A trial that
-/// another process is running is waited for; one already finished is not run again.
+/// another process is running is waited for; one already finished is not run again. With
+/// `stop_after`, training pauses after that epoch ([`TrialOutcome::Paused`]).
 ///
 /// # Errors
 /// Only when the sweep folder cannot be written; the trial's own failure is an
@@ -291,6 +330,7 @@ pub fn run_trial(
     sweep_dir: &Path,
     runs_dir: &Path,
     trial: &TrialSpec,
+    stop_after: Option<u32>,
     reporter: &dyn Reporter,
 ) -> Result<TrialOutcome, OpError> {
     let _lock = KeyLock::acquire(&record::lock_path(sweep_dir, &trial.id), |owner| {
@@ -306,8 +346,11 @@ pub fn run_trial(
     }
     let mut rec = TrialRecord::started(trial);
     rec.write(sweep_dir)?;
+    let budget = crate::stages::Budget {
+        train_epochs: stop_after,
+    };
     let result = (|| {
-        let prepared = Prepared::new(&trial.load_options(), runs_dir)?;
+        let prepared = Prepared::with_budget(&trial.load_options(), runs_dir, budget)?;
         let id = trial_id(&prepared.loaded);
         if id != trial.id {
             return Err(OpError::Usage(format!(
@@ -322,11 +365,16 @@ pub fn run_trial(
             until: None,
             force: Vec::new(),
             command: std::env::args().collect(),
-            budget: crate::stages::Budget::default(),
+            budget,
         };
         run_prepared(&prepared, &options, reporter)
     })();
     match result {
+        Err(OpError::Graph(GraphError::Paused { .. })) => {
+            rec.finish_paused(stop_after.unwrap_or_default());
+            rec.write(sweep_dir)?;
+            Ok(TrialOutcome::Paused(rec))
+        }
         Ok(report) => {
             rec.finish_ok(&report.run_dir, runs_dir, &report.manifest);
             rec.write(sweep_dir)?;

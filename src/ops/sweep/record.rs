@@ -51,6 +51,10 @@ pub enum TrialState {
     Ok,
     /// Failed; the record holds the error.
     Failed,
+    /// Trained to a rung of successive halving; the sweep decides whether it goes on.
+    Paused,
+    /// Not among the best at a rung of successive halving: it trains no further.
+    Stopped,
 }
 
 impl fmt::Display for TrialState {
@@ -61,6 +65,8 @@ impl fmt::Display for TrialState {
             TrialState::Interrupted => "interrupted",
             TrialState::Ok => "ok",
             TrialState::Failed => "failed",
+            TrialState::Paused => "paused",
+            TrialState::Stopped => "stopped",
         })
     }
 }
@@ -95,6 +101,12 @@ pub struct TrialRecord {
     /// Wall time in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_s: Option<f64>,
+    /// Successive halving: the epochs trained when it paused or stopped at a rung.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rung_epochs: Option<u32>,
+    /// Successive halving: `train.monitor` at that epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rung_value: Option<f64>,
     #[serde(skip)]
     started: Option<std::time::Instant>,
 }
@@ -114,6 +126,8 @@ impl TrialRecord {
             started_at: crate::ops::run::now(),
             finished_at: None,
             duration_s: None,
+            rung_epochs: None,
+            rung_value: None,
             started: Some(std::time::Instant::now()),
         }
     }
@@ -136,6 +150,13 @@ impl TrialRecord {
         self.metrics = run_metrics(manifest);
         self.error = None;
         self.finish(TrialState::Ok);
+    }
+
+    /// Marks the trial paused at a rung of `epochs`.
+    pub fn finish_paused(&mut self, epochs: u32) {
+        self.rung_epochs = Some(epochs);
+        self.error = None;
+        self.finish(TrialState::Paused);
     }
 
     /// Marks the trial failed.
@@ -271,6 +292,29 @@ impl TrialRow {
     pub fn metric(&self, metric: &str) -> Option<f64> {
         self.record.as_ref()?.metrics.get(metric).copied()
     }
+
+    /// How far it trained, for ranking: a finished trial all the way, one paused or stopped
+    /// at a rung of successive halving that rung's epochs, any other not at all.
+    pub fn depth(&self) -> u32 {
+        match self.state {
+            TrialState::Ok => u32::MAX,
+            TrialState::Paused | TrialState::Stopped => self
+                .record
+                .as_ref()
+                .and_then(|r| r.rung_epochs)
+                .unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    /// What it is ranked by among trials of its depth: the run's `monitor` when finished,
+    /// `train.monitor` at its rung when paused or stopped.
+    pub fn score(&self, monitor: &str) -> Option<f64> {
+        match self.state {
+            TrialState::Paused | TrialState::Stopped => self.record.as_ref()?.rung_value,
+            _ => self.metric(monitor),
+        }
+    }
 }
 
 /// Every trial's current state, in sweep order.
@@ -285,12 +329,13 @@ pub fn gather(plan: &SweepPlan) -> Vec<TrialRow> {
         .collect()
 }
 
-/// Trials ranked by the monitored metric, best first; those without it keep sweep order
-/// after the others.
+/// Trials ranked best first: those that trained further first (finished, then by the
+/// rung successive halving stopped them at), then by the monitored metric at that depth;
+/// those without it keep sweep order after the others of their depth.
 pub fn ranked<'a>(plan: &SweepPlan, rows: &'a [TrialRow]) -> Vec<&'a TrialRow> {
     let mut out: Vec<&TrialRow> = rows.iter().collect();
-    out.sort_by(
-        |a, b| match (a.metric(&plan.monitor), b.metric(&plan.monitor)) {
+    out.sort_by(|a, b| {
+        let by_score = match (a.score(&plan.monitor), b.score(&plan.monitor)) {
             (Some(x), Some(y)) => {
                 let o = x.total_cmp(&y);
                 if plan.monitor_max { o.reverse() } else { o }
@@ -298,8 +343,9 @@ pub fn ranked<'a>(plan: &SweepPlan, rows: &'a [TrialRow]) -> Vec<&'a TrialRow> {
             (Some(_), None) => std::cmp::Ordering::Less,
             (None, Some(_)) => std::cmp::Ordering::Greater,
             (None, None) => std::cmp::Ordering::Equal,
-        },
-    );
+        };
+        b.depth().cmp(&a.depth()).then(by_score)
+    });
     out
 }
 
@@ -352,8 +398,14 @@ pub fn read_plan(sweep_dir: &Path, runs_dir: &Path) -> Result<SweepPlan, GraphEr
         dir: sweep_dir.to_path_buf(),
         runs_dir: runs_dir.to_path_buf(),
         definition: head.definition,
+        monitor_key: head
+            .monitor
+            .strip_prefix("best_")
+            .unwrap_or(&head.monitor)
+            .to_owned(),
         monitor: head.monitor,
         monitor_max: head.mode == "max",
+        epochs: 0,
         trials: read_trials(sweep_dir)?,
         draws: None,
     })
@@ -391,6 +443,12 @@ pub fn write_summary(
                 }
                 if !rec.metrics.is_empty() {
                     t["metrics"] = json!(rec.metrics);
+                }
+                if let Some(epochs) = rec.rung_epochs {
+                    t["rung_epochs"] = json!(epochs);
+                }
+                if let Some(value) = rec.rung_value {
+                    t["rung_value"] = json!(value);
                 }
                 if let (TrialState::Failed, Some(e)) = (r.state, &rec.error) {
                     t["error"] = json!(e);
@@ -458,6 +516,10 @@ fn write_csv(plan: &SweepPlan, rows: &[TrialRow]) -> Result<(), GraphError> {
         .map(str::to_owned)
         .to_vec();
     header.extend(keys.iter().cloned());
+    let halving = plan.definition.early_stop.is_some();
+    if halving {
+        header.extend(["rung_epochs".to_owned(), "rung_value".to_owned()]);
+    }
     header.extend(metrics.iter().cloned());
     header.push("error".into());
     w.write_record(&header).map_err(encode)?;
@@ -474,6 +536,11 @@ fn write_csv(plan: &SweepPlan, rows: &[TrialRow]) -> Result<(), GraphError> {
             keys.iter()
                 .map(|k| r.spec.values.get(k).map(show_value).unwrap_or_default()),
         );
+        if halving {
+            let rung = |f: fn(&TrialRecord) -> Option<String>| rec.and_then(f).unwrap_or_default();
+            line.push(rung(|x| x.rung_epochs.map(|e| e.to_string())));
+            line.push(rung(|x| x.rung_value.map(|v| v.to_string())));
+        }
         line.extend(
             metrics
                 .iter()
