@@ -6,10 +6,9 @@ use anyhow::{Context, Result};
 use comfy_table::{Table, presets::NOTHING};
 
 use crate::experiment::LoadOptions;
-use crate::ops::OpError;
 use crate::ops::sweep::local::{LocalOptions, SweepEvents, run_local};
 use crate::ops::sweep::record::{TrialRow, TrialState, ranked};
-use crate::ops::sweep::slurm::{SlurmOptions, status, submit};
+use crate::ops::sweep::slurm::{SlurmOptions, next_rung, status, submit};
 use crate::ops::sweep::{
     SweepOptions, SweepPlan, TrialOutcome, TrialSpec, dry_run, expand, find_sweep, record,
     run_trial,
@@ -40,14 +39,15 @@ crossed with the drawn trials.
 
 Successive halving: early_stop = { kind = \"halving\", min_epochs = 1, reduction = 3 }
 trains every trial to min_epochs, then only the best third (by train.monitor) on to
-3 × min_epochs, and so on up to train.epochs; the rest stop, resumable (local only).
+3 × min_epochs, and so on up to train.epochs; the rest stop, resumable. On Slurm, one
+array job per rung.
 
 Exit status: 0 every trial finished, 1 a trial failed, 2 bad configuration or arguments.")]
 pub struct Args {
     /// Experiment file (TOML) with a [sweep] table, or use --grid.
     #[arg(
         value_name = "EXPERIMENT",
-        required_unless_present_any = ["trial", "status"]
+        required_unless_present_any = ["trial", "status", "next_rung"]
     )]
     file: Option<PathBuf>,
     /// Override a value in every trial, e.g. `--set train.epochs=4` (repeatable).
@@ -110,6 +110,10 @@ pub struct Args {
     /// halving; the sweep passes it to its tasks).
     #[arg(long, value_name = "N", requires = "trial", hide = true)]
     stop_after_epoch: Option<u32>,
+    /// Close rung K of a halving sweep on Slurm and submit the next (what the sweep's
+    /// `halving.sbatch` job runs).
+    #[arg(long, num_args = 2, value_names = ["SWEEP_ID", "K"], hide = true, conflicts_with_all = ["file", "status", "dry_run", "trial"])]
+    next_rung: Vec<String>,
     /// Show a sweep's trials with their state, Slurm's view of its tasks, and the ranking;
     /// refreshes sweep.toml and summary.csv.
     #[arg(long, value_name = "SWEEP_ID", conflicts_with_all = ["file", "dry_run"])]
@@ -127,6 +131,9 @@ enum Executor {
 pub fn run(args: Args, ctx: &Ctx) -> Result<ExitStatus> {
     if let [id, index] = &args.trial[..] {
         return one_trial(id, index, args.stop_after_epoch, ctx);
+    }
+    if let [id, rung] = &args.next_rung[..] {
+        return close_rung(id, rung, ctx);
     }
     if let Some(id) = &args.status {
         return show_status(id, ctx);
@@ -151,12 +158,6 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<ExitStatus> {
     }
     let exe = std::env::current_exe().context("finding the geoexp binary for trial tasks")?;
     match args.executor {
-        Executor::Slurm if plan.definition.early_stop.is_some() => Err(OpError::Usage(
-            "sweep.early_stop (successive halving) runs with --executor local for now: its \
-             rungs are not yet submitted as Slurm array jobs"
-                .into(),
-        )
-        .into()),
         Executor::Slurm => {
             let report = submit(
                 &plan,
@@ -298,6 +299,26 @@ fn one_trial(id: &str, index: &str, stop_after: Option<u32>, ctx: &Ctx) -> Resul
             Ok(ExitStatus::Failure)
         }
     }
+}
+
+fn close_rung(id: &str, rung: &str, ctx: &Ctx) -> Result<ExitStatus> {
+    let runs_dir = &ctx.global.runs_dir;
+    let dir = find_sweep(runs_dir, id)?;
+    let rung: usize = rung
+        .parse()
+        .with_context(|| format!("--next-rung {id} {rung}: the rung is a number from 1"))?;
+    let report = next_rung(&dir, runs_dir, rung)?;
+    let (k, epochs) = report.rung;
+    ctx.reporter.line(&format!(
+        "rung {k} (epoch {epochs}): {} go on, {} stop{}",
+        report.promoted,
+        report.stopped,
+        report
+            .next_job
+            .map(|j| format!("; submitted job {j} for rung {}", k + 1))
+            .unwrap_or_default()
+    ));
+    Ok(ExitStatus::Success)
 }
 
 fn show_status(id: &str, ctx: &Ctx) -> Result<ExitStatus> {

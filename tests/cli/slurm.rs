@@ -92,3 +92,74 @@ fn a_two_by_two_sweep_runs_as_a_slurm_array_job_sharing_stages() {
         again.stdout
     );
 }
+
+#[test]
+fn a_halving_sweep_runs_one_slurm_array_per_rung_with_the_local_promotions() {
+    if let Some(why) = slurm_unavailable() {
+        eprintln!(
+            "SKIPPED slurm halving test: {why}; run scripts/slurm-local.sh start to enable it"
+        );
+        return;
+    }
+    let env = TestEnv::new();
+    env.write("exp.toml", &synthetic_experiment(60, crate::sweep::HALVING));
+    let set = ["--set", "train.epochs=4"];
+    env.run(&["sweep", "exp.toml", set[0], set[1], "--runs-dir", "local"])
+        .expect(0);
+    let out = env
+        .run(&[
+            "sweep",
+            "exp.toml",
+            set[0],
+            set[1],
+            "--executor",
+            "slurm",
+            "--jobs",
+            "3",
+        ])
+        .expect(0);
+    assert!(out.stdout.contains("submitted job"), "{}", out.stdout);
+    let id = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("sweep "))
+        .and_then(|l| l.split(':').next())
+        .unwrap()
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let status = env.run(&["sweep", "--status", &id]);
+        if status.stdout.contains("9 trials: 1 ok, 8 stopped") {
+            break;
+        }
+        assert!(
+            !status.stdout.contains("failed"),
+            "a task failed:\n{}\n{}",
+            status.stdout,
+            status.stderr
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the rungs did not finish in time:\n{}\n{}",
+            status.stdout,
+            status.stderr
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let sweep = env.path().join("runs/sweeps").join(&id);
+    // Three arrays (9, 3 and 1 tasks) and two rung-closing jobs.
+    let outputs: Vec<String> = std::fs::read_dir(sweep.join("slurm"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(outputs.len(), 9 + 3 + 1 + 2, "{outputs:?}");
+    assert_eq!(
+        outputs.iter().filter(|o| o.starts_with("rung_")).count(),
+        2,
+        "{outputs:?}"
+    );
+    assert_eq!(
+        crate::sweep::summary(&env, "runs"),
+        crate::sweep::summary(&env, "local")
+    );
+}

@@ -539,11 +539,11 @@ fn random_search_settings_that_do_not_fit_stop_before_anything_runs() {
     assert!(!env.path().join("runs").exists());
 }
 
-const HALVING: &str = "[sweep]\nmethod = \"random\"\ntrials = 9\nseed = 4\n\"train.lr\" = \"loguniform(1e-4, 1e-1)\"\nearly_stop = { kind = \"halving\", min_epochs = 1, reduction = 3 }\n";
+pub const HALVING: &str = "[sweep]\nmethod = \"random\"\ntrials = 9\nseed = 4\n\"train.lr\" = \"loguniform(1e-4, 1e-1)\"\nearly_stop = { kind = \"halving\", min_epochs = 1, reduction = 3 }\n";
 
 /// `summary.csv` without its wall-time-free but run-specific columns: what two runs of the
 /// same sweep must agree on.
-fn summary(env: &TestEnv, runs: &str) -> String {
+pub fn summary(env: &TestEnv, runs: &str) -> String {
     let dir = fs::read_dir(env.path().join(runs).join("sweeps"))
         .unwrap()
         .next()
@@ -724,6 +724,9 @@ fn halving_settings_that_do_not_fit_stop_before_anything_runs() {
             "[sweep]\n\"train.lr\" = [1e-3, 3e-4]\nearly_stop = { kind = \"halving\" }\n",
         ),
     );
+    assert!(!env.path().join("runs/t").exists());
+
+    // On Slurm, each rung's array is followed by a job that closes the rung.
     let out = env
         .run(&[
             "sweep",
@@ -734,13 +737,15 @@ fn halving_settings_that_do_not_fit_stop_before_anything_runs() {
             "slurm",
             "--no-submit",
         ])
-        .expect(2);
+        .expect(0);
+    let script = fs::read_to_string(sweep_dir(&env).join("halving.sbatch")).unwrap();
     assert!(
-        out.stderr.contains("--executor local for now"),
-        "{}",
-        out.stderr
+        script.contains("sweep --next-rung"),
+        "{}\n{script}",
+        out.stdout
     );
-    assert!(!env.path().join("runs/t").exists());
+    let trials = fs::read_to_string(sweep_dir(&env).join("sweep.sbatch")).unwrap();
+    assert!(trials.contains("--stop-after-epoch"), "{trials}");
 }
 
 #[test]

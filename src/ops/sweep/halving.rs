@@ -70,20 +70,14 @@ pub fn run_halving(
             .filter(|(_, o)| matches!(o, TrialOutcome::Failed(_)))
             .map(|(t, _)| t.id.as_str())
             .collect();
-        let scored: Vec<(TrialSpec, Option<f64>)> = live
+        let reached: Vec<TrialSpec> = live
             .iter()
             .filter(|t| !failed.contains(t.id.as_str()))
-            .map(|t| (t.clone(), value_at(plan, t, epochs)))
+            .cloned()
             .collect();
-        let (promoted, stopped) = promote(scored, halving.keep(live.len()), plan.monitor_max);
-        for (t, value) in &stopped {
-            record_rung(plan, t, epochs, *value, TrialState::Stopped)?;
-        }
-        for (t, value) in &promoted {
-            record_rung(plan, t, epochs, *value, TrialState::Paused)?;
-        }
+        let (promoted, stopped) = close_rung(plan, halving, epochs, &reached)?;
         refresh(plan)?;
-        events.rung_finished(k + 1, epochs, &promoted, stopped.len());
+        events.rung_finished(k + 1, epochs, &promoted, stopped);
         live = promoted.into_iter().map(|(t, _)| t).collect();
     }
     let rows = record::gather(plan);
@@ -95,6 +89,34 @@ pub fn run_halving(
         skipped_failed,
         stopped_early,
     })
+}
+
+/// Ends the rung at `epochs` for the trials that `reached` it: the best `⌈n /
+/// reduction⌉` go on (recorded paused there), the rest are recorded stopped. Returns those
+/// that go on, with their values, and how many stopped.
+///
+/// # Errors
+/// When a status file cannot be written.
+#[allow(clippy::type_complexity)]
+pub fn close_rung(
+    plan: &SweepPlan,
+    halving: Halving,
+    epochs: u32,
+    reached: &[TrialSpec],
+) -> Result<(Vec<(TrialSpec, Option<f64>)>, usize), OpError> {
+    let scored: Vec<(TrialSpec, Option<f64>)> = reached
+        .iter()
+        .map(|t| (t.clone(), value_at(plan, t, epochs)))
+        .collect();
+    let keep = halving.keep(scored.len());
+    let (promoted, stopped) = promote(scored, keep, plan.monitor_max);
+    for (t, value) in &stopped {
+        record_rung(plan, t, epochs, *value, TrialState::Stopped)?;
+    }
+    for (t, value) in &promoted {
+        record_rung(plan, t, epochs, *value, TrialState::Paused)?;
+    }
+    Ok((promoted, stopped.len()))
 }
 
 /// The best `keep` trials by value (ties and missing values: by trial id, missing last),

@@ -223,7 +223,12 @@ fn spawn(
     options: &LocalOptions,
 ) -> Result<Child, OpError> {
     let log = log_path(&plan.dir, &trial.id);
-    let file = std::fs::File::create(&log).map_err(GraphError::io("creating", &log))?;
+    // Appended to: a trial of successive halving runs once per rung, and its log keeps all.
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .map_err(GraphError::io("creating", &log))?;
     let err = file.try_clone().map_err(GraphError::io("creating", &log))?;
     let mut cmd = Command::new(&options.exe);
     cmd.arg("--runs-dir").arg(&plan.runs_dir);

@@ -362,6 +362,12 @@ pub struct SlurmRecord {
     /// When it was submitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub submitted_at: Option<String>,
+    /// Successive halving: the rung (from 1) this array job trains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rung: Option<usize>,
+    /// The array's concurrency limit (`--jobs`), kept for the later rungs' arrays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel: Option<usize>,
 }
 
 /// The head of `sweep.toml`, as [`write_summary`] writes it.
@@ -372,6 +378,8 @@ struct SweepHead {
     definition: crate::experiment::sweep::Sweep,
     monitor: String,
     mode: String,
+    #[serde(default)]
+    epochs: u32,
 }
 
 /// Reads a sweep back from its folder (`sweep.toml` and `trials.jsonl`), for `--status`.
@@ -405,7 +413,7 @@ pub fn read_plan(sweep_dir: &Path, runs_dir: &Path) -> Result<SweepPlan, GraphEr
             .to_owned(),
         monitor: head.monitor,
         monitor_max: head.mode == "max",
-        epochs: 0,
+        epochs: head.epochs,
         trials: read_trials(sweep_dir)?,
         draws: None,
     })
@@ -472,6 +480,7 @@ pub fn write_summary(
             "keys": keys,
             "monitor": plan.monitor,
             "mode": if plan.monitor_max { "max" } else { "min" },
+            "epochs": plan.epochs,
             "best": best,
             "counts": counts(rows),
         },

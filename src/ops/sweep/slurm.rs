@@ -6,6 +6,11 @@
 //! `flock` often does not). Only trials still to run are in the array. `--status` reads
 //! the trials' status files, which are the truth about results, and asks `squeue` and
 //! `sacct` about tasks that have none yet.
+//!
+//! Successive halving runs one array job per rung: each rung's array is followed by a
+//! one-task job (`halving.sbatch`, `--dependency=afterany` on the array) that closes the
+//! rung (`geoexp sweep --next-rung`: the same promotions as on one machine) and submits the
+//! next rung's array with its own follower. The submitting process does not wait.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -14,11 +19,13 @@ use std::process::Command;
 
 use crate::graph::{GraphError, write_atomic};
 
-use super::record::{self, SlurmRecord};
+use super::record::{self, SlurmRecord, TrialState};
 use super::{OpError, SweepPlan};
 
 /// The batch script's name in the sweep folder.
 pub const SCRIPT_FILE: &str = "sweep.sbatch";
+/// The script that closes a rung of successive halving and submits the next.
+pub const HALVING_SCRIPT_FILE: &str = "halving.sbatch";
 /// Task output folder in the sweep folder.
 pub const SLURM_LOGS_DIR: &str = "slurm";
 
@@ -96,17 +103,26 @@ pub fn submit(plan: &SweepPlan, options: &SlurmOptions) -> Result<SlurmReport, O
     let script_path = plan.dir.join(SCRIPT_FILE);
     let script = script(plan, options, &array, &logs);
     write_atomic(&script_path, script.as_bytes())?;
+    let rungs = plan.definition.early_stop.map(|h| h.rungs(plan.epochs));
+    if rungs.is_some() {
+        let path = plan.dir.join(HALVING_SCRIPT_FILE);
+        write_atomic(&path, halving_script(plan, options, &logs).as_bytes())?;
+    }
     let mut rec = SlurmRecord {
         job_id: None,
         array: array.clone(),
         script: absolute(&script_path).display().to_string(),
         submitted_at: None,
+        rung: rungs.as_ref().map(|_| 1),
+        max_parallel: options.max_parallel,
     };
     if !todo.is_empty() && !options.no_submit {
-        let out = run_command("sbatch", &["--parsable".into(), rec.script.clone()])?;
-        // `--parsable` prints `jobid` or `jobid;cluster`.
-        let id = out.trim().split(';').next().unwrap_or_default().to_owned();
-        rec.job_id = Some(id);
+        let first = rungs.as_deref().filter(|r| r.len() > 1).map(|r| r[0]);
+        let job = submit_rung(&plan.dir, &array, first)?;
+        if first.is_some() {
+            submit_follower(&plan.dir, &job, 1)?;
+        }
+        rec.job_id = Some(job);
         rec.submitted_at = Some(crate::ops::run::now());
     }
     let rows = record::gather(plan);
@@ -116,6 +132,113 @@ pub fn submit(plan: &SweepPlan, options: &SlurmOptions) -> Result<SlurmReport, O
         submitted: todo.len(),
         already_done,
         skipped_failed: failed.len(),
+    })
+}
+
+/// Submits the trial array `array` (an sbatch `--array` spec) of the sweep in `dir`,
+/// pausing its trainings after epoch `stop_after`; returns the job id.
+fn submit_rung(dir: &Path, array: &str, stop_after: Option<u32>) -> Result<String, SlurmError> {
+    let mut args = vec![
+        "--parsable".to_owned(),
+        format!("--array={array}"),
+        absolute(&dir.join(SCRIPT_FILE)).display().to_string(),
+    ];
+    args.extend(stop_after.map(|e| e.to_string()));
+    let out = run_command("sbatch", &args)?;
+    // `--parsable` prints `jobid` or `jobid;cluster`.
+    Ok(out.trim().split(';').next().unwrap_or_default().to_owned())
+}
+
+/// Submits the job that closes rung `rung` once job `after` has ended.
+fn submit_follower(dir: &Path, after: &str, rung: usize) -> Result<String, SlurmError> {
+    let out = run_command(
+        "sbatch",
+        &[
+            "--parsable".to_owned(),
+            format!("--dependency=afterany:{after}"),
+            absolute(&dir.join(HALVING_SCRIPT_FILE))
+                .display()
+                .to_string(),
+            rung.to_string(),
+        ],
+    )?;
+    Ok(out.trim().split(';').next().unwrap_or_default().to_owned())
+}
+
+/// What closing a rung on Slurm did.
+#[derive(Debug)]
+pub struct RungReport {
+    /// The rung closed (from 1) and its epochs.
+    pub rung: (usize, u32),
+    /// Trials that go on.
+    pub promoted: usize,
+    /// Trials stopped.
+    pub stopped: usize,
+    /// The next rung's array job, if one was submitted.
+    pub next_job: Option<String>,
+}
+
+/// Closes rung `rung` of a halving sweep submitted to Slurm (what `halving.sbatch` runs):
+/// the same promotions as on one machine, then the next rung's array and its follower.
+///
+/// # Errors
+/// When the sweep is not a halving one, the rung does not exist, files cannot be written
+/// or `sbatch` fails.
+pub fn next_rung(sweep_dir: &Path, runs_dir: &Path, rung: usize) -> Result<RungReport, OpError> {
+    let plan = record::read_plan(sweep_dir, runs_dir)?;
+    let Some(halving) = plan.definition.early_stop else {
+        return Err(OpError::Usage(format!(
+            "sweep {} has no sweep.early_stop: there are no rungs to close",
+            plan.id
+        )));
+    };
+    let rungs = halving.rungs(plan.epochs);
+    let Some(&epochs) = rung.checked_sub(1).and_then(|i| rungs.get(i)) else {
+        return Err(OpError::Usage(format!(
+            "sweep {} has rungs 1 to {}; there is no rung {rung}",
+            plan.id,
+            rungs.len()
+        )));
+    };
+    let reached: Vec<super::TrialSpec> = record::gather(&plan)
+        .into_iter()
+        .filter(|r| {
+            r.state == TrialState::Ok
+                || (r.state == TrialState::Paused
+                    && r.record.as_ref().and_then(|x| x.rung_epochs) == Some(epochs))
+        })
+        .map(|r| r.spec)
+        .collect();
+    let (promoted, stopped) = super::halving::close_rung(&plan, halving, epochs, &reached)?;
+    let mut rec = record::read_slurm(sweep_dir).unwrap_or_default();
+    let mut next_job = None;
+    if let Some(&next) = rungs.get(rung) {
+        let indices: Vec<usize> = promoted
+            .iter()
+            .filter(|(t, _)| record::state_of(sweep_dir, runs_dir, &t.id) != TrialState::Ok)
+            .map(|(t, _)| t.index)
+            .collect();
+        if !indices.is_empty() {
+            let last = rung + 1 == rungs.len();
+            let array = array_spec(&indices, rec.max_parallel);
+            let job = submit_rung(sweep_dir, &array, (!last).then_some(next))?;
+            if !last {
+                submit_follower(sweep_dir, &job, rung + 1)?;
+            }
+            rec.array = array;
+            rec.job_id = Some(job.clone());
+            rec.rung = Some(rung + 1);
+            rec.submitted_at = Some(crate::ops::run::now());
+            next_job = Some(job);
+        }
+    }
+    let rows = record::gather(&plan);
+    record::write_summary(&plan, &rows, Some(&rec))?;
+    Ok(RungReport {
+        rung: (rung, epochs),
+        promoted: promoted.len(),
+        stopped,
+        next_job,
     })
 }
 
@@ -178,9 +301,49 @@ fn script(plan: &SweepPlan, options: &SlurmOptions, array: &str, logs: &Path) ->
          # Each task runs one trial; a task that finds its trial done exits at once.\n\
          set -euo pipefail\n\
          cd {cwd}\n\
-         exec {exe} --runs-dir {runs} sweep --trial {id} \"$SLURM_ARRAY_TASK_ID\"\n",
+         # A rung of successive halving passes the epoch to pause after as the argument.\n\
+         exec {exe} --runs-dir {runs} sweep --trial {id} \"$SLURM_ARRAY_TASK_ID\" \
+         ${{1:+--stop-after-epoch \"$1\"}}\n",
         id = plan.id,
         n = plan.trials.len(),
+        cwd = shell_quote(&cwd.display().to_string()),
+        exe = shell_quote(&options.exe.display().to_string()),
+        runs = shell_quote(&absolute(&plan.runs_dir).display().to_string()),
+    );
+    s
+}
+
+/// The one-task job that closes a rung (its number the argument) and submits the next.
+fn halving_script(plan: &SweepPlan, options: &SlurmOptions, logs: &Path) -> String {
+    let mut s = String::from("#!/bin/bash\n");
+    let mut line = |l: String| {
+        s.push_str("#SBATCH ");
+        s.push_str(&l);
+        s.push('\n');
+    };
+    line(format!("--job-name=geoexp-{}-{}-rungs", plan.name, plan.id));
+    line(format!("--output={}/rung_%j.out", logs.display()));
+    line("--ntasks=1".into());
+    if let Some(p) = &options.partition {
+        line(format!("--partition={p}"));
+    }
+    if let Some(t) = &options.time {
+        line(format!("--time={t}"));
+    }
+    for extra in &options.extra {
+        let extra = extra.trim();
+        let extra = extra.strip_prefix("#SBATCH").unwrap_or(extra).trim();
+        line(extra.to_owned());
+    }
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let _ = write!(
+        s,
+        "\n# Written by geoexp for sweep {id}: closes a rung of successive halving once its \
+         array has ended,\n# then submits the next rung's array and this script again.\n\
+         set -euo pipefail\n\
+         cd {cwd}\n\
+         exec {exe} --runs-dir {runs} sweep --next-rung {id} \"$1\"\n",
+        id = plan.id,
         cwd = shell_quote(&cwd.display().to_string()),
         exe = shell_quote(&options.exe.display().to_string()),
         runs = shell_quote(&absolute(&plan.runs_dir).display().to_string()),
