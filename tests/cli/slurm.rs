@@ -30,6 +30,41 @@ fn slurm_unavailable() -> Option<String> {
     (!usable).then(|| format!("no usable Slurm node (sinfo: {})", states.trim()))
 }
 
+/// The sweep id a submission printed, once it says it submitted a job.
+fn submitted_sweep(stdout: &str) -> String {
+    assert!(stdout.contains("submitted job"), "{stdout}");
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("sweep "))
+        .and_then(|l| l.split(':').next())
+        .unwrap()
+        .to_owned()
+}
+
+/// Polls `sweep --status` until it says `done`; fails on a failed task or after ten minutes.
+fn wait_for_status(env: &TestEnv, id: &str, done: &str) -> crate::common::Run {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let status = env.run(&["sweep", "--status", id]);
+        if status.stdout.contains(done) {
+            return status;
+        }
+        assert!(
+            !status.stdout.contains("failed"),
+            "a task failed:\n{}\n{}",
+            status.stdout,
+            status.stderr
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the sweep did not finish in time:\n{}\n{}",
+            status.stdout,
+            status.stderr
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 #[test]
 fn a_two_by_two_sweep_runs_as_a_slurm_array_job_sharing_stages() {
     if let Some(why) = slurm_unavailable() {
@@ -43,35 +78,8 @@ fn a_two_by_two_sweep_runs_as_a_slurm_array_job_sharing_stages() {
     let out = env
         .run(&["sweep", "exp.toml", "--executor", "slurm", "--jobs", "2"])
         .expect(0);
-    assert!(out.stdout.contains("submitted job"), "{}", out.stdout);
-    let id = out
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("sweep "))
-        .and_then(|l| l.split(':').next())
-        .unwrap()
-        .to_owned();
-
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let status = loop {
-        let status = env.run(&["sweep", "--status", &id]);
-        if status.stdout.contains("4 trials: 4 ok") {
-            break status;
-        }
-        assert!(
-            !status.stdout.contains("failed"),
-            "a task failed:\n{}\n{}",
-            status.stdout,
-            status.stderr
-        );
-        assert!(
-            Instant::now() < deadline,
-            "the array job did not finish in time:\n{}\n{}",
-            status.stdout,
-            status.stderr
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let id = submitted_sweep(&out.stdout);
+    let status = wait_for_status(&env, &id, "4 trials: 4 ok");
     assert!(status.stdout.contains("slurm job"), "{}", status.stdout);
     let sweep = env.path().join("runs/sweeps").join(&id);
     let outputs = std::fs::read_dir(sweep.join("slurm")).unwrap().count();
@@ -118,34 +126,8 @@ fn a_halving_sweep_runs_one_slurm_array_per_rung_with_the_local_promotions() {
             "3",
         ])
         .expect(0);
-    assert!(out.stdout.contains("submitted job"), "{}", out.stdout);
-    let id = out
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("sweep "))
-        .and_then(|l| l.split(':').next())
-        .unwrap()
-        .to_owned();
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let status = env.run(&["sweep", "--status", &id]);
-        if status.stdout.contains("9 trials: 1 ok, 8 stopped") {
-            break;
-        }
-        assert!(
-            !status.stdout.contains("failed"),
-            "a task failed:\n{}\n{}",
-            status.stdout,
-            status.stderr
-        );
-        assert!(
-            Instant::now() < deadline,
-            "the rungs did not finish in time:\n{}\n{}",
-            status.stdout,
-            status.stderr
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let id = submitted_sweep(&out.stdout);
+    wait_for_status(&env, &id, "9 trials: 1 ok, 8 stopped");
     let sweep = env.path().join("runs/sweeps").join(&id);
     // Three arrays (9, 3 and 1 tasks) and two rung-closing jobs.
     let outputs: Vec<String> = std::fs::read_dir(sweep.join("slurm"))

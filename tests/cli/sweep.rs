@@ -216,6 +216,23 @@ fn concurrent_sweeps_with_jobs_compute_each_shared_stage_once() {
     assert!(logs >= 4, "one log per trial child, got {logs}");
 }
 
+/// How many trials of the runs directory's sweeps have `state` in their status file.
+fn trials_in_state(env: &TestEnv, state: &str) -> usize {
+    fs::read_dir(env.path().join("runs/sweeps"))
+        .into_iter()
+        .flatten()
+        .flat_map(|d| {
+            fs::read_dir(d.unwrap().path().join("trials"))
+                .into_iter()
+                .flatten()
+        })
+        .filter(|f| {
+            fs::read_to_string(f.as_ref().unwrap().path())
+                .is_ok_and(|t| t.contains(&format!("state = \"{state}\"")))
+        })
+        .count()
+}
+
 #[test]
 fn a_sweep_killed_midway_resumes_only_what_is_missing() {
     let env = TestEnv::new();
@@ -230,19 +247,7 @@ fn a_sweep_killed_midway_resumes_only_what_is_missing() {
     // Kill it once the first trial is recorded and the second is training.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let done = fs::read_dir(env.path().join("runs/sweeps"))
-            .into_iter()
-            .flatten()
-            .flat_map(|d| {
-                fs::read_dir(d.unwrap().path().join("trials"))
-                    .into_iter()
-                    .flatten()
-            })
-            .filter(|f| {
-                fs::read_to_string(f.as_ref().unwrap().path())
-                    .is_ok_and(|t| t.contains("state = \"ok\""))
-            })
-            .count();
+        let done = trials_in_state(&env, "ok");
         let training = fs::read_dir(env.path().join("runs/.cache/train/.work"))
             .is_ok_and(|mut d| d.next().is_some());
         if done >= 1 && training {
@@ -765,19 +770,7 @@ fn a_halving_sweep_killed_in_a_rung_resumes_to_the_same_promotions() {
     // Kill it once three trials have reached the first rung.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let paused = fs::read_dir(env.path().join("runs/sweeps"))
-            .into_iter()
-            .flatten()
-            .flat_map(|d| {
-                fs::read_dir(d.unwrap().path().join("trials"))
-                    .into_iter()
-                    .flatten()
-            })
-            .filter(|f| {
-                fs::read_to_string(f.as_ref().unwrap().path())
-                    .is_ok_and(|t| t.contains("state = \"paused\""))
-            })
-            .count();
+        let paused = trials_in_state(&env, "paused");
         if paused >= 3 {
             break;
         }

@@ -80,15 +80,7 @@ pub fn run_halving(
         events.rung_finished(k + 1, epochs, &promoted, stopped);
         live = promoted.into_iter().map(|(t, _)| t).collect();
     }
-    let rows = record::gather(plan);
-    record::write_summary(plan, &rows, None)?;
-    Ok(LocalReport {
-        rows,
-        ran,
-        already_done,
-        skipped_failed,
-        stopped_early,
-    })
+    LocalReport::written(plan, ran, already_done, skipped_failed, stopped_early)
 }
 
 /// Ends the rung at `epochs` for the trials that `reached` it: the best `⌈n /

@@ -95,16 +95,36 @@ pub fn run_local(
     }
     let (todo, already_done, skipped_failed) = select(plan, options.rerun_failed);
     let (outcomes, stopped_early) = run_each(plan, &todo, None, options, reporter, events)?;
-    let ran = outcomes.len();
-    let rows = record::gather(plan);
-    record::write_summary(plan, &rows, record::read_slurm(&plan.dir).as_ref())?;
-    Ok(LocalReport {
-        rows,
-        ran,
+    LocalReport::written(
+        plan,
+        outcomes.len(),
         already_done,
         skipped_failed,
         stopped_early,
-    })
+    )
+}
+
+impl LocalReport {
+    /// Writes the sweep record and reports every trial's state with these counts.
+    ///
+    /// # Errors
+    /// When the sweep record cannot be written.
+    pub(super) fn written(
+        plan: &SweepPlan,
+        ran: usize,
+        already_done: usize,
+        skipped_failed: Vec<TrialSpec>,
+        stopped_early: bool,
+    ) -> Result<LocalReport, OpError> {
+        refresh(plan)?;
+        Ok(LocalReport {
+            rows: record::gather(plan),
+            ran,
+            already_done,
+            skipped_failed,
+            stopped_early,
+        })
+    }
 }
 
 /// Runs `todo` (pausing each after epoch `stop_after`, if set), in this process or as

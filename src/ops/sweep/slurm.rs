@@ -277,23 +277,13 @@ fn script(plan: &SweepPlan, options: &SlurmOptions, array: &str, logs: &Path) ->
     line(format!("--job-name=geoexp-{}-{}", plan.name, plan.id));
     line(format!("--array={array}"));
     line(format!("--output={}/%A_%a.out", logs.display()));
-    if let Some(p) = &options.partition {
-        line(format!("--partition={p}"));
-    }
-    if let Some(t) = &options.time {
-        line(format!("--time={t}"));
-    }
     if let Some(g) = options.gpus_per_task {
         line(format!("--gpus-per-task={g}"));
     }
     if let Some(c) = options.cpus_per_task {
         line(format!("--cpus-per-task={c}"));
     }
-    for extra in &options.extra {
-        let extra = extra.trim();
-        let extra = extra.strip_prefix("#SBATCH").unwrap_or(extra).trim();
-        line(extra.to_owned());
-    }
+    queue_lines(options).into_iter().for_each(line);
     let cwd = std::env::current_dir().unwrap_or_default();
     let _ = write!(
         s,
@@ -324,17 +314,7 @@ fn halving_script(plan: &SweepPlan, options: &SlurmOptions, logs: &Path) -> Stri
     line(format!("--job-name=geoexp-{}-{}-rungs", plan.name, plan.id));
     line(format!("--output={}/rung_%j.out", logs.display()));
     line("--ntasks=1".into());
-    if let Some(p) = &options.partition {
-        line(format!("--partition={p}"));
-    }
-    if let Some(t) = &options.time {
-        line(format!("--time={t}"));
-    }
-    for extra in &options.extra {
-        let extra = extra.trim();
-        let extra = extra.strip_prefix("#SBATCH").unwrap_or(extra).trim();
-        line(extra.to_owned());
-    }
+    queue_lines(options).into_iter().for_each(line);
     let cwd = std::env::current_dir().unwrap_or_default();
     let _ = write!(
         s,
@@ -349,6 +329,29 @@ fn halving_script(plan: &SweepPlan, options: &SlurmOptions, logs: &Path) -> Stri
         runs = shell_quote(&absolute(&plan.runs_dir).display().to_string()),
     );
     s
+}
+
+/// The `#SBATCH` options every job of the sweep takes: partition, time, and the extra
+/// lines (an account, memory).
+fn queue_lines(options: &SlurmOptions) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(p) = &options.partition {
+        lines.push(format!("--partition={p}"));
+    }
+    if let Some(t) = &options.time {
+        lines.push(format!("--time={t}"));
+    }
+    for extra in &options.extra {
+        let extra = extra.trim();
+        lines.push(
+            extra
+                .strip_prefix("#SBATCH")
+                .unwrap_or(extra)
+                .trim()
+                .to_owned(),
+        );
+    }
+    lines
 }
 
 fn shell_quote(s: &str) -> String {
