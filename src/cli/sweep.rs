@@ -351,6 +351,10 @@ fn show_status(id: &str, ctx: &Ctx) -> Result<ExitStatus> {
     if report.slurm.is_some() {
         header.push("slurm".into());
     }
+    let halving = plan.definition.early_stop.is_some();
+    if halving {
+        header.push("epochs".into());
+    }
     header.extend(plan.keys());
     header.push(plan.monitor.clone());
     header.push("run / error".into());
@@ -369,6 +373,9 @@ fn show_status(id: &str, ctx: &Ctx) -> Result<ExitStatus> {
                     .cloned()
                     .unwrap_or_else(|| "-".into()),
             );
+        }
+        if halving {
+            row.push(depth(r));
         }
         row.extend(values(&r.spec, &plan.keys()));
         row.push(
@@ -455,6 +462,15 @@ fn show_dry_run(plan: &SweepPlan, ctx: &Ctx) -> Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
+/// How far a trial of successive halving trained: `all`, a rung's epochs, or `-`.
+fn depth(r: &TrialRow) -> String {
+    match r.depth() {
+        u32::MAX => "all".to_owned(),
+        0 => "-".to_owned(),
+        n => n.to_string(),
+    }
+}
+
 /// `1 trial`, `3 trials`.
 fn trials(n: usize) -> String {
     format!("{n} trial{}", if n == 1 { "" } else { "s" })
@@ -509,11 +525,7 @@ fn print_summary(plan: &SweepPlan, rows: &[TrialRow], ctx: &Ctx) {
             r.state.to_string(),
         ];
         if halving {
-            row.push(match r.depth() {
-                u32::MAX => "all".to_owned(),
-                0 => "-".to_owned(),
-                n => n.to_string(),
-            });
+            row.push(depth(r));
         }
         row.extend(values(&r.spec, &keys));
         row.push(
