@@ -418,6 +418,16 @@ fn show_dry_run(plan: &SweepPlan, ctx: &Ctx) -> Result<ExitStatus> {
             d.excluded
         ));
     }
+    if let Some(h) = plan.definition.early_stop {
+        let rungs: Vec<String> = h.rungs(plan.epochs).iter().map(u32::to_string).collect();
+        let (budget, full) = h.epoch_budget(plan.trials.len(), plan.epochs);
+        c.line(&format!(
+            "successive halving: rungs at epochs {}, keeping 1 in {} at each; at most {budget} \
+             epochs of training against {full} for every trial to the end",
+            rungs.join(", "),
+            h.reduction
+        ));
+    }
     let mut table = Table::new();
     table.load_style(NOTHING);
     let stage_names: Vec<String> = dry.stages.iter().map(|(s, _, _)| s.clone()).collect();
@@ -456,8 +466,13 @@ fn show_dry_run(plan: &SweepPlan, ctx: &Ctx) -> Result<ExitStatus> {
         })
         .collect();
     c.line(&format!(
-        "stages to compute: {} — {total} in all, each shared stage once",
-        parts.join(", ")
+        "stages to compute: {} — {total} in all, each shared stage once{}",
+        parts.join(", "),
+        if plan.definition.early_stop.is_some() {
+            " (with halving, train and evaluate finish only for the last rung's trials)"
+        } else {
+            ""
+        }
     ));
     Ok(ExitStatus::Success)
 }

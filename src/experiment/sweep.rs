@@ -126,6 +126,18 @@ impl Halving {
         n.div_ceil(self.reduction.max(2) as usize)
     }
 
+    /// Epochs `trials` trials of `epochs` train at most, every rung full, against
+    /// `trials · epochs` for all of them to the end.
+    pub fn epoch_budget(&self, trials: usize, epochs: u32) -> (u64, u64) {
+        let (mut n, mut before, mut total) = (trials as u64, 0u32, 0u64);
+        for r in self.rungs(epochs) {
+            total += n * u64::from(r - before);
+            before = r;
+            n = self.keep(n as usize) as u64;
+        }
+        (total, trials as u64 * u64::from(epochs))
+    }
+
     /// Reads the `early_stop` table.
     fn parse(value: &Value) -> Result<Halving, SweepProblem> {
         let bad = |m: String| SweepProblem::new("sweep.early_stop", m);

@@ -575,6 +575,14 @@ fn halving_promotes_the_same_trials_in_sequence_and_with_jobs_and_replays_withou
         .run(&["sweep", "exp.toml", "--dry-run", set[0], set[1]])
         .expect(0);
     assert!(dry.stdout.contains("9 trials"), "{}", dry.stdout);
+    assert!(
+        dry.stdout.contains(
+            "successive halving: rungs at epochs 1, 3, 4, keeping 1 in 3 at each; at most 16 \
+             epochs of training against 36 for every trial to the end"
+        ),
+        "{}",
+        dry.stdout
+    );
 
     let seq = env.run(&["sweep", "exp.toml", set[0], set[1]]).expect(0);
     // Rungs at 1, 3 and 4 epochs: 9 trials train 1 epoch, 3 go on to 3, 1 to 4.

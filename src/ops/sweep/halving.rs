@@ -240,5 +240,11 @@ mod tests {
             reduction: 2,
         };
         assert_eq!(h.rungs(10), [2, 4, 8, 10]);
+        let h = Halving {
+            min_epochs: 1,
+            reduction: 3,
+        };
+        assert_eq!(h.epoch_budget(27, 8), (27 + 9 * 2 + 3 * 5, 216));
+        assert_eq!(h.epoch_budget(1, 8), (8, 8));
     }
 }
