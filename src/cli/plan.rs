@@ -6,7 +6,7 @@ use comfy_table::{Table, presets::NOTHING};
 use crate::graph::PlanStatus;
 use crate::ops::plan::{PlanOptions, plan};
 
-use super::{Ctx, ExitStatus, ExperimentArgs};
+use super::{Ctx, ExitStatus, ExperimentArgs, values};
 
 /// Show the run graph without running it: each stage's key, whether it is cached, and for
 /// a stage that would run, why — the config values, input files or upstream stages that
@@ -61,7 +61,7 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<ExitStatus> {
         ]);
     }
     // The plan is the command's output: printed even with --quiet.
-    println!("{table}");
+    print!("{}", values::table_text(&table));
     println!("run {} → {}", report.run_id, report.run_dir.display());
     let _ = ctx;
     Ok(ExitStatus::Success)

@@ -15,7 +15,7 @@ use crate::ops::sweep::{
 };
 
 use super::report::{Console, format_duration};
-use super::values::{number, plain as show_value};
+use super::values::{self, number, plain as show_value};
 use super::{Ctx, ExitStatus};
 
 /// Run a grid or a random search of trials: the experiment's [sweep] table plus --grid
@@ -386,7 +386,7 @@ fn show_status(id: &str, ctx: &Ctx) -> Result<ExitStatus> {
         row.push(run_or_error(r));
         table.add_row(row);
     }
-    c.line(&table.to_string());
+    c.line(values::table_text(&table).trim_end());
     c.line(&format!(
         "record: {}",
         dir.join(record::SWEEP_FILE).display()
@@ -452,7 +452,7 @@ fn show_dry_run(plan: &SweepPlan, ctx: &Ctx) -> Result<ExitStatus> {
         }
         table.add_row(row);
     }
-    c.line(&table.to_string());
+    c.line(values::table_text(&table).trim_end());
     let total: usize = dry.stages.iter().map(|(_, _, m)| m).sum();
     let parts: Vec<String> = dry
         .stages
@@ -568,7 +568,7 @@ fn print_summary(plan: &SweepPlan, rows: &[TrialRow], ctx: &Ctx) {
             ""
         }
     ));
-    c.line(&table.to_string());
+    c.line(values::table_text(&table).trim_end());
     let failures: Vec<&TrialRow> = rows
         .iter()
         .filter(|r| r.state == TrialState::Failed)
