@@ -1,11 +1,14 @@
 //! `geoexp sweep`: expand a sweep into trials, run them (here or on Slurm), record them.
 //!
 //! - this file: expansion into [`SweepPlan`] (every trial loaded and validated before
-//!   anything runs), running one trial ([`run_trial`]), and the dry run's stage counts;
+//!   anything runs; a random search's draws), running one trial ([`run_trial`], paused at
+//!   an epoch for successive halving), and the dry run's stage counts;
 //! - [`record`]: the sweep folder `runs/sweeps/<id>/` — `trials.jsonl`, one status file per
 //!   trial, `sweep.toml`, `summary.csv`, the heatmap;
 //! - [`local`]: trials one after another in this process, or `--jobs N` child processes;
-//! - [`slurm`]: an `sbatch --array` script whose tasks run `geoexp sweep --trial`.
+//! - `halving`: successive halving's rungs and promotions, run by `local` and `slurm`;
+//! - [`slurm`]: an `sbatch --array` script whose tasks run `geoexp sweep --trial` (with
+//!   halving, one array per rung, each followed by a job that closes the rung).
 //!
 //! Trials share stages through the cache like any two runs do: its per-key locks make two
 //! trials that need the same stage at once compute it once. A trial's id is the hash of

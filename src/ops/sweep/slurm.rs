@@ -139,30 +139,30 @@ pub fn submit(plan: &SweepPlan, options: &SlurmOptions) -> Result<SlurmReport, O
 /// pausing its trainings after epoch `stop_after`; returns the job id.
 fn submit_rung(dir: &Path, array: &str, stop_after: Option<u32>) -> Result<String, SlurmError> {
     let mut args = vec![
-        "--parsable".to_owned(),
         format!("--array={array}"),
         absolute(&dir.join(SCRIPT_FILE)).display().to_string(),
     ];
     args.extend(stop_after.map(|e| e.to_string()));
-    let out = run_command("sbatch", &args)?;
-    // `--parsable` prints `jobid` or `jobid;cluster`.
+    sbatch(&args)
+}
+
+/// Runs `sbatch --parsable args`; returns the job id (it prints `jobid` or `jobid;cluster`).
+fn sbatch(args: &[String]) -> Result<String, SlurmError> {
+    let mut all = vec!["--parsable".to_owned()];
+    all.extend_from_slice(args);
+    let out = run_command("sbatch", &all)?;
     Ok(out.trim().split(';').next().unwrap_or_default().to_owned())
 }
 
 /// Submits the job that closes rung `rung` once job `after` has ended.
 fn submit_follower(dir: &Path, after: &str, rung: usize) -> Result<String, SlurmError> {
-    let out = run_command(
-        "sbatch",
-        &[
-            "--parsable".to_owned(),
-            format!("--dependency=afterany:{after}"),
-            absolute(&dir.join(HALVING_SCRIPT_FILE))
-                .display()
-                .to_string(),
-            rung.to_string(),
-        ],
-    )?;
-    Ok(out.trim().split(';').next().unwrap_or_default().to_owned())
+    sbatch(&[
+        format!("--dependency=afterany:{after}"),
+        absolute(&dir.join(HALVING_SCRIPT_FILE))
+            .display()
+            .to_string(),
+        rung.to_string(),
+    ])
 }
 
 /// What closing a rung on Slurm did.
