@@ -129,6 +129,120 @@ pub fn monitor_mode_max(name: &str) -> bool {
     base.starts_with("acc") || base.ends_with("score")
 }
 
+/// What sits between the fused view features and the outputs (`model.head`).
+///
+/// Written `"linear"`, or `{ kind = "mlp", hidden = [1024], dropout = 0.1 }`: hidden layers
+/// of those widths, each a linear layer, ReLU and dropout, then the output layer.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Head {
+    /// One linear layer.
+    #[default]
+    Linear,
+    /// A multilayer perceptron.
+    Mlp {
+        /// Widths of the hidden layers, input side first.
+        hidden: Vec<usize>,
+        /// Dropout probability after each hidden layer, in training only.
+        dropout: f64,
+    },
+}
+
+impl Head {
+    /// Whether this is the plain linear head (left out of configs and checkpoints, so
+    /// those made before heads had a choice keep their bytes).
+    pub fn is_linear(&self) -> bool {
+        *self == Head::Linear
+    }
+}
+
+/// The table form of an MLP head.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MlpTable {
+    kind: String,
+    #[serde(default = "default_hidden")]
+    hidden: Vec<usize>,
+    #[serde(default)]
+    dropout: f64,
+}
+
+fn default_hidden() -> Vec<usize> {
+    vec![1024]
+}
+
+// A bare string next to a table needs hand-written serde, as `train.unfreeze` does.
+impl Serialize for Head {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Head::Linear => s.serialize_str("linear"),
+            Head::Mlp { hidden, dropout } => MlpTable {
+                kind: "mlp".into(),
+                hidden: hidden.clone(),
+                dropout: *dropout,
+            }
+            .serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Head {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, MapAccess, Unexpected, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Head;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"linear\" or a table { kind = \"mlp\", hidden = [..], dropout = .. }")
+            }
+            fn visit_str<E: Error>(self, v: &str) -> Result<Head, E> {
+                match v {
+                    "linear" => Ok(Head::Linear),
+                    "mlp" => Ok(Head::Mlp {
+                        hidden: default_hidden(),
+                        dropout: 0.0,
+                    }),
+                    _ => Err(E::invalid_value(Unexpected::Str(v), &self)),
+                }
+            }
+            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Head, M::Error> {
+                let t = MlpTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                match t.kind.as_str() {
+                    "mlp" => Ok(Head::Mlp {
+                        hidden: t.hidden,
+                        dropout: t.dropout,
+                    }),
+                    "linear" if t.hidden == default_hidden() && t.dropout == 0.0 => {
+                        Ok(Head::Linear)
+                    }
+                    other => Err(M::Error::invalid_value(
+                        Unexpected::Str(other),
+                        &"kind = \"mlp\"",
+                    )),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// How the features stage stores embeddings (`model.feature_dtype`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeatureDtype {
+    /// 32-bit floats: what the backbone computed.
+    #[default]
+    F32,
+    /// 16-bit floats: half the disk and memory, rounded to about three decimal digits.
+    F16,
+}
+
+impl FeatureDtype {
+    /// Whether this is the default, f32.
+    pub fn is_f32(&self) -> bool {
+        *self == FeatureDtype::F32
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +276,35 @@ mod tests {
         ] {
             assert!(!monitor_mode_max(name), "{name}");
         }
+    }
+
+    #[test]
+    fn heads_read_as_a_word_or_a_table_and_write_back_the_same() {
+        #[derive(Deserialize, Serialize)]
+        struct M {
+            head: Head,
+        }
+        let read = |t: &str| toml::from_str::<M>(t).map(|m| m.head);
+        assert_eq!(read("head = \"linear\"").unwrap(), Head::Linear);
+        let mlp = Head::Mlp {
+            hidden: vec![256, 64],
+            dropout: 0.1,
+        };
+        assert_eq!(
+            read("head = { kind = \"mlp\", hidden = [256, 64], dropout = 0.1 }").unwrap(),
+            mlp
+        );
+        assert_eq!(
+            read("head = { kind = \"mlp\" }").unwrap(),
+            Head::Mlp {
+                hidden: vec![1024],
+                dropout: 0.0
+            }
+        );
+        let text = toml::to_string(&M { head: mlp.clone() }).unwrap();
+        assert_eq!(read(&text).unwrap(), mlp);
+        assert!(read("head = \"transformer\"").is_err());
+        assert!(read("head = { kind = \"mlp\", width = 3 }").is_err());
     }
 
     #[test]

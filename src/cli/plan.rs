@@ -62,6 +62,7 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<ExitStatus> {
     }
     // The plan is the command's output: printed even with --quiet.
     print!("{}", values::table_text(&table));
+    println!("{}", report.route);
     println!("run {} → {}", report.run_id, report.run_dir.display());
     let _ = ctx;
     Ok(ExitStatus::Success)

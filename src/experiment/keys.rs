@@ -45,8 +45,11 @@ keys! {
     "classes.crs": "string" => "Projected CRS (`EPSG:NNNN` or a `+proj` string) for regression targets and planar maths.",
     "model.task": "classification | regression" => "Predict a grid class, or min-max scaled projected coordinates.",
     "model.backbone": "string" => "tiny-cnn, resnet18/34/50/101/152, resnext50_32x4d, resnext101_32x8d.",
-    "model.weights": "path" => "Pretrained backbone weights (safetensors, torchvision names), relative to the file that sets it.",
+    "model.weights": "path" => "Pretrained backbone weights, relative to the file that sets it: safetensors, a PyTorch `.pth`/`.pt`/`.bin` state dict or a Lightning `.ckpt` (read by content, not extension).",
+    "model.weights_prefix": "string" => "Prefix of the backbone's tensors in the weights file (`backbone.`, `module.`, `vision_model.`); unset: inferred from the names.",
     "model.fusion": "concat | mean" => "How the four views' features are combined: concatenated in view order 0, 90, 180, 270, or averaged.",
+    "model.head": "\"linear\" | table" => "The head on the fused features: one linear layer, or `{ kind = \"mlp\", hidden = [1024], dropout = 0.1 }` (hidden linear + ReLU + dropout layers, then the output layer).",
+    "model.feature_dtype": "f32 | f16" => "How the features stage stores embeddings (only used when the backbone never trains; see Frozen backbones).",
     "model.centroid": "geometric | clipped | weighted" => "Centroids a classification prediction averages, weighted by probability (default: `classes.centroid`).",
     "model.top_k": "integer" => "Average only the k most probable classes, renormalised (0: all classes).",
     "train.image_size": "integer" => "Side of the square network input in pixels.",
@@ -63,7 +66,7 @@ keys! {
     "train.scheduler.pct_start": "float" => "Fraction of training spent warming up (`onecycle`, whose peak is `train.lr`).",
     "train.scheduler.warmup_epochs": "integer" => "Epochs of linear warm-up before the cosine decay (`cosine`).",
     "train.unfreeze_epoch": "integer" => "First epoch (0-based) in which the backbone trains; before it only the head does and batch-norm statistics stay fixed.",
-    "train.unfreeze": "\"all\" | integer" => "What trains from `unfreeze_epoch` on: the whole backbone, or its last N blocks.",
+    "train.unfreeze": "\"all\" | \"none\" | integer" => "What trains from `unfreeze_epoch` on: the whole backbone, nothing (a frozen backbone), or its last N blocks.",
     "train.backbone_lr": "float" => "Learning rate of the unfrozen backbone (default: `train.lr`); the schedule scales it like `lr`.",
     "train.momentum": "float" => "Momentum (`sgd`).",
     "train.label_smoothing": "float" => "Label smoothing ε of the cross entropy, in [0, 1) (classification).",
@@ -201,12 +204,19 @@ mod tests {
         let mut e = Experiment::default();
         e.dataset.synthetic = Some(SyntheticConfig::default());
         e.model.weights = Some("w.safetensors".into());
+        e.model.weights_prefix = Some("backbone.".into());
+        e.model.feature_dtype = crate::vocab::FeatureDtype::F16;
+        e.model.head = crate::vocab::Head::Mlp {
+            hidden: vec![8],
+            dropout: 0.0,
+        };
         e.dataset.max_image_megapixels = Some(64);
         e.extends = Some("base.toml".into());
         let mut leaves = Vec::new();
         fn walk(prefix: &str, v: &Value, out: &mut Vec<String>) {
             match v.as_object() {
-                Some(map) if prefix != "sweep" => {
+                // The head is one key whose value may be a table.
+                Some(map) if prefix != "sweep" && prefix != "model.head" => {
                     for (k, v) in map {
                         let p = if prefix.is_empty() {
                             k.clone()

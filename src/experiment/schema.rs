@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::vocab::{Fusion, Kernels, Task};
+use crate::vocab::{FeatureDtype, Fusion, Head, Kernels, Task};
 
 /// A whole experiment, as resolved from all layers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -174,10 +174,21 @@ pub struct ModelConfig {
     pub task: Task,
     /// Backbone name (one of [`crate::vocab::BACKBONES`]).
     pub backbone: String,
-    /// Pretrained weights (safetensors), relative to the file that sets it.
+    /// Pretrained weights (safetensors, PyTorch or Lightning files), relative to the file
+    /// that sets it.
     pub weights: Option<String>,
+    /// The prefix of the backbone's tensors in the weights file (unset: inferred).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_prefix: Option<String>,
     /// View fusion.
     pub fusion: Fusion,
+    /// The head on the fused features. Left out of the resolved config while linear, so
+    /// run ids from before heads had a choice stay the same.
+    #[serde(default, skip_serializing_if = "Head::is_linear")]
+    pub head: Head,
+    /// How the features stage stores embeddings (left out while f32, as `head`).
+    #[serde(default, skip_serializing_if = "FeatureDtype::is_f32")]
+    pub feature_dtype: FeatureDtype,
     /// Which centroids a classification prediction averages (default: `classes.centroid`).
     pub centroid: Option<Centroid>,
     /// Average only the `top_k` most probable classes, renormalised (0: all).
@@ -190,7 +201,10 @@ impl Default for ModelConfig {
             task: Task::Classification,
             backbone: "resnet18".into(),
             weights: None,
+            weights_prefix: None,
             fusion: Fusion::Concat,
+            head: Head::Linear,
+            feature_dtype: FeatureDtype::F32,
             centroid: None,
             top_k: 0,
         }
@@ -351,11 +365,13 @@ impl Default for TrainConfig {
     }
 }
 
-/// How much of the backbone trains once unfrozen: `"all"` or the last N blocks.
+/// How much of the backbone trains once unfrozen: `"all"`, `"none"` or the last N blocks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unfreeze {
     /// The whole backbone (`"all"`).
     All,
+    /// Nothing: the backbone stays frozen (`"none"`), whatever `unfreeze_epoch` says.
+    None,
     /// The last N residual blocks (an integer).
     Last(usize),
 }
@@ -366,6 +382,7 @@ impl Serialize for Unfreeze {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
             Unfreeze::All => s.serialize_str("all"),
+            Unfreeze::None => s.serialize_str("none"),
             Unfreeze::Last(n) => s.serialize_u64(*n as u64),
         }
     }
@@ -378,11 +395,12 @@ impl<'de> Deserialize<'de> for Unfreeze {
         impl Visitor<'_> for V {
             type Value = Unfreeze;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("\"all\" or a number of blocks")
+                f.write_str("\"all\", \"none\" or a number of blocks")
             }
             fn visit_str<E: Error>(self, v: &str) -> Result<Unfreeze, E> {
                 match v {
                     "all" => Ok(Unfreeze::All),
+                    "none" => Ok(Unfreeze::None),
                     _ => Err(E::invalid_value(Unexpected::Str(v), &self)),
                 }
             }

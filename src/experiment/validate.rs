@@ -7,7 +7,7 @@ use super::error::ConfigError;
 use super::load::Loaded;
 use super::schema::Unfreeze;
 use crate::vocab::{
-    CLASSIFICATION_METRICS, SPLIT_METRICS, TRAIN_METRICS, Task, architecture, backbone_names,
+    CLASSIFICATION_METRICS, Head, SPLIT_METRICS, TRAIN_METRICS, Task, architecture, backbone_names,
 };
 
 const SPLIT_TOLERANCE: f64 = 1e-9;
@@ -217,6 +217,16 @@ impl Checker<'_> {
                 ),
             );
         }
+        if let Head::Mlp { hidden, dropout } = &m.head {
+            self.check(
+                !hidden.is_empty() && hidden.iter().all(|&w| (1..=65_536).contains(&w)),
+                "model.head",
+                || format!("`hidden` must list one or more layer widths between 1 and 65536, got {hidden:?}"),
+            );
+            self.check((0.0..1.0).contains(dropout), "model.head", || {
+                format!("`dropout` must be in [0, 1), got {dropout}")
+            });
+        }
         if let Some(w) = &m.weights {
             let path = self.loaded.resolve_path("model.weights", w);
             self.check(path.is_file(), "model.weights", || {
@@ -277,7 +287,7 @@ impl Checker<'_> {
         }
         if let Unfreeze::Last(n) = t.unfreeze {
             self.check(n >= 1, "train.unfreeze", || {
-                "must be \"all\" or a number of blocks ≥ 1".into()
+                "must be \"all\", \"none\" or a number of blocks ≥ 1".into()
             });
         }
         self.check((0.0..1.0).contains(&t.momentum), "train.momentum", || {

@@ -7,7 +7,7 @@ use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 
 use super::{GeoNet, ModelError, init_seeded, load_pretrained};
-use crate::vocab::{Fusion, Kernels};
+use crate::vocab::{Fusion, Head, Kernels};
 
 /// What a network is: enough to rebuild it, with the same var names and shapes.
 #[derive(Clone, Copy, Debug)]
@@ -20,6 +20,8 @@ pub struct NetSpec<'a> {
     pub outputs: usize,
     /// CPU kernels to run on.
     pub kernels: Kernels,
+    /// The head on the fused features.
+    pub head: &'a Head,
 }
 
 /// Builds `spec` on `device` in f32, initialises every var from `seed`, then loads the
@@ -35,7 +37,7 @@ pub fn build_net(
 ) -> Result<(VarMap, GeoNet), ModelError> {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
-    let net = GeoNet::with_kernels(spec.backbone, spec.fusion, spec.outputs, spec.kernels, vb)?;
+    let net = GeoNet::from_spec(spec, vb)?;
     init_seeded(&varmap, seed)?;
     if let Some(w) = weights {
         load_pretrained(&varmap, w, "backbone.")?;

@@ -13,7 +13,8 @@
 //! | `maxpool.rs`    | the stem's 3×3 / stride 2 / padding 1 max-pool, with a backward pass      |
 //! | `residual.rs`   | `relu(a + b)` ending each residual block, one op forward and backward     |
 //! | `dtype.rs`      | the one f32/f64 dispatch every custom op above goes through               |
-//! | `net.rs`        | [`GeoNet`]: backbone on all views as one batch, view fusion, linear head   |
+//! | `net.rs`        | [`GeoNet`]: backbone on all views as one batch, view fusion, the head      |
+//! | `head.rs`       | the head: linear, or an MLP with seeded dropout                           |
 //! | `build.rs`      | [`build_net`]: a [`GeoNet`] from a [`NetSpec`], seeded, pretrained weights |
 //! | `init.rs`       | [`init_seeded`]: reproducible initialisation (candle's CPU RNG has no seed) |
 //! | `weights.rs`    | [`load_pretrained`]: torchvision/timm safetensors into the backbone's vars |
@@ -42,6 +43,7 @@ mod conv;
 mod conv_bn;
 mod conv_cpu;
 mod dtype;
+mod head;
 mod init;
 mod maxpool;
 mod net;

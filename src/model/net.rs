@@ -1,19 +1,20 @@
 //! [`GeoNet`]: a backbone run on the four views of each location as one batch, the views' features
-//! fused ([`Fusion`]) and a linear head.
+//! fused ([`Fusion`]) and a head ([`Head`]).
 
 use candle_core::{Result, Tensor};
-use candle_nn::{Linear, Module, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::backbone::{Backbone, build_backbone};
+use super::build::NetSpec;
+use super::head::HeadLayers;
 use super::{Kernels, ModelError};
-use crate::vocab::{Fusion, VIEWS};
+use crate::vocab::{Fusion, Head, VIEWS};
 
-/// Backbone + fusion + linear head.
+/// Backbone + fusion + head.
 pub struct GeoNet {
     backbone: Box<dyn Backbone>,
     fusion: Fusion,
-    head: Linear,
-    head_names: Vec<String>,
+    head: HeadLayers,
 }
 
 impl GeoNet {
@@ -37,37 +38,85 @@ impl GeoNet {
         kernels: Kernels,
         vb: VarBuilder,
     ) -> std::result::Result<Self, ModelError> {
-        if outputs == 0 {
-            return Err(ModelError::NoOutputs { outputs });
+        let spec = NetSpec {
+            backbone,
+            fusion,
+            outputs,
+            kernels,
+            head: &Head::Linear,
+        };
+        Self::from_spec(&spec, vb)
+    }
+
+    /// The net `spec` describes, its vars under `vb`.
+    pub fn from_spec(spec: &NetSpec<'_>, vb: VarBuilder) -> std::result::Result<Self, ModelError> {
+        if spec.outputs == 0 {
+            return Err(ModelError::NoOutputs {
+                outputs: spec.outputs,
+            });
         }
-        let backbone = build_backbone(backbone, kernels, vb.pp("backbone"))?;
-        let fused = match fusion {
+        let backbone = build_backbone(spec.backbone, spec.kernels, vb.pp("backbone"))?;
+        let fused = match spec.fusion {
             Fusion::Concat => VIEWS * backbone.feature_dim(),
             Fusion::Mean => backbone.feature_dim(),
         };
-        let head_vb = vb.pp("head");
-        let head_names = ["weight", "bias"]
-            .iter()
-            .map(|n| format!("{}.{n}", head_vb.prefix()))
-            .collect();
-        let head = candle_nn::linear(fused, outputs, head_vb).map_err(|e| ModelError::Build {
-            what: "head".to_string(),
-            source: e,
-        })?;
+        let head = HeadLayers::new(spec.head, fused, spec.outputs, vb.pp("head"))?;
         Ok(Self {
             backbone,
-            fusion,
+            fusion: spec.fusion,
             head,
-            head_names,
         })
     }
 
-    /// `x`: `[B, 4, 3, S, S]` (four views per location, order 0/90/180/270). Runs the backbone on
-    /// all views as ONE batch of 4·B (one pass instead of four keeps BatchNorm statistics over all
-    /// views and the convs' matrices larger), reshapes features to `[B, 4, D]`, fuses (concat →
-    /// `[B, 4D]` in view order; mean → `[B, D]`) and applies the head → `[B, outputs]`.
-    /// `trainable_blocks`: see [`Backbone::forward`].
+    /// `x`: either views `[B, 4, 3, S, S]` (four per location, order 0/90/180/270) or the
+    /// backbone's features of them `[B, 4, D]` (what the features stage stored). Views go
+    /// through the backbone as ONE batch of 4·B (one pass instead of four keeps BatchNorm
+    /// statistics over all views and the convs' matrices larger). The features `[B, 4, D]`
+    /// are fused (concat → `[B, 4D]` in view order; mean → `[B, D]`) and the head applied →
+    /// `[B, outputs]`. `trainable_blocks`: see [`Backbone::forward`]. No dropout: see
+    /// [`GeoNet::forward_train`].
     pub fn forward(&self, x: &Tensor, trainable_blocks: usize) -> Result<Tensor> {
+        self.forward_with(x, trainable_blocks, None)
+    }
+
+    /// [`GeoNet::forward`] in training: the head's dropout (if any) on, its masks drawn
+    /// from `dropout_key` (one per step).
+    pub fn forward_train(
+        &self,
+        x: &Tensor,
+        trainable_blocks: usize,
+        dropout_key: u64,
+    ) -> Result<Tensor> {
+        self.forward_with(x, trainable_blocks, Some(dropout_key))
+    }
+
+    fn forward_with(
+        &self,
+        x: &Tensor,
+        trainable_blocks: usize,
+        dropout_key: Option<u64>,
+    ) -> Result<Tensor> {
+        let feats = if x.rank() == 3 {
+            x.clone()
+        } else {
+            self.features(x, trainable_blocks)?
+        };
+        let (b, v, d) = feats.dims3()?;
+        if v != VIEWS {
+            candle_core::bail!(
+                "GeoNet expects {VIEWS} views per location, got input {:?}",
+                x.shape()
+            )
+        }
+        let fused = match self.fusion {
+            Fusion::Concat => feats.reshape((b, v * d))?,
+            Fusion::Mean => feats.mean(1)?,
+        };
+        self.head.forward(&fused, dropout_key)
+    }
+
+    /// The backbone's features of views `x` `[B, 4, 3, S, S]` → `[B, 4, D]`.
+    pub fn features(&self, x: &Tensor, trainable_blocks: usize) -> Result<Tensor> {
         let (b, v, c, h, w) = x.dims5()?;
         if v != VIEWS {
             candle_core::bail!(
@@ -79,12 +128,7 @@ impl GeoNet {
             .backbone
             .forward(&x.reshape((b * v, c, h, w))?, trainable_blocks)?;
         let d = feats.dim(1)?;
-        let feats = feats.reshape((b, v, d))?;
-        let fused = match self.fusion {
-            Fusion::Concat => feats.reshape((b, v * d))?,
-            Fusion::Mean => feats.mean(1)?,
-        };
-        self.head.forward(&fused)
+        feats.reshape((b, v, d))
     }
 
     /// The backbone (for its [`Backbone::blocks`] and feature size).
@@ -111,8 +155,8 @@ impl GeoNet {
         blocks[skip..].iter().flatten().cloned().collect()
     }
 
-    /// The head's var names: `head.weight`, `head.bias`.
+    /// The head's var names (`head.weight`, `head.bias` for a linear head).
     pub fn head_var_names(&self) -> Vec<String> {
-        self.head_names.clone()
+        self.head.names().to_vec()
     }
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use crate::experiment::LoadOptions;
 use crate::graph::{PlanEntry, Reporter, plan as plan_stages};
+use crate::stages::features::{Route, route};
 
 use super::{OpError, Prepared};
 
@@ -29,6 +30,8 @@ pub struct PlanReport {
     pub run_dir: PathBuf,
     /// Every selected stage, in execution order.
     pub entries: Vec<PlanEntry>,
+    /// Whether training reads embeddings or images, and why.
+    pub route: Route,
 }
 
 /// Plans an experiment without running anything.
@@ -46,6 +49,7 @@ pub fn plan(options: &PlanOptions, reporter: &dyn Reporter) -> Result<PlanReport
         .filter(|r| selection.contains(&r.stage.name()))
         .collect();
     Ok(PlanReport {
+        route: route(&prepared.loaded.experiment),
         run_dir: prepared.run_dir(&run_id),
         run_id,
         entries: plan_stages(&selected, &prepared.store, &forced),

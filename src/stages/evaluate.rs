@@ -1,8 +1,8 @@
 //! The evaluate stage: the `best` checkpoint (by `train.monitor`, not the last one) on the
 //! test split, against the baseline that always predicts the train-set mean location.
 //!
-//! Reads: `train.kernels`, the train entry's `best` checkpoint, the classes and images
-//! entries.
+//! Reads: `train.kernels`, the train entry's `best` checkpoint, the classes entry, and
+//! the images entry or, where training read embeddings, the features entry.
 //! Writes: `predictions.csv` (uuid, true and predicted lat/lon, km error), `cells.csv`
 //! (per true class: count, mean and median km), `error_map.png`, `metrics.toml`, and the
 //! TensorBoard event file `evaluate.events` (test metrics, the error map, the HParams
@@ -30,6 +30,7 @@ use crate::train::evaluate::{Prediction, Predictor, diagonal_km};
 use crate::train::policy::Slot;
 use crate::vocab::Kernels;
 
+use super::features::{Route, route};
 use super::train::Setup;
 
 /// Name of the stage.
@@ -50,6 +51,8 @@ pub const EVENTS_FILE: &str = "evaluate.events";
 
 /// Evaluates the best checkpoint on the test split.
 pub struct EvaluateStage {
+    /// The upstream entry the test locations' views or embeddings come from.
+    inputs_stage: &'static str,
     device: String,
     batch_size: usize,
     params: EvaluateParams,
@@ -67,6 +70,10 @@ impl EvaluateStage {
     /// The stage for `loaded`.
     pub fn new(loaded: &Loaded, boundary: Arc<Boundary>) -> EvaluateStage {
         EvaluateStage {
+            inputs_stage: match route(&loaded.experiment) {
+                Route::Features => super::features::NAME,
+                Route::Images(_) => super::images::NAME,
+            },
             device: loaded.experiment.train.device.clone(),
             batch_size: loaded.experiment.train.batch_size,
             params: EvaluateParams {
@@ -113,11 +120,7 @@ impl Stage for EvaluateStage {
     }
 
     fn upstream(&self) -> Vec<&'static str> {
-        vec![
-            super::classes::NAME,
-            super::images::NAME,
-            super::train::NAME,
-        ]
+        vec![super::classes::NAME, self.inputs_stage, super::train::NAME]
     }
 
     fn params(&self) -> Params {
@@ -136,12 +139,8 @@ impl Stage for EvaluateStage {
         let info = best.info();
         let setup = Setup::read(
             ctx.upstream_dir(super::classes::NAME)?,
-            ctx.upstream_dir(super::images::NAME)?,
-            &info.backbone,
-            info.task,
-            info.fusion,
+            ctx.upstream_dir(self.inputs_stage)?,
             Some(Centroid::Weighted),
-            info.top_k,
         )?;
         let b = self.boundary.bbox();
         let country_km = diagonal_km(b.min_lat, b.min_lon, b.max_lat, b.max_lon);
@@ -157,8 +156,7 @@ impl Stage for EvaluateStage {
             device: &device,
             batch_size: self.batch_size,
         };
-        let (predictions, mut metrics) =
-            predictor.run(&setup.images, &info.normalisation, &test, country_km)?;
+        let (predictions, mut metrics) = predictor.run(&setup.inputs, &test, country_km)?;
         let baseline = train_mean_baseline(&setup.split(Split::Train), &test, projection)?;
         metrics.insert("baseline_km_mean".into(), baseline);
         let out = ctx.out_dir();

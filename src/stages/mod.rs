@@ -1,14 +1,16 @@
 //! The concrete stages of a geolocation experiment and the graph they form:
 //!
 //! ```text
-//! dataset ──► classes ─────────────┐
-//!    │                              ▼
-//!    └──► images(size) ──────────► train ──► evaluate
+//! dataset ──► classes ─────────────────────────────┐
+//!    │                                              ▼
+//!    └──► images(size) ──► [features(backbone)] ──► train ──► evaluate
 //! ```
 //!
 //! - [`dataset`]: locations with splits, from real directories or the generator.
 //! - [`classes`]: grid cells, centroids, per-location classes and projected coordinates.
 //! - [`images`]: every view decoded once at the training size, with train-split statistics.
+//! - [`features`]: only where the backbone never trains ([`features::route`]): every
+//!   view's embedding, computed once; train and evaluate then read it instead of images.
 //! - [`train`]: the network, fitted with checkpoints, metrics and TensorBoard events.
 //! - [`evaluate`]: the best checkpoint on the test split, predictions and error maps.
 //!
@@ -19,6 +21,7 @@
 pub mod classes;
 pub mod dataset;
 pub mod evaluate;
+pub mod features;
 pub mod images;
 pub mod train;
 
@@ -146,6 +149,9 @@ pub fn build_with(loaded: &Loaded, budget: Budget) -> Result<Graph, BuildError> 
         Arc::clone(&boundary),
     )))?;
     graph.add(Box::new(images::ImagesStage::new(loaded)))?;
+    if features::route(&loaded.experiment) == features::Route::Features {
+        graph.add(Box::new(features::FeaturesStage::new(loaded)))?;
+    }
     graph.add(Box::new(train::TrainStage::new(
         loaded,
         Arc::clone(&boundary),

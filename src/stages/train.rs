@@ -5,8 +5,9 @@
 //!
 //! Reads: `seed`, `model.*` (the weights file by content), every `train.*` key except
 //! `train.device` (where it runs does not change what it should compute), the classes
-//! entry (locations' classes and projected coordinates, centroids, scaling) and the images
-//! entry (views and normalisation).
+//! entry (locations' classes and projected coordinates, centroids, scaling) and either the
+//! images entry (views and normalisation) or, when the backbone never trains, the features
+//! entry (embeddings; see [`super::features::route`]).
 //! Writes: `best.safetensors`/`best.toml`, `last.safetensors`/`last.toml`, `metrics.csv`
 //! and the TensorBoard event file `train.events` (volatile: it carries wall times).
 //! Results: the best epoch and its monitored value, the last epoch's metrics; the device
@@ -29,18 +30,21 @@ use crate::images::ImageTensor;
 use crate::track::tensorboard::HParamValue;
 use crate::train::FitError;
 use crate::train::checkpoint::ModelInfo;
+use crate::train::data::Inputs;
 use crate::train::data::Sample;
 use crate::train::device::select_device;
 use crate::train::evaluate::diagonal_km;
 use crate::train::event_log::EVENTS_FILE;
+use crate::train::features::FeatureTensor;
 use crate::train::fit::{FitData, FitDirs, FitSettings, fit};
 use crate::train::optimizer::OptimizerSettings;
 use crate::train::progress::{FitEvent, FitObserver};
 use crate::train::scheduler::ScheduleParams;
-use crate::vocab::{Fusion, Task, monitor_mode_max};
+use crate::vocab::{Fusion, Head, Task, monitor_mode_max};
 
-use super::classes::{read_centroids, read_classed_locations, read_scaling};
-use super::images::{TENSOR_FILE, read_index, read_stats};
+use super::classes::{ScalingFile, read_centroids, read_classed_locations, read_scaling};
+use super::features::{FEATURES_FILE, Route, route, weights_input};
+use super::images::{StatsFile, TENSOR_FILE, read_index, read_stats};
 
 /// Name of the stage.
 pub const NAME: &str = "train";
@@ -56,6 +60,13 @@ struct TrainParams {
     backbone: String,
     #[serde(rename = "model.fusion")]
     fusion: Fusion,
+    #[serde(rename = "model.head", skip_serializing_if = "Head::is_linear")]
+    head: Head,
+    #[serde(
+        rename = "model.weights_prefix",
+        skip_serializing_if = "Option::is_none"
+    )]
+    weights_prefix: Option<String>,
     #[serde(rename = "model.centroid")]
     centroid: Option<Centroid>,
     #[serde(rename = "model.top_k")]
@@ -75,6 +86,8 @@ pub struct TrainStage {
     upstream_hparams: Params,
     /// Pause after this epoch (a budget of the attempt, not part of the key).
     stop_after: Option<u32>,
+    /// Whether it reads the features entry instead of images.
+    features: bool,
 }
 
 /// Upstream settings written as hyperparameters (see [`TrainStage`]).
@@ -97,6 +110,8 @@ impl TrainStage {
                 task: e.model.task,
                 backbone: e.model.backbone.clone(),
                 fusion: e.model.fusion,
+                head: e.model.head.clone(),
+                weights_prefix: e.model.weights_prefix.clone(),
                 centroid: classification.then(|| e.model.centroid.unwrap_or(e.classes.centroid)),
                 top_k: classification.then_some(e.model.top_k),
                 train: e.train.clone(),
@@ -119,6 +134,16 @@ impl TrainStage {
                     .collect()
             },
             stop_after,
+            features: route(e) == Route::Features,
+        }
+    }
+
+    /// The upstream entry training reads per location.
+    fn inputs_stage(&self) -> &'static str {
+        if self.features {
+            super::features::NAME
+        } else {
+            super::images::NAME
         }
     }
 
@@ -199,7 +224,7 @@ impl Stage for TrainStage {
     }
 
     fn upstream(&self) -> Vec<&'static str> {
-        vec![super::classes::NAME, super::images::NAME]
+        vec![super::classes::NAME, self.inputs_stage()]
     }
 
     fn params(&self) -> Params {
@@ -209,42 +234,33 @@ impl Stage for TrainStage {
     }
 
     fn inputs(&self) -> Result<Vec<Input>, StageError> {
-        Ok(self
-            .weights
-            .iter()
-            .map(|w| Input::Files {
-                label: WEIGHTS_INPUT.into(),
-                root: w.parent().map(Path::to_path_buf).unwrap_or_default(),
-                files: w.file_name().map(PathBuf::from).into_iter().collect(),
-            })
-            .collect())
+        Ok(weights_input(self.weights.as_deref()))
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<Outcome, StageError> {
         let classes_dir = ctx.upstream_dir(super::classes::NAME)?;
-        let images_dir = ctx.upstream_dir(super::images::NAME)?;
+        let inputs_dir = ctx.upstream_dir(self.inputs_stage())?;
         let device = select_device(&self.device)?;
-        let setup = Setup::read(
-            classes_dir,
-            images_dir,
-            &self.params.backbone,
-            self.params.task,
-            self.params.fusion,
-            self.params.centroid,
-            self.params.top_k.unwrap_or(0),
-        )?;
-        let projection = projection(&setup.info.crs)?;
+        let setup = Setup::read(classes_dir, inputs_dir, self.params.centroid)?;
+        let p = &self.params;
+        let info = setup.info(&ModelChoice {
+            backbone: &p.backbone,
+            task: p.task,
+            fusion: p.fusion,
+            head: &p.head,
+            top_k: p.top_k.unwrap_or(0),
+        });
+        let projection = projection(&info.crs)?;
         let b = self.boundary.bbox();
         let class_map = std::fs::read(classes_dir.join(super::classes::MAP_FILE))
             .ok()
             .and_then(|png| png_size(&png).map(|(w, h)| (png, w, h)));
         let data = FitData {
-            images: &setup.images,
-            stats: setup.info.normalisation,
+            inputs: &setup.inputs,
             train: setup.split(crate::dataset::Split::Train),
             val: setup.split(crate::dataset::Split::Val),
             test: setup.split(crate::dataset::Split::Test),
-            info: setup.info.clone(),
+            info,
             projection: projection.as_ref(),
             country_km: diagonal_km(b.min_lat, b.min_lon, b.max_lat, b.max_lon),
             class_map,
@@ -336,43 +352,66 @@ impl FitObserver for StageObserver<'_, '_> {
     }
 }
 
-/// What training and evaluation read from the classes and images entries.
+/// What training and evaluation read from the classes entry and the images (or features)
+/// entry.
 pub struct Setup {
-    /// The decoded views.
-    pub images: ImageTensor,
-    /// Model info for checkpoints.
-    pub info: ModelInfo,
+    /// Every location's views or embeddings.
+    pub inputs: Inputs,
+    stats: StatsFile,
+    scaling: ScalingFile,
+    centroids: Vec<[f64; 4]>,
+    classes_key: String,
     samples: Vec<(crate::dataset::Split, Sample)>,
 }
 
+/// What a training chose about the model, beside what the entries say.
+pub struct ModelChoice<'a> {
+    /// Backbone name.
+    pub backbone: &'a str,
+    /// Classification or regression.
+    pub task: Task,
+    /// View fusion.
+    pub fusion: Fusion,
+    /// The head.
+    pub head: &'a Head,
+    /// Classes a prediction averages (0: all).
+    pub top_k: usize,
+}
+
 impl Setup {
-    /// Joins the classes entry's locations with the images entry's rows.
+    /// Joins the classes entry's locations with the rows of `inputs_dir`, an images entry
+    /// or a features entry (whichever holds its tensor file), with `centroid` centroids
+    /// (default: weighted).
     ///
     /// # Errors
     /// When an entry's file is unreadable or the two disagree.
     pub fn read(
         classes_dir: &Path,
-        images_dir: &Path,
-        backbone: &str,
-        task: Task,
-        fusion: Fusion,
+        inputs_dir: &Path,
         centroid: Option<Centroid>,
-        top_k: usize,
     ) -> Result<Setup, StageError> {
         let scaling = read_scaling(classes_dir)?;
         let located = read_classed_locations(classes_dir)?;
         let by_uuid: HashMap<&str, &super::classes::ClassedLocation> =
             located.iter().map(|l| (l.uuid.as_str(), l)).collect();
         let centroids = read_centroids(classes_dir, centroid.unwrap_or(Centroid::Weighted))?;
-        let stats = read_stats(images_dir)?;
-        let images = ImageTensor::open(&images_dir.join(TENSOR_FILE))?;
-        let index = read_index(images_dir)?;
-        if index.len() != images.len() {
+        let stats = read_stats(inputs_dir)?;
+        let features = inputs_dir.join(FEATURES_FILE);
+        let inputs = if features.is_file() {
+            Inputs::Features(FeatureTensor::open(&features)?)
+        } else {
+            Inputs::Images {
+                tensor: ImageTensor::open(&inputs_dir.join(TENSOR_FILE))?,
+                stats: stats.stats,
+            }
+        };
+        let index = read_index(inputs_dir)?;
+        if index.len() != inputs.len() {
             return Err(format!(
                 "{}: {} rows, but the tensor holds {} locations",
-                images_dir.join(super::images::INDEX_FILE).display(),
+                inputs_dir.join(super::images::INDEX_FILE).display(),
                 index.len(),
-                images.len()
+                inputs.len()
             )
             .into());
         }
@@ -402,28 +441,41 @@ impl Setup {
                 ))
             })
             .collect::<Result<Vec<_>, StageError>>()?;
-        let classification = task == Task::Classification;
-        let info = ModelInfo {
-            backbone: backbone.to_owned(),
-            fusion,
-            task,
-            outputs: if classification { centroids.len() } else { 2 },
-            image_size: stats.image_size,
-            normalisation: stats.stats,
+        Ok(Setup {
+            inputs,
+            stats,
+            scaling,
+            centroids,
             classes_key: classes_dir
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
-            crs: scaling.crs.clone(),
-            scaling: [scaling.x_min, scaling.x_max, scaling.y_min, scaling.y_max],
-            centroids,
-            top_k,
-        };
-        Ok(Setup {
-            images,
-            info,
             samples,
         })
+    }
+
+    /// What a checkpoint of the model `choice` describes says about it.
+    pub fn info(&self, choice: &ModelChoice<'_>) -> ModelInfo {
+        let classification = choice.task == Task::Classification;
+        let s = &self.scaling;
+        ModelInfo {
+            backbone: choice.backbone.to_owned(),
+            fusion: choice.fusion,
+            task: choice.task,
+            outputs: if classification {
+                self.centroids.len()
+            } else {
+                2
+            },
+            image_size: self.stats.image_size,
+            normalisation: self.stats.stats,
+            classes_key: self.classes_key.clone(),
+            crs: s.crs.clone(),
+            scaling: [s.x_min, s.x_max, s.y_min, s.y_max],
+            centroids: self.centroids.clone(),
+            top_k: choice.top_k,
+            head: choice.head.clone(),
+        }
     }
 
     /// The samples of `split`, in tensor order.

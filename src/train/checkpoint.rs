@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::graph::write_atomic;
 use crate::images::ChannelStats;
 use crate::model::NetSpec;
-use crate::vocab::{Fusion, Kernels, Task};
+use crate::vocab::{Fusion, Head, Kernels, Task};
 
 use super::optimizer::Optimizer;
 use super::policy::Slot;
@@ -98,6 +98,9 @@ pub struct ModelInfo {
     pub centroids: Vec<[f64; 4]>,
     /// Classes a prediction averages (0: all).
     pub top_k: usize,
+    /// The head; left out of the metadata while linear, so older checkpoints read.
+    #[serde(default, skip_serializing_if = "Head::is_linear")]
+    pub head: Head,
 }
 
 /// Everything in a checkpoint besides tensors.
@@ -169,19 +172,30 @@ impl ModelInfo {
             fusion: self.fusion,
             outputs: self.outputs,
             kernels,
+            head: &self.head,
         }
     }
 }
 
+/// Which of a model's vars a checkpoint holds.
+#[derive(Clone, Copy, Debug)]
+pub enum Vars<'a> {
+    /// All of them: a checkpoint that stands alone.
+    All,
+    /// Only these (the head's, while the frozen backbone is the same at every epoch and
+    /// rebuilt on a resume); [`complete`] adds the rest once training is done.
+    Only(&'a [String]),
+}
+
 /// Writes the checkpoints of `slots` (as the checkpoint policy decided) into `dir`: the
-/// model's vars, the optimiser's state and `meta`.
+/// model's `vars`, the optimiser's state and `meta`.
 ///
 /// # Errors
 /// When the optimiser state cannot be copied or a file cannot be written.
 pub fn write(
     dir: &Path,
     slots: &[Slot],
-    varmap: &VarMap,
+    (varmap, vars): (&VarMap, Vars<'_>),
     optimizer: &Optimizer,
     meta: &CheckpointMeta,
 ) -> Result<(), super::FitError> {
@@ -192,7 +206,7 @@ pub fn write(
         .state_tensors()
         .map_err(|e| super::FitError::OptimizerState(Box::new(e)))?;
     for slot in slots {
-        save(dir, slot.name(), varmap, optim.clone(), meta)?;
+        save_vars(dir, slot.name(), (varmap, vars), optim.clone(), meta)?;
     }
     Ok(())
 }
@@ -208,6 +222,16 @@ pub fn save(
     optim: Vec<(String, Tensor)>,
     meta: &CheckpointMeta,
 ) -> Result<(), CheckpointError> {
+    save_vars(dir, name, (varmap, Vars::All), optim, meta)
+}
+
+fn save_vars(
+    dir: &Path,
+    name: &str,
+    (varmap, only): (&VarMap, Vars<'_>),
+    optim: Vec<(String, Tensor)>,
+    meta: &CheckpointMeta,
+) -> Result<(), CheckpointError> {
     let (tensors_path, sidecar_path) = paths(dir, name);
     let mut tensors: BTreeMap<String, Tensor> = BTreeMap::new();
     {
@@ -216,6 +240,11 @@ pub fn save(
             .lock()
             .map_err(|_| CheckpointError::file(&tensors_path, "variable map lock poisoned"))?;
         for (n, v) in vars.iter() {
+            if let Vars::Only(names) = only
+                && !names.contains(n)
+            {
+                continue;
+            }
             let t = v
                 .as_tensor()
                 .to_device(&Device::Cpu)
@@ -234,17 +263,55 @@ pub fn save(
         };
         tensors.insert(name, t);
     }
-    let json = serde_json::to_string(meta).map_err(|e| CheckpointError::file(&tensors_path, e))?;
-    let bytes =
-        safetensors::serialize(&tensors, Some(HashMap::from([(META_KEY.to_owned(), json)])))
-            .map_err(|e| CheckpointError::file(&tensors_path, e))?;
-    // With the OS's reason (a full disk, a file too large), not only "writing".
-    write_atomic(&tensors_path, &bytes)
-        .map_err(|e| CheckpointError::file(&tensors_path, crate::graph::error_chain(&e)))?;
+    write_tensors(&tensors_path, &tensors, meta)?;
     let sidecar = toml::to_string(meta).map_err(|e| CheckpointError::file(&sidecar_path, e))?;
     write_atomic(&sidecar_path, sidecar.as_bytes())
         .map_err(|e| CheckpointError::file(&sidecar_path, crate::graph::error_chain(&e)))?;
     Ok(())
+}
+
+/// Adds to the checkpoint at `path` every var of `varmap` it lacks (see [`Vars::Only`]),
+/// so it stands alone. Rewritten atomically; the sidecar is unchanged.
+///
+/// # Errors
+/// When the checkpoint cannot be read or written.
+pub fn complete(path: &Path, varmap: &VarMap) -> Result<(), CheckpointError> {
+    let loaded = load(path, &Device::Cpu)?;
+    let mut tensors: BTreeMap<String, Tensor> = loaded.model.into_iter().collect();
+    let before = tensors.len();
+    {
+        let vars = varmap
+            .data()
+            .lock()
+            .map_err(|_| CheckpointError::file(path, "variable map lock poisoned"))?;
+        for (n, v) in vars.iter() {
+            if !tensors.contains_key(n) {
+                let t = v
+                    .as_tensor()
+                    .to_device(&Device::Cpu)
+                    .map_err(|e| CheckpointError::file(path, e))?;
+                tensors.insert(n.clone(), t);
+            }
+        }
+    }
+    if tensors.len() == before {
+        return Ok(());
+    }
+    tensors.extend(loaded.optim);
+    write_tensors(path, &tensors, &loaded.meta)
+}
+
+fn write_tensors(
+    tensors_path: &Path,
+    tensors: &BTreeMap<String, Tensor>,
+    meta: &CheckpointMeta,
+) -> Result<(), CheckpointError> {
+    let json = serde_json::to_string(meta).map_err(|e| CheckpointError::file(tensors_path, e))?;
+    let bytes = safetensors::serialize(tensors, Some(HashMap::from([(META_KEY.to_owned(), json)])))
+        .map_err(|e| CheckpointError::file(tensors_path, e))?;
+    // With the OS's reason (a full disk, a file too large), not only "writing".
+    write_atomic(tensors_path, &bytes)
+        .map_err(|e| CheckpointError::file(tensors_path, crate::graph::error_chain(&e)))
 }
 
 /// A checkpoint read back.
@@ -306,11 +373,29 @@ pub fn restore_vars(
     varmap: &VarMap,
     model: &HashMap<String, Tensor>,
 ) -> Result<(), CheckpointError> {
+    restore_some_vars(path, (varmap, Vars::All), model)
+}
+
+/// [`restore_vars`] of the vars `vars` names only.
+///
+/// # Errors
+/// As [`restore_vars`].
+pub fn restore_some_vars(
+    path: &Path,
+    (varmap, only): (&VarMap, Vars<'_>),
+    model: &HashMap<String, Tensor>,
+) -> Result<(), CheckpointError> {
     let vars = varmap
         .data()
         .lock()
         .map_err(|_| CheckpointError::file(path, "variable map lock poisoned"))?;
-    let mut names: Vec<&String> = vars.keys().collect();
+    let mut names: Vec<&String> = vars
+        .keys()
+        .filter(|n| match only {
+            Vars::All => true,
+            Vars::Only(names) => names.contains(n),
+        })
+        .collect();
     names.sort();
     for n in names {
         let var = &vars[n];
@@ -344,9 +429,9 @@ pub(crate) mod testing {
 
     use super::{CheckpointMeta, FORMAT, ModelInfo, paths, save};
     use crate::images::ChannelStats;
-    use crate::model::{NetSpec, build_net};
+    use crate::model::build_net;
     use crate::train::scheduler::SchedulerState;
-    use crate::vocab::{Fusion, Kernels, Task};
+    use crate::vocab::{Fusion, Head, Kernels, Task};
 
     /// Side of the test model's views.
     pub const SIDE: u32 = 8;
@@ -381,13 +466,9 @@ pub(crate) mod testing {
             scaling: [0.0, 1.0, 0.0, 1.0],
             centroids,
             top_k: 0,
+            head: Head::Linear,
         };
-        let spec = NetSpec {
-            backbone: &info.backbone,
-            fusion: info.fusion,
-            outputs: info.outputs,
-            kernels: Kernels::Fast,
-        };
+        let spec = info.net_spec(Kernels::Fast);
         let (varmap, _) = build_net(&spec, seed, None, &Device::Cpu).unwrap();
         let meta = CheckpointMeta {
             format: FORMAT,

@@ -1,5 +1,6 @@
 //! What training reads: the samples of each split (tensor row, class, position, scaled
-//! target) and the normalised, optionally augmented batches built from the image tensor.
+//! target) and their batches: normalised, optionally augmented views from the image
+//! tensor, or the features stage's embeddings of them.
 
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
@@ -9,6 +10,61 @@ use crate::images::{ChannelStats, ImageTensor};
 use crate::vocab::VIEWS;
 
 use super::augment::{augment, view_rng};
+use super::features::FeatureTensor;
+
+/// What a network reads per location.
+#[derive(Debug)]
+pub enum Inputs {
+    /// The four views, decoded, with the train split's statistics to normalise them.
+    Images {
+        /// Every view.
+        tensor: ImageTensor,
+        /// Normalisation.
+        stats: ChannelStats,
+    },
+    /// The frozen backbone's features of the four views (the features stage's output).
+    Features(FeatureTensor),
+}
+
+impl Inputs {
+    /// Rows (locations).
+    pub fn len(&self) -> usize {
+        match self {
+            Inputs::Images { tensor, .. } => tensor.len(),
+            Inputs::Features(f) => f.len(),
+        }
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The batch of `samples`: views `[B, 4, 3, S, S]` ([`batch_images`]) or features
+    /// `[B, 4, D]`; [`crate::model::GeoNet::forward`] takes either.
+    ///
+    /// # Errors
+    /// When the tensor cannot be created, or augmentation is asked of features.
+    pub fn batch(
+        &self,
+        samples: &[&Sample],
+        augmentation: Option<BatchAugment<'_>>,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        match self {
+            Inputs::Images { tensor, stats } => {
+                batch_images(tensor, samples, stats, augmentation, device)
+            }
+            Inputs::Features(_) if augmentation.is_some() => {
+                candle_core::bail!("augmentation needs images, not precomputed features")
+            }
+            Inputs::Features(f) => {
+                let rows: Vec<usize> = samples.iter().map(|s| s.row).collect();
+                f.batch(&rows, device)
+            }
+        }
+    }
+}
 
 /// One location as training sees it.
 #[derive(Clone, Debug, PartialEq)]
@@ -50,23 +106,38 @@ pub fn batch_images(
     augmentation: Option<BatchAugment<'_>>,
     device: &Device,
 ) -> candle_core::Result<Tensor> {
+    let rows: Vec<usize> = samples.iter().map(|s| s.row).collect();
+    batch_views(images, &rows, stats, augmentation, device)
+}
+
+/// [`batch_images`] of tensor rows `rows`.
+///
+/// # Errors
+/// When the tensor cannot be created on `device`.
+pub fn batch_views(
+    images: &ImageTensor,
+    rows: &[usize],
+    stats: &ChannelStats,
+    augmentation: Option<BatchAugment<'_>>,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
     let side = images.side() as usize;
     let plane = side * side;
-    let mut out = vec![0f32; samples.len() * VIEWS * 3 * plane];
+    let mut out = vec![0f32; rows.len() * VIEWS * 3 * plane];
     out.par_chunks_mut(3 * plane)
         .enumerate()
         .for_each(|(i, chw)| {
-            let sample = samples[i / VIEWS];
+            let row = rows[i / VIEWS];
             let view = i % VIEWS;
-            let hwc = images.view(sample.row, view);
+            let hwc = images.view(row, view);
             let mut img: Vec<f32> = hwc.iter().map(|&v| f32::from(v) / 255.0).collect();
             if let Some(a) = augmentation {
-                let mut rng = view_rng(a.seed, a.epoch, sample.row, view);
+                let mut rng = view_rng(a.seed, a.epoch, row, view);
                 augment(&mut img, side, a.config, &mut rng);
             }
             stats.normalise_into(&img, chw);
         });
-    Tensor::from_vec(out, (samples.len(), VIEWS, 3, side, side), device)
+    Tensor::from_vec(out, (rows.len(), VIEWS, 3, side, side), device)
 }
 
 /// Class indices `[B]` (u32).

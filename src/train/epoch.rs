@@ -16,7 +16,7 @@ use crate::vocab::Task;
 
 use super::FitError;
 use super::augment::is_active;
-use super::data::{BatchAugment, Sample, batch_classes, batch_images, batch_targets, epoch_order};
+use super::data::{BatchAugment, Sample, batch_classes, batch_targets, epoch_order};
 use super::error::Divergence;
 use super::evaluate::{Predictor, scalar};
 use super::event_log::EventLog;
@@ -116,7 +116,7 @@ impl<'a> Epochs<'a> {
             lr = state.scheduler.lr(step);
             let batch: Vec<&Sample> = chunk.iter().map(|&j| &self.data.train[j]).collect();
             let (loss, correct) = self
-                .loss(&state.net, &batch, epoch, trainable)
+                .loss(&state.net, &batch, epoch, step, trainable)
                 .map_err(FitError::step(epoch, i))?;
             let loss_value = scalar(&loss).map_err(FitError::step(epoch, i))?;
             if !loss_value.is_finite() {
@@ -164,6 +164,7 @@ impl<'a> Epochs<'a> {
         }
         match self.settings.unfreeze {
             Unfreeze::All => blocks,
+            Unfreeze::None => 0,
             Unfreeze::Last(n) => n.min(blocks),
         }
     }
@@ -174,6 +175,7 @@ impl<'a> Epochs<'a> {
         net: &GeoNet,
         batch: &[&Sample],
         epoch: u32,
+        step: usize,
         trainable: usize,
     ) -> candle_core::Result<(Tensor, usize)> {
         let s = self.settings;
@@ -182,14 +184,8 @@ impl<'a> Epochs<'a> {
             seed: s.seed,
             epoch,
         });
-        let x = batch_images(
-            self.data.images,
-            batch,
-            &self.data.stats,
-            augment,
-            self.device,
-        )?;
-        let y = net.forward(&x, trainable)?;
+        let x = self.data.inputs.batch(batch, augment, self.device)?;
+        let y = net.forward_train(&x, trainable, dropout_key(s.seed, step))?;
         if s.task == Task::Regression {
             return Ok((mse(&y, &batch_targets(batch, self.device)?)?, 0));
         }
@@ -240,7 +236,7 @@ impl<'a> Epochs<'a> {
             }
             let d = self.data;
             let (_, m) = predictor
-                .run(d.images, &d.stats, samples, d.country_km)
+                .run(d.inputs, samples, d.country_km)
                 .map_err(|source| FitError::Evaluate {
                     split,
                     epoch: epoch + 1,
@@ -273,6 +269,16 @@ impl Tally {
         }
         metrics
     }
+}
+
+/// The key a training step's dropout masks derive from: (seed, step), so a resumed run
+/// drops what an uninterrupted one does.
+fn dropout_key(seed: u64, step: usize) -> u64 {
+    let mut h = blake3::Hasher::new();
+    h.update(&seed.to_le_bytes());
+    h.update(&(step as u64).to_le_bytes());
+    let bytes = h.finalize();
+    u64::from_le_bytes(bytes.as_bytes()[..8].try_into().unwrap_or_default())
 }
 
 /// Optimiser steps in an epoch of `locations` in batches of `batch_size` (at least one).

@@ -6,12 +6,11 @@ use std::collections::BTreeMap;
 use candle_core::{Device, Tensor};
 
 use crate::geo::{Projection, haversine_km};
-use crate::images::{ChannelStats, ImageTensor};
 use crate::model::GeoNet;
 use crate::vocab::Task;
 
 use super::checkpoint::ModelInfo;
-use super::data::{Sample, batch_classes, batch_images, batch_targets};
+use super::data::{Inputs, Sample, batch_classes, batch_targets};
 use super::loss::{cross_entropy, mse};
 use super::metrics::Evaluation;
 use super::predict::{PredictError, rank_of, read_outputs};
@@ -57,8 +56,7 @@ impl Predictor<'_> {
     /// A tensor operation or a projection failed.
     pub fn run(
         &self,
-        images: &ImageTensor,
-        stats: &ChannelStats,
+        inputs: &Inputs,
         samples: &[Sample],
         country_km: f64,
     ) -> Result<(Vec<Prediction>, BTreeMap<String, f64>), PredictError> {
@@ -66,9 +64,7 @@ impl Predictor<'_> {
         let mut out = Vec::with_capacity(samples.len());
         let refs: Vec<&Sample> = samples.iter().collect();
         for batch in refs.chunks(self.batch_size.max(1)) {
-            let (y, loss) = self
-                .forward(images, stats, batch)
-                .map_err(PredictError::Forward)?;
+            let (y, loss) = self.forward(inputs, batch).map_err(PredictError::Forward)?;
             let outputs = read_outputs(self.info, self.projection, &y)?;
             let ranks: Option<Vec<usize>> = outputs.probs.as_ref().map(|probs| {
                 probs
@@ -101,13 +97,8 @@ impl Predictor<'_> {
 
 impl Predictor<'_> {
     /// The outputs for `batch` and their mean loss.
-    fn forward(
-        &self,
-        images: &ImageTensor,
-        stats: &ChannelStats,
-        batch: &[&Sample],
-    ) -> candle_core::Result<(Tensor, f32)> {
-        let x = batch_images(images, batch, stats, None, self.device)?;
+    fn forward(&self, inputs: &Inputs, batch: &[&Sample]) -> candle_core::Result<(Tensor, f32)> {
+        let x = inputs.batch(batch, None, self.device)?;
         let y = self.net.forward(&x, 0)?;
         let loss = if self.classification() {
             cross_entropy(&y, &batch_classes(batch, self.device)?, 0.0)?

@@ -15,13 +15,12 @@ use candle_core::Device;
 
 use crate::experiment::{AugmentConfig, SchedulerKind, Unfreeze};
 use crate::geo::Projection;
-use crate::images::{ChannelStats, ImageTensor};
 use crate::track::tensorboard::HParamValue;
 use crate::vocab::{Fusion, Kernels, Task};
 
 use super::FitError;
 use super::checkpoint::{self, EpochRecord, ModelInfo};
-use super::data::Sample;
+use super::data::{Inputs, Sample};
 use super::epoch::Epochs;
 use super::event_log::{EVENTS_FILE, EventLog, Header};
 use super::history::{METRICS_FILE, write_metrics};
@@ -79,10 +78,8 @@ pub struct FitSettings {
 
 /// What training reads.
 pub struct FitData<'a> {
-    /// Every view, decoded.
-    pub images: &'a ImageTensor,
-    /// Train-split normalisation.
-    pub stats: ChannelStats,
+    /// Every location's views, or their embeddings.
+    pub inputs: &'a Inputs,
     /// Training samples.
     pub train: Vec<Sample>,
     /// Validation samples.
@@ -167,7 +164,7 @@ pub fn fit(
         checkpoint::write(
             dirs.work,
             &decision.write,
-            &state.varmap,
+            (&state.varmap, state.saved_vars(data.inputs)),
             &state.optimizer,
             &meta,
         )?;
@@ -216,6 +213,9 @@ fn publish(
     write_metrics(&dirs.work.join(METRICS_FILE), &state.history)?;
     for slot in [Slot::Best, Slot::Last] {
         let (tensors, sidecar) = checkpoint::paths(dirs.work, slot.name());
+        // Work checkpoints may hold the head only (`State::saved_vars`); published ones
+        // stand alone.
+        checkpoint::complete(&tensors, &state.varmap)?;
         let (tensors_out, sidecar_out) = checkpoint::paths(dirs.out, slot.name());
         link_file(&tensors, &tensors_out)?;
         link_file(&sidecar, &sidecar_out)?;

@@ -1,8 +1,8 @@
 //! Training: batches, augmentation, optimisers, schedules, losses, metrics, checkpoints
 //! and the loop that ties them together.
 //!
-//! The loop is [`fit::fit`]: plain inputs in (settings, the image tensor and samples, a
-//! work and an output directory), typed [`progress::FitEvent`]s out to an observer, and a
+//! The loop is [`fit::fit`]: plain inputs in (settings, the image tensor or the features
+//! stage's embeddings, samples, a work and an output directory), typed [`progress::FitEvent`]s out to an observer, and a
 //! [`FitError`] when it stops. It knows nothing of the run graph; the train stage adapts
 //! it (`stages/train.rs`).
 //!
@@ -19,7 +19,10 @@
 //! - [`progress`]: the events the loop reports; [`error`]: why it stopped.
 //!
 //! What it is built from:
-//! - [`data`]: samples per split, normalised and augmented batches, seeded shuffles.
+//! - [`data`]: samples per split, normalised and augmented batches (or embeddings), seeded
+//!   shuffles.
+//! - [`features`]: a frozen backbone's embeddings of every view, computed once, in one
+//!   memory-mapped file.
 //! - [`augment`]: random resized crop, colour jitter, Gaussian noise (train only).
 //! - [`optimizer`], [`scheduler`]: Adam/AdamW/SGD with exportable state; lr schedules.
 //! - [`loss`], [`predict`], [`metrics`]: losses, centroid-weighted predictions, metrics.
@@ -36,6 +39,7 @@ pub mod epoch;
 pub mod error;
 pub mod evaluate;
 pub mod event_log;
+pub mod features;
 pub mod fit;
 pub mod history;
 pub mod loss;

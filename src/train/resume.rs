@@ -10,10 +10,11 @@ use std::path::Path;
 use candle_core::Device;
 use candle_nn::VarMap;
 
-use crate::model::{GeoNet, NetSpec, build_net};
+use crate::model::{GeoNet, build_net};
 
 use super::FitError;
-use super::checkpoint::{self, CheckpointMeta, EpochRecord, FORMAT, Loaded};
+use super::checkpoint::{self, CheckpointMeta, EpochRecord, FORMAT, Loaded, Vars};
+use super::data::Inputs;
 use super::epoch::steps_per_epoch;
 use super::fit::{FitData, FitSettings};
 use super::optimizer::Optimizer;
@@ -37,6 +38,8 @@ pub struct State {
     pub best: Option<(f64, u32)>,
     /// The last finished epoch (0-based) when resumed.
     pub resumed: Option<u32>,
+    /// The head's var names.
+    pub head_vars: Vec<String>,
 }
 
 impl State {
@@ -48,6 +51,16 @@ impl State {
     /// Epochs finished so far.
     pub fn epochs_done(&self) -> u32 {
         self.history.last().map_or(0, |r| r.epoch + 1)
+    }
+
+    /// The vars the work directory's checkpoints hold: the head only where training reads
+    /// embeddings, since the frozen backbone is the same at every epoch (a resume rebuilds
+    /// it, and `fit` completes the checkpoints it publishes).
+    pub fn saved_vars(&self, inputs: &Inputs) -> Vars<'_> {
+        match inputs {
+            Inputs::Features(_) => Vars::Only(&self.head_vars),
+            Inputs::Images { .. } => Vars::All,
+        }
     }
 
     /// What the checkpoints after `epoch` hold besides tensors.
@@ -80,16 +93,12 @@ pub fn start_or_resume(
     work: &Path,
     observer: &dyn FitObserver,
 ) -> Result<State, FitError> {
-    let spec = NetSpec {
-        backbone: &data.info.backbone,
-        fusion: settings.fusion,
-        outputs: data.info.outputs,
-        kernels: settings.kernels,
-    };
+    let spec = data.info.net_spec(settings.kernels);
     let (varmap, net) = build_net(&spec, settings.seed, settings.weights.as_deref(), device)?;
     let (kind, params) = settings.scheduler;
     let steps = steps_per_epoch(data.train.len(), settings.batch_size);
     let mut state = State {
+        head_vars: net.head_var_names(),
         varmap,
         net,
         optimizer: Optimizer::new(settings.optimizer),
@@ -102,7 +111,12 @@ pub fn start_or_resume(
     let Some(loaded) = read_last(&last, device, observer) else {
         return Ok(state);
     };
-    checkpoint::restore_vars(&last, &state.varmap, &loaded.model)?;
+    // The frozen backbone a head-only `last` lacks was rebuilt above as it was then.
+    checkpoint::restore_some_vars(
+        &last,
+        (&state.varmap, state.saved_vars(data.inputs)),
+        &loaded.model,
+    )?;
     state
         .optimizer
         .load_state(&loaded.optim, device)
