@@ -1,5 +1,5 @@
-//! The words every layer shares, each defined once: views, backbones, tasks, fusions,
-//! kernels and metric names.
+//! The words every layer shares, each defined once: views, backbones (their families, input
+//! sizes and pixel normalisation), tasks, fusions, poolings, kernels and metric names.
 //!
 //! The experiment schema, the model, the training loop, inference and the dataset layout
 //! all speak of these; keeping them here (a module that imports nothing of geoexp) lets
@@ -50,6 +50,81 @@ pub enum Kernels {
     Reference,
 }
 
+/// How a Vision Transformer turns its tokens into one feature vector (`model.pooling`). Both
+/// read the last layer's tokens after the family's final LayerNorm (CLIP `post_layernorm`,
+/// DINOv2 `layernorm`), applied to each token on its own. CNNs always average-pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// The class token: Hugging Face's `pooler_output` (CLIP `post_layernorm(h[:, 0])`,
+    /// DINOv2 `layernorm(h)[:, 0]`). The ViTs' default.
+    Cls,
+    /// The mean over the patch tokens, class token excluded: `mean_i norm(h[:, i])`, `i ≥ 1`.
+    Mean,
+}
+
+/// The Vision-Transformer families geoexp builds, with Hugging Face's layouts and var names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VitFamily {
+    /// OpenAI CLIP's vision tower (`CLIPVisionModel`, no visual projection): pre-LayerNorm on
+    /// the embeddings, quick_gelu, LayerNorm eps 1e-5, patch conv without bias.
+    Clip,
+    /// Meta's DINOv2 (`Dinov2Model`): exact (erf) gelu, LayerNorm eps 1e-6, layer scale on
+    /// both residual branches, patch conv with bias.
+    Dinov2,
+}
+
+impl VitFamily {
+    /// The family's name, as in messages: `clip`, `dinov2`.
+    pub fn name(self) -> &'static str {
+        match self {
+            VitFamily::Clip => "clip",
+            VitFamily::Dinov2 => "dinov2",
+        }
+    }
+
+    /// Per-channel (RGB) mean and standard deviation of `[0, 1]` pixels the family was trained
+    /// on: CLIP's own statistics, ImageNet's for DINOv2.
+    pub fn normalisation(self) -> ([f32; 3], [f32; 3]) {
+        match self {
+            VitFamily::Clip => (CLIP_MEAN, CLIP_STD),
+            VitFamily::Dinov2 => (IMAGENET_MEAN, IMAGENET_STD),
+        }
+    }
+}
+
+/// CLIP's pixel mean (RGB, of `[0, 1]` values; OpenAI's preprocessing).
+#[allow(clippy::excessive_precision)] // OpenAI's published digits, kept verbatim
+pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+/// CLIP's pixel standard deviation (RGB).
+#[allow(clippy::excessive_precision)] // OpenAI's published digits, kept verbatim
+pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
+/// ImageNet's pixel mean (RGB), which DINOv2 expects.
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+/// ImageNet's pixel standard deviation (RGB).
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// The shape of a Vision Transformer: a patch embedding, `layers` pre-norm encoder layers of
+/// `heads`-head self-attention and an MLP, a final LayerNorm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VitConfig {
+    /// Which family (layout, names, activation, normalisation).
+    pub family: VitFamily,
+    /// Width of the tokens = the feature dimension.
+    pub hidden: usize,
+    /// Encoder layers.
+    pub layers: usize,
+    /// Attention heads (`hidden` is a multiple).
+    pub heads: usize,
+    /// Width of the MLP's hidden layer.
+    pub mlp: usize,
+    /// Side of the square patches, in pixels.
+    pub patch: usize,
+    /// Image side the position embeddings were made for: they hold `(image / patch)²` patch
+    /// positions (+ 1 for the class token). Other sides interpolate them bicubically.
+    pub image: usize,
+}
+
 /// What a backbone name stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Architecture {
@@ -66,6 +141,58 @@ pub enum Architecture {
         /// Channels per group (64 for ResNet; 4 or 8 for ResNeXt).
         width_per_group: usize,
     },
+    /// A Vision Transformer (CLIP vision tower or DINOv2).
+    Vit(VitConfig),
+}
+
+impl Architecture {
+    /// The family the architecture belongs to, for messages: `tiny-cnn`, `resnet` (ResNeXt
+    /// included), `clip`, `dinov2`. [`backbone_families`] lists them all.
+    pub fn family(&self) -> &'static str {
+        match self {
+            Architecture::TinyCnn => "tiny-cnn",
+            Architecture::ResNet { .. } => "resnet",
+            Architecture::Vit(v) => v.family.name(),
+        }
+    }
+
+    /// The ViT's shape, or `None` for a CNN.
+    pub fn vit(&self) -> Option<&VitConfig> {
+        match self {
+            Architecture::Vit(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Patch side of a ViT; `None` for CNNs, which take any image side.
+    pub fn patch_size(&self) -> Option<usize> {
+        self.vit().map(|v| v.patch)
+    }
+
+    /// The image side a ViT's position embeddings were made for (224 for CLIP, 336 for
+    /// `clip-vit-l14-336`, 518 for DINOv2, whose Hugging Face preprocessing nonetheless crops
+    /// 224); `None` for CNNs.
+    pub fn native_image_size(&self) -> Option<usize> {
+        self.vit().map(|v| v.image)
+    }
+
+    /// Whether square images of side `side` fit: any positive side for a CNN, a positive
+    /// multiple of the patch side for a ViT.
+    pub fn accepts_image_size(&self, side: usize) -> bool {
+        side > 0 && self.patch_size().is_none_or(|p| side.is_multiple_of(p))
+    }
+
+    /// The pooling used when none is set: [`Pooling::Cls`] for ViTs; `None` for CNNs, which
+    /// average-pool and take no pooling setting.
+    pub fn default_pooling(&self) -> Option<Pooling> {
+        self.vit().map(|_| Pooling::Cls)
+    }
+
+    /// Per-channel (RGB) mean and standard deviation of `[0, 1]` pixels the family expects
+    /// ([`VitFamily::normalisation`]); `None` for CNNs (the data pipeline's own default).
+    pub fn normalisation(&self) -> Option<([f32; 3], [f32; 3])> {
+        self.vit().map(|v| v.family.normalisation())
+    }
 }
 
 const fn resnet(bottleneck: bool, layers: [usize; 4], groups: usize, width: usize) -> Architecture {
@@ -77,8 +204,43 @@ const fn resnet(bottleneck: bool, layers: [usize; 4], groups: usize, width: usiz
     }
 }
 
+const fn clip(
+    hidden: usize,
+    layers: usize,
+    heads: usize,
+    patch: usize,
+    image: usize,
+) -> Architecture {
+    Architecture::Vit(VitConfig {
+        family: VitFamily::Clip,
+        hidden,
+        layers,
+        heads,
+        mlp: 4 * hidden,
+        patch,
+        image,
+    })
+}
+
+const fn dinov2(hidden: usize, heads: usize) -> Architecture {
+    Architecture::Vit(VitConfig {
+        family: VitFamily::Dinov2,
+        hidden,
+        layers: 12,
+        heads,
+        mlp: 4 * hidden,
+        patch: 14,
+        image: 518,
+    })
+}
+
 /// Every backbone geoexp builds (`model.backbone`), in the order shown to users.
-pub const BACKBONES: [(&str, Architecture); 8] = [
+///
+/// The ViTs are Hugging Face's `openai/clip-vit-base-patch32`, `-base-patch16`,
+/// `-large-patch14`, `-large-patch14-336` (also StreetCLIP's architecture) vision towers, and
+/// `facebook/dinov2-small` / `-base`; their feature dimension is the hidden size (768, 768,
+/// 1024, 1024, 384, 768).
+pub const BACKBONES: [(&str, Architecture); 14] = [
     ("tiny-cnn", Architecture::TinyCnn),
     ("resnet18", resnet(false, [2, 2, 2, 2], 1, 64)),
     ("resnet34", resnet(false, [3, 4, 6, 3], 1, 64)),
@@ -87,7 +249,24 @@ pub const BACKBONES: [(&str, Architecture); 8] = [
     ("resnet152", resnet(true, [3, 8, 36, 3], 1, 64)),
     ("resnext50_32x4d", resnet(true, [3, 4, 6, 3], 32, 4)),
     ("resnext101_32x8d", resnet(true, [3, 4, 23, 3], 32, 8)),
+    ("clip-vit-b32", clip(768, 12, 12, 32, 224)),
+    ("clip-vit-b16", clip(768, 12, 12, 16, 224)),
+    ("clip-vit-l14", clip(1024, 24, 16, 14, 224)),
+    ("clip-vit-l14-336", clip(1024, 24, 16, 14, 336)),
+    ("dinov2-s14", dinov2(384, 6)),
+    ("dinov2-b14", dinov2(768, 12)),
 ];
+
+/// The families of [`BACKBONES`] ([`Architecture::family`]), each once, in order.
+pub fn backbone_families() -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for (_, a) in &BACKBONES {
+        if !out.contains(&a.family()) {
+            out.push(a.family());
+        }
+    }
+    out
+}
 
 /// The backbone names of [`BACKBONES`], in order.
 pub fn backbone_names() -> impl Iterator<Item = &'static str> {
@@ -255,6 +434,63 @@ mod tests {
             assert!(architecture(name).is_some());
         }
         assert_eq!(architecture("resnet19"), None);
+    }
+
+    #[test]
+    fn vit_helpers_describe_patches_sizes_families_and_normalisation() {
+        let arch = |n| architecture(n).expect(n);
+        assert_eq!(
+            backbone_families(),
+            ["tiny-cnn", "resnet", "clip", "dinov2"]
+        );
+        assert_eq!(arch("resnext50_32x4d").family(), "resnet");
+        assert_eq!(arch("clip-vit-l14-336").family(), "clip");
+        for (name, patch, image, hidden) in [
+            ("clip-vit-b32", 32, 224, 768),
+            ("clip-vit-b16", 16, 224, 768),
+            ("clip-vit-l14", 14, 224, 1024),
+            ("clip-vit-l14-336", 14, 336, 1024),
+            ("dinov2-s14", 14, 518, 384),
+            ("dinov2-b14", 14, 518, 768),
+        ] {
+            let a = arch(name);
+            assert_eq!(a.patch_size(), Some(patch), "{name}");
+            assert_eq!(a.native_image_size(), Some(image), "{name}");
+            assert_eq!(a.vit().map(|v| v.hidden), Some(hidden), "{name}");
+            assert_eq!(a.default_pooling(), Some(Pooling::Cls), "{name}");
+            assert!(a.accepts_image_size(image) && a.accepts_image_size(patch));
+            assert!(!a.accepts_image_size(image + 1) && !a.accepts_image_size(0));
+        }
+        for cnn in ["tiny-cnn", "resnet50"] {
+            let a = arch(cnn);
+            assert_eq!(
+                (a.patch_size(), a.native_image_size(), a.default_pooling()),
+                (None, None, None)
+            );
+            assert_eq!(a.normalisation(), None);
+            assert!(a.accepts_image_size(225));
+        }
+        assert_eq!(
+            arch("clip-vit-b16").normalisation(),
+            Some((CLIP_MEAN, CLIP_STD))
+        );
+        assert_eq!(
+            arch("dinov2-b14").normalisation(),
+            Some(([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]))
+        );
+    }
+
+    #[test]
+    fn poolings_read_as_users_write_them() {
+        #[derive(Deserialize)]
+        struct T {
+            a: Pooling,
+            b: Pooling,
+        }
+        let t: T = toml::from_str("a = \"cls\"\nb = \"mean\"").unwrap();
+        assert_eq!((t.a, t.b), (Pooling::Cls, Pooling::Mean));
+        assert!(toml::from_str::<T>("a = \"max\"\nb = \"mean\"").is_err());
+        assert_eq!(serde_json::to_string(&Pooling::Mean).unwrap(), "\"mean\"");
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //!
 //! | file            | owns                                                                      |
 //! |-----------------|---------------------------------------------------------------------------|
-//! | `backbone.rs`   | the [`Backbone`] trait and [`build_backbone`] (a name of `vocab::BACKBONES`) |
+//! | `backbone.rs`   | the [`Backbone`] trait, [`build_backbone`] / [`build_backbone_with`] (a name of `vocab::BACKBONES`, a pooling) |
 //! | `tiny_cnn.rs`   | a small CNN fast enough for CPU runs and tests                            |
 //! | `resnet.rs`     | ResNet 18/34/50/101/152, ResNeXt 50_32x4d / 101_32x8d, torchvision layout  |
+//! | `vit.rs`        | ViTs, Hugging Face layout: CLIP vision towers (B/32, B/16, L/14, L/14-336), DINOv2 S/14, B/14; pooling, freezing |
+//! | `bicubic.rs`    | torch's bicubic resize, for ViT position embeddings on other image sizes   |
 //! | `batch_norm.rs` | BatchNorm (+ the ReLU after it) with fused CPU kernels                    |
 //! | `conv.rs`       | conv as CPU custom ops: forward and both gradients on im2col + GEMM       |
 //! | `conv_cpu.rs`   | the conv's CPU arithmetic: im2col, col2im, GEMMs over chunks of images    |
@@ -24,20 +26,27 @@
 //! devices use candle's own ops, and so does `Kernels::Reference` (`train.kernels =
 //! "reference"`), the fallback should a fast kernel ever be suspected. `kernel_tests.rs`
 //! holds both to the same results; `tests.rs` covers the model as a whole, and both share
-//! `test_support.rs`'s fixtures.
+//! `test_support.rs`'s fixtures. `vit_tests.rs` holds the ViTs to PyTorch: tiny random
+//! `transformers` models and their outputs in `tests/fixtures/vit/` (made by its
+//! `make_fixtures.py`).
 //!
 //! Var names follow torchvision (`backbone.conv1.weight`, `backbone.layer1.0.downsample.1.running_var`,
 //! `head.weight`), so pretrained files load without renaming and checkpoints are readable by torch.
+//! ViTs follow Hugging Face (`backbone.encoder.layers.0.self_attn.q_proj.weight` for CLIP,
+//! `backbone.encoder.layer.0.attention.attention.query.weight` for DINOv2), without the
+//! `vision_model.` / `dinov2.` prefix checkpoints may have.
 //!
 //! Freezing: candle has no `requires_grad`. A backbone runs its first blocks with BatchNorm in eval
 //! mode and `detach()`es their output, so backward stops there; the trainer optimises only
 //! [`GeoNet::trainable_var_names`] (plus the head). BatchNorm running statistics are vars without
-//! gradients, which optimisers skip.
+//! gradients, which optimisers skip. ViTs freeze the same way, block by block (embeddings, then
+//! each encoder layer; the final norm trains with the last layer).
 //!
 //! This module must not read images, configs or datasets, nor know about losses or optimisers.
 
 mod backbone;
 mod batch_norm;
+mod bicubic;
 mod build;
 mod conv;
 mod conv_bn;
@@ -50,9 +59,10 @@ mod net;
 mod residual;
 mod resnet;
 mod tiny_cnn;
+mod vit;
 mod weights;
 
-pub use backbone::{Backbone, build_backbone};
+pub use backbone::{Backbone, build_backbone, build_backbone_with};
 pub use batch_norm::BatchNorm;
 pub use build::{NetSpec, build_net};
 pub use conv::{Conv, conv2d};
@@ -61,11 +71,12 @@ pub use maxpool::{max_pool_3x3_s2_p1, max_pool_3x3_s2_p1_composed};
 pub use net::GeoNet;
 pub use resnet::{BlockKind, ResNet, ResNetConfig};
 pub use tiny_cnn::TinyCnn;
+pub use vit::Vit;
 pub use weights::load_pretrained;
 
 use std::path::PathBuf;
 
-use crate::vocab::{Kernels, backbone_names};
+use crate::vocab::{BACKBONES, Kernels, backbone_names};
 
 /// Everything that can go wrong building, initialising or loading a model.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +87,17 @@ pub enum ModelError {
     UnknownBackbone {
         /// The name asked for.
         name: String,
+    },
+    /// A pooling was set for a backbone that does not take one (a CNN).
+    #[error(
+        "pooling applies to ViT backbones only ({}); `{backbone}` is a {family} backbone, which average-pools",
+        vit_families().join(", ")
+    )]
+    PoolingNotApplicable {
+        /// The backbone name.
+        backbone: String,
+        /// Its family (`resnet`, `tiny-cnn`).
+        family: &'static str,
     },
     /// A head needs at least one output.
     #[error("the head needs at least one output, got {outputs}")]
@@ -143,6 +165,17 @@ pub enum ModelError {
     },
 }
 
+/// The families of ViT backbones (`clip`, `dinov2`), for messages.
+fn vit_families() -> Vec<&'static str> {
+    let mut out = Vec::new();
+    for (_, a) in &BACKBONES {
+        if a.vit().is_some() && !out.contains(&a.family()) {
+            out.push(a.family());
+        }
+    }
+    out
+}
+
 /// Joins names for an error message, cut after a few so a wrong architecture does not print
 /// hundreds of lines.
 fn list(names: &[String]) -> String {
@@ -165,3 +198,5 @@ mod kernel_tests;
 pub(crate) mod test_support;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod vit_tests;
