@@ -44,9 +44,10 @@ keys! {
     "classes.centroid": "geometric | clipped | weighted" => "Point that stands for a class: square centre, centre moved onto land, or mean of the cell's train locations.",
     "classes.crs": "string" => "Projected CRS (`EPSG:NNNN` or a `+proj` string) for regression targets and planar maths.",
     "model.task": "classification | regression" => "Predict a grid class, or min-max scaled projected coordinates.",
-    "model.backbone": "string" => "tiny-cnn, resnet18/34/50/101/152, resnext50_32x4d, resnext101_32x8d.",
+    "model.backbone": "string" => "tiny-cnn; resnet18/34/50/101/152, resnext50_32x4d, resnext101_32x8d (torchvision); clip-vit-b32, clip-vit-b16, clip-vit-l14, clip-vit-l14-336 (OpenAI CLIP vision towers); dinov2-s14, dinov2-b14.",
     "model.weights": "path" => "Pretrained backbone weights, relative to the file that sets it: safetensors, a PyTorch `.pth`/`.pt`/`.bin` state dict or a Lightning `.ckpt` (read by content, not extension).",
     "model.weights_prefix": "string" => "Prefix of the backbone's tensors in the weights file (`backbone.`, `module.`, `vision_model.`); unset: inferred from the names.",
+    "model.pooling": "cls | mean" => "How a ViT's tokens become one vector per view: the class token (Hugging Face's pooler output), or the mean of the patch tokens after the final norm (PIGEON's). Unset: `cls`; CNNs always average-pool.",
     "model.fusion": "concat | mean" => "How the four views' features are combined: concatenated in view order 0, 90, 180, 270, or averaged.",
     "model.head": "\"linear\" | table" => "The head on the fused features: one linear layer, or `{ kind = \"mlp\", hidden = [1024], dropout = 0.1 }` (hidden linear + ReLU + dropout layers, then the output layer).",
     "model.feature_dtype": "f32 | f16" => "How the features stage stores embeddings (only used when the backbone never trains; see Frozen backbones).",
@@ -205,6 +206,7 @@ mod tests {
         e.dataset.synthetic = Some(SyntheticConfig::default());
         e.model.weights = Some("w.safetensors".into());
         e.model.weights_prefix = Some("backbone.".into());
+        e.model.pooling = Some(crate::vocab::Pooling::Mean);
         e.model.feature_dtype = crate::vocab::FeatureDtype::F16;
         e.model.head = crate::vocab::Head::Mlp {
             hidden: vec![8],

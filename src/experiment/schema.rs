@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::vocab::{FeatureDtype, Fusion, Head, Kernels, Task};
+use crate::vocab::{FeatureDtype, Fusion, Head, Kernels, Pooling, Task};
 
 /// A whole experiment, as resolved from all layers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -180,6 +180,9 @@ pub struct ModelConfig {
     /// The prefix of the backbone's tensors in the weights file (unset: inferred).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights_prefix: Option<String>,
+    /// How a ViT's tokens become one vector (unset: the family's default, `cls`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pooling: Option<Pooling>,
     /// View fusion.
     pub fusion: Fusion,
     /// The head on the fused features. Left out of the resolved config while linear, so
@@ -202,6 +205,7 @@ impl Default for ModelConfig {
             backbone: "resnet18".into(),
             weights: None,
             weights_prefix: None,
+            pooling: None,
             fusion: Fusion::Concat,
             head: Head::Linear,
             feature_dtype: FeatureDtype::F32,

@@ -7,7 +7,8 @@ use super::error::ConfigError;
 use super::load::Loaded;
 use super::schema::Unfreeze;
 use crate::vocab::{
-    CLASSIFICATION_METRICS, Head, SPLIT_METRICS, TRAIN_METRICS, Task, architecture, backbone_names,
+    BACKBONES, CLASSIFICATION_METRICS, Head, Pooling, SPLIT_METRICS, TRAIN_METRICS, Task,
+    architecture, backbone_families, backbone_names,
 };
 
 const SPLIT_TOLERANCE: f64 = 1e-9;
@@ -205,15 +206,55 @@ impl Checker<'_> {
                 });
             }
         }
-        if architecture(&m.backbone).is_none() {
+        let arch = architecture(&m.backbone);
+        if arch.is_none() {
             let close = super::keys::closest(&m.backbone, backbone_names(), |b| b);
             let hint = close.map_or(String::new(), |b| format!("did you mean `{b}`? "));
+            let families: Vec<String> = backbone_families()
+                .into_iter()
+                .map(|f| {
+                    let names: Vec<&str> = BACKBONES
+                        .iter()
+                        .filter(|(_, a)| a.family() == f)
+                        .map(|(n, _)| *n)
+                        .collect();
+                    format!("{f}: {}", names.join(", "))
+                })
+                .collect();
             self.fail(
                 "model.backbone",
                 format!(
                     "unknown backbone {:?}; {hint}known: {}",
                     m.backbone,
-                    backbone_names().collect::<Vec<_>>().join(", ")
+                    families.join("; ")
+                ),
+            );
+        }
+        if let (Some(a), Some(p)) = (arch, m.pooling)
+            && a.vit().is_none()
+        {
+            let word = if p == Pooling::Mean { "mean" } else { "cls" };
+            self.fail(
+                "model.pooling",
+                format!(
+                    "\"{word}\" applies to ViT backbones only; `{}` is a {} backbone, which \
+                     average-pools its last feature map",
+                    m.backbone,
+                    a.family()
+                ),
+            );
+        }
+        let side = self.loaded.experiment.train.image_size;
+        if let Some(a) = arch
+            && !a.accepts_image_size(side as usize)
+        {
+            self.fail(
+                "train.image_size",
+                format!(
+                    "{side} is not a multiple of `{}`'s patch size {} (its native size is {})",
+                    m.backbone,
+                    a.patch_size().unwrap_or(1),
+                    a.native_image_size().unwrap_or(0)
                 ),
             );
         }

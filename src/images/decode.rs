@@ -43,6 +43,29 @@ pub struct DecodeOptions {
     pub jpeg: JpegMode,
     /// Images declaring more pixels than this are refused before decoding.
     pub max_pixels: u64,
+    /// The resampling filter.
+    pub resample: Resample,
+}
+
+/// The resampling filter of the resize.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Resample {
+    /// Antialiased bilinear, torchvision's `Resize` default (CNNs).
+    #[default]
+    Bilinear,
+    /// Antialiased bicubic (Catmull-Rom, PIL's `BICUBIC`), the CLIP and DINOv2 processors'
+    /// filter.
+    Bicubic,
+}
+
+impl Resample {
+    /// The filter the family of backbone `name` was trained with.
+    pub fn for_backbone(name: &str) -> Resample {
+        match crate::vocab::architecture(name) {
+            Some(a) if a.vit().is_some() => Resample::Bicubic,
+            _ => Resample::Bilinear,
+        }
+    }
 }
 
 /// How JPEGs are decoded; only [`JpegMode::DctScaled`] is meant for real use, the
@@ -65,7 +88,14 @@ impl DecodeOptions {
             side,
             jpeg: JpegMode::DctScaled,
             max_pixels: MAX_PIXELS,
+            resample: Resample::Bilinear,
         }
+    }
+
+    /// The same, resizing with `resample`.
+    pub fn with_resample(mut self, resample: Resample) -> Self {
+        self.resample = resample;
+        self
     }
 
     /// The same, refusing images that declare more than `megapixels` million pixels.
@@ -130,7 +160,7 @@ pub fn decode_bytes_into(
         "output buffer must hold side×side×3 bytes"
     );
     let src = decode_bytes(name, bytes, opts)?;
-    resize_crop(name, src, opts.side, out)
+    resize_crop(name, src, opts, out)
 }
 
 /// Rejects sides the decoder cannot request.
@@ -395,7 +425,13 @@ thread_local! {
     static RESIZER: RefCell<Resizer> = RefCell::new(Resizer::new());
 }
 
-fn resize_crop(path: &Path, src: Decoded, side: u32, out: &mut [u8]) -> Result<(), ImagesError> {
+fn resize_crop(
+    path: &Path,
+    src: Decoded,
+    opts: DecodeOptions,
+    out: &mut [u8],
+) -> Result<(), ImagesError> {
+    let side = opts.side;
     let fail = |reason: String| ImagesError::Decode {
         path: path.to_owned(),
         reason,
@@ -413,7 +449,10 @@ fn resize_crop(path: &Path, src: Decoded, side: u32, out: &mut [u8]) -> Result<(
     let mut dst = Image::from_slice_u8(side, side, out, PixelType::U8x3)
         .map_err(|e| fail(format!("output buffer: {e}")))?;
     let options = ResizeOptions::new()
-        .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
+        .resize_alg(ResizeAlg::Convolution(match opts.resample {
+            Resample::Bilinear => FilterType::Bilinear,
+            Resample::Bicubic => FilterType::CatmullRom,
+        }))
         .crop(left, top, width, height);
     RESIZER
         .with_borrow_mut(|resizer| resizer.resize(&src_image, &mut dst, &options))

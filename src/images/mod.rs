@@ -18,7 +18,7 @@ pub mod tensor_file;
 mod test_images;
 
 pub use decode::{
-    DecodeOptions, JpegMode, MAX_SIDE, decode_bytes_into, decode_view, decode_view_into,
+    DecodeOptions, JpegMode, MAX_SIDE, Resample, decode_bytes_into, decode_view, decode_view_into,
 };
 pub use error::ImagesError;
 pub use stats::{ChannelStats, channel_stats};

@@ -136,6 +136,13 @@ impl Model {
         self.info.image_size
     }
 
+    /// How views for this network are decoded: its side, with its family's resize filter
+    /// (as the images stage decoded the training views).
+    pub fn decode_options(&self) -> crate::images::DecodeOptions {
+        crate::images::DecodeOptions::new(self.side())
+            .with_resample(crate::images::Resample::for_backbone(&self.info.backbone))
+    }
+
     /// The raw outputs (logits or scaled coordinates) for `x`: `[B, 4, 3, S, S]`,
     /// normalised; BatchNorm in eval mode.
     ///

@@ -7,7 +7,7 @@ use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 
 use super::{GeoNet, ModelError, init_seeded, load_pretrained};
-use crate::vocab::{Fusion, Head, Kernels};
+use crate::vocab::{Fusion, Head, Kernels, Pooling};
 
 /// What a network is: enough to rebuild it, with the same var names and shapes.
 #[derive(Clone, Copy, Debug)]
@@ -22,6 +22,8 @@ pub struct NetSpec<'a> {
     pub kernels: Kernels,
     /// The head on the fused features.
     pub head: &'a Head,
+    /// A ViT's pooling (`None`: the family's default).
+    pub pooling: Option<Pooling>,
 }
 
 /// Builds `spec` on `device` in f32, initialises every var from `seed`, then loads the

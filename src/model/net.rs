@@ -4,7 +4,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::backbone::{Backbone, build_backbone};
+use super::backbone::{Backbone, build_backbone_with};
 use super::build::NetSpec;
 use super::head::HeadLayers;
 use super::{Kernels, ModelError};
@@ -44,6 +44,7 @@ impl GeoNet {
             outputs,
             kernels,
             head: &Head::Linear,
+            pooling: None,
         };
         Self::from_spec(&spec, vb)
     }
@@ -55,7 +56,8 @@ impl GeoNet {
                 outputs: spec.outputs,
             });
         }
-        let backbone = build_backbone(spec.backbone, spec.kernels, vb.pp("backbone"))?;
+        let backbone =
+            build_backbone_with(spec.backbone, spec.kernels, spec.pooling, vb.pp("backbone"))?;
         let fused = match spec.fusion {
             Fusion::Concat => VIEWS * backbone.feature_dim(),
             Fusion::Mean => backbone.feature_dim(),

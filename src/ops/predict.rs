@@ -190,7 +190,8 @@ pub fn predict(
     let mut snapped = 0;
     let tick = progress.start("predict", found.folders.len() as u64);
     for chunk in found.folders.chunks(options.batch_size.max(1)) {
-        let opts = crate::images::DecodeOptions::new(model.side())
+        let opts = model
+            .decode_options()
             .with_max_megapixels(options.max_megapixels);
         let (ready, unreadable) = folders::decode(chunk, opts);
         if options.strict

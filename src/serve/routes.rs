@@ -62,9 +62,11 @@ impl AppState {
         }))
     }
 
-    /// How uploads for a model of input side `side` are decoded.
-    fn decode_options(&self, side: u32) -> DecodeOptions {
-        DecodeOptions::new(side).with_max_megapixels(self.0.max_megapixels)
+    /// How uploads for `model` are decoded.
+    fn decode_options(&self, model: &crate::infer::Model) -> DecodeOptions {
+        model
+            .decode_options()
+            .with_max_megapixels(self.0.max_megapixels)
     }
 
     /// The model directory.
@@ -180,7 +182,7 @@ async fn predict_images(
     let state = s.clone();
     let (served, locations) = blocking(&s, move || {
         let served = state.models().get(&name)?;
-        let views = decode_all(&uploads, state.decode_options(served.model().side()))?;
+        let views = decode_all(&uploads, state.decode_options(served.model()))?;
         let locations: Vec<Vec<u8>> = views
             .iter()
             .map(|v| v.repeat(crate::vocab::VIEWS))
@@ -205,7 +207,7 @@ async fn predict_cardinal_images(
     let state = s.clone();
     let (served, location) = blocking(&s, move || {
         let served = state.models().get(&name)?;
-        let location = decode_all(&ordered, state.decode_options(served.model().side()))?.concat();
+        let location = decode_all(&ordered, state.decode_options(served.model()))?.concat();
         Ok((served, location))
     })
     .await?;
@@ -289,7 +291,7 @@ async fn predict_directory(
     for start in (0..found.folders.len()).step_by(s.0.batch_size) {
         let (model, found) = (Arc::clone(&served), Arc::clone(&found));
         let batch_size = s.0.batch_size;
-        let opts = s.decode_options(model.model().side());
+        let opts = s.decode_options(model.model());
         let (uuids, locations, unreadable) = blocking(&s, move || {
             let end = (start + batch_size).min(found.folders.len());
             let (ready, unreadable) = folders::decode(&found.folders[start..end], opts);

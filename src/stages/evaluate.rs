@@ -140,6 +140,7 @@ impl Stage for EvaluateStage {
         let setup = Setup::read(
             ctx.upstream_dir(super::classes::NAME)?,
             ctx.upstream_dir(self.inputs_stage)?,
+            &info.backbone,
             Some(Centroid::Weighted),
         )?;
         let b = self.boundary.bbox();

@@ -26,9 +26,9 @@ use crate::model::{NetSpec, build_net};
 use crate::train::augment::is_active;
 use crate::train::device::select_device;
 use crate::train::features::extract;
-use crate::vocab::{FeatureDtype, Fusion, Head, Kernels};
+use crate::vocab::{FeatureDtype, Fusion, Head, Kernels, Pooling};
 
-use super::images::{INDEX_FILE, STATS_FILE, TENSOR_FILE, read_stats};
+use super::images::{INDEX_FILE, STATS_FILE, TENSOR_FILE, normalisation, read_stats};
 
 /// Name of the stage.
 pub const NAME: &str = "features";
@@ -86,6 +86,8 @@ struct FeaturesParams {
     backbone: String,
     #[serde(rename = "model.weights_prefix")]
     weights_prefix: Option<String>,
+    #[serde(rename = "model.pooling")]
+    pooling: Option<Pooling>,
     #[serde(rename = "model.feature_dtype")]
     dtype: FeatureDtype,
     #[serde(rename = "train.kernels")]
@@ -114,6 +116,7 @@ impl FeaturesStage {
             params: FeaturesParams {
                 backbone: e.model.backbone.clone(),
                 weights_prefix: e.model.weights_prefix.clone(),
+                pooling: e.model.pooling,
                 dtype: e.model.feature_dtype,
                 kernels: e.train.kernels,
                 seed: weights.is_none().then_some(e.seed),
@@ -148,9 +151,9 @@ impl Stage for FeaturesStage {
     fn run(&self, ctx: &StageContext<'_>) -> Result<Outcome, StageError> {
         let images_dir = ctx.upstream_dir(super::images::NAME)?;
         let device = select_device(&self.device)?;
-        let stats = read_stats(images_dir)?;
-        let images = ImageTensor::open(&images_dir.join(TENSOR_FILE))?;
         let p = &self.params;
+        let stats = normalisation(&p.backbone, read_stats(images_dir)?.stats);
+        let images = ImageTensor::open(&images_dir.join(TENSOR_FILE))?;
         // The head is not used; it is built only because the net is built whole.
         let spec = NetSpec {
             backbone: &p.backbone,
@@ -158,6 +161,7 @@ impl Stage for FeaturesStage {
             outputs: 1,
             kernels: p.kernels,
             head: &Head::Linear,
+            pooling: p.pooling,
         };
         let (_, net) = build_net(&spec, p.seed.unwrap_or(0), self.weights.as_deref(), &device)?;
         let out = ctx.out_dir();
@@ -165,7 +169,7 @@ impl Stage for FeaturesStage {
         let summary = extract(
             &net,
             &images,
-            &stats.stats,
+            &stats,
             BATCH,
             p.dtype,
             &device,

@@ -1,7 +1,8 @@
 //! The images stage: every view decoded once, resized to `train.image_size`, in one
 //! memory-mapped tensor file that every trial with that image size shares.
 //!
-//! Reads: `train.image_size`, `dataset.skip_bad_images`, the dataset stage's
+//! Reads: `train.image_size`, `dataset.skip_bad_images`, the resize filter of
+//! `model.backbone`'s family (bilinear for CNNs, bicubic for ViTs), the dataset stage's
 //! `locations.csv` and the view files it names (their content is already in the dataset
 //! key, so it is not fingerprinted again).
 //! Writes: `images.safetensors` (u8 `[N, 4, S, S, 3]`, locations in `locations.csv` order
@@ -18,7 +19,8 @@ use crate::dataset::{LOCATIONS_FILE, Location, Split, read_locations};
 use crate::experiment::Loaded;
 use crate::graph::{Input, Outcome, Params, Stage, StageContext, StageError, params_of};
 use crate::images::{
-    BuildOptions, ChannelStats, DecodeOptions, ImageTensor, build_tensor_file_with, channel_stats,
+    BuildOptions, ChannelStats, DecodeOptions, ImageTensor, Resample, build_tensor_file_with,
+    channel_stats,
 };
 
 use super::dataset::{SYNTHETIC_DIR, SYNTHETIC_SOURCE};
@@ -43,6 +45,9 @@ struct ImagesParams {
     /// In the key only when set, so entries made before it existed keep theirs.
     #[serde(rename = "dataset.max_image_megapixels")]
     max_image_megapixels: Option<u64>,
+    /// The resize filter, from `model.backbone`'s family: `bicubic` for the ViTs, in the
+    /// key only then (bilinear, the CNNs', is what entries were always made with).
+    resample: Option<&'static str>,
 }
 
 /// Decodes and resizes every view.
@@ -61,6 +66,8 @@ impl ImagesStage {
                 image_size: e.train.image_size,
                 skip_bad_images: e.dataset.skip_bad_images,
                 max_image_megapixels: e.dataset.max_image_megapixels,
+                resample: (Resample::for_backbone(&e.model.backbone) == Resample::Bicubic)
+                    .then_some("bicubic"),
             },
             roots: e
                 .dataset
@@ -117,6 +124,9 @@ impl Stage for ImagesStage {
         let out = ctx.out_dir();
         let tick = ctx.progress("decoding views", locations.len() as u64);
         let mut decode = DecodeOptions::new(self.params.image_size);
+        if self.params.resample.is_some() {
+            decode = decode.with_resample(Resample::Bicubic);
+        }
         if let Some(mp) = self.params.max_image_megapixels {
             decode = decode.with_max_megapixels(mp);
         }
@@ -177,6 +187,16 @@ pub struct StatsFile {
     pub locations: usize,
     /// Train-split channel statistics.
     pub stats: ChannelStats,
+}
+
+/// The normalisation a network with backbone `backbone` reads its views with: its
+/// family's own statistics (CLIP's, ImageNet's for DINOv2), or else the train split's
+/// `stats`.
+pub fn normalisation(backbone: &str, stats: ChannelStats) -> ChannelStats {
+    match crate::vocab::architecture(backbone).and_then(|a| a.normalisation()) {
+        Some((mean, std)) => ChannelStats { mean, std },
+        None => stats,
+    }
 }
 
 /// One row of `index.csv`.

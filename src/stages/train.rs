@@ -40,11 +40,11 @@ use crate::train::fit::{FitData, FitDirs, FitSettings, fit};
 use crate::train::optimizer::OptimizerSettings;
 use crate::train::progress::{FitEvent, FitObserver};
 use crate::train::scheduler::ScheduleParams;
-use crate::vocab::{Fusion, Head, Task, monitor_mode_max};
+use crate::vocab::{Fusion, Head, Pooling, Task, monitor_mode_max};
 
 use super::classes::{ScalingFile, read_centroids, read_classed_locations, read_scaling};
 use super::features::{FEATURES_FILE, Route, route, weights_input};
-use super::images::{StatsFile, TENSOR_FILE, read_index, read_stats};
+use super::images::{StatsFile, TENSOR_FILE, normalisation, read_index, read_stats};
 
 /// Name of the stage.
 pub const NAME: &str = "train";
@@ -62,6 +62,8 @@ struct TrainParams {
     fusion: Fusion,
     #[serde(rename = "model.head", skip_serializing_if = "Head::is_linear")]
     head: Head,
+    #[serde(rename = "model.pooling", skip_serializing_if = "Option::is_none")]
+    pooling: Option<Pooling>,
     #[serde(
         rename = "model.weights_prefix",
         skip_serializing_if = "Option::is_none"
@@ -111,6 +113,7 @@ impl TrainStage {
                 backbone: e.model.backbone.clone(),
                 fusion: e.model.fusion,
                 head: e.model.head.clone(),
+                pooling: e.model.pooling,
                 weights_prefix: e.model.weights_prefix.clone(),
                 centroid: classification.then(|| e.model.centroid.unwrap_or(e.classes.centroid)),
                 top_k: classification.then_some(e.model.top_k),
@@ -241,13 +244,14 @@ impl Stage for TrainStage {
         let classes_dir = ctx.upstream_dir(super::classes::NAME)?;
         let inputs_dir = ctx.upstream_dir(self.inputs_stage())?;
         let device = select_device(&self.device)?;
-        let setup = Setup::read(classes_dir, inputs_dir, self.params.centroid)?;
         let p = &self.params;
+        let setup = Setup::read(classes_dir, inputs_dir, &p.backbone, p.centroid)?;
         let info = setup.info(&ModelChoice {
             backbone: &p.backbone,
             task: p.task,
             fusion: p.fusion,
             head: &p.head,
+            pooling: p.pooling,
             top_k: p.top_k.unwrap_or(0),
         });
         let projection = projection(&info.crs)?;
@@ -374,6 +378,8 @@ pub struct ModelChoice<'a> {
     pub fusion: Fusion,
     /// The head.
     pub head: &'a Head,
+    /// A ViT's pooling.
+    pub pooling: Option<Pooling>,
     /// Classes a prediction averages (0: all).
     pub top_k: usize,
 }
@@ -381,13 +387,15 @@ pub struct ModelChoice<'a> {
 impl Setup {
     /// Joins the classes entry's locations with the rows of `inputs_dir`, an images entry
     /// or a features entry (whichever holds its tensor file), with `centroid` centroids
-    /// (default: weighted).
+    /// (default: weighted), for a network with backbone `backbone` (whose family may bring
+    /// its own normalisation).
     ///
     /// # Errors
     /// When an entry's file is unreadable or the two disagree.
     pub fn read(
         classes_dir: &Path,
         inputs_dir: &Path,
+        backbone: &str,
         centroid: Option<Centroid>,
     ) -> Result<Setup, StageError> {
         let scaling = read_scaling(classes_dir)?;
@@ -395,7 +403,8 @@ impl Setup {
         let by_uuid: HashMap<&str, &super::classes::ClassedLocation> =
             located.iter().map(|l| (l.uuid.as_str(), l)).collect();
         let centroids = read_centroids(classes_dir, centroid.unwrap_or(Centroid::Weighted))?;
-        let stats = read_stats(inputs_dir)?;
+        let mut stats = read_stats(inputs_dir)?;
+        stats.stats = normalisation(backbone, stats.stats);
         let features = inputs_dir.join(FEATURES_FILE);
         let inputs = if features.is_file() {
             Inputs::Features(FeatureTensor::open(&features)?)
@@ -475,6 +484,7 @@ impl Setup {
             centroids: self.centroids.clone(),
             top_k: choice.top_k,
             head: choice.head.clone(),
+            pooling: choice.pooling,
         }
     }
 

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::graph::write_atomic;
 use crate::images::ChannelStats;
 use crate::model::NetSpec;
-use crate::vocab::{Fusion, Head, Kernels, Task};
+use crate::vocab::{Fusion, Head, Kernels, Pooling, Task};
 
 use super::optimizer::Optimizer;
 use super::policy::Slot;
@@ -101,6 +101,9 @@ pub struct ModelInfo {
     /// The head; left out of the metadata while linear, so older checkpoints read.
     #[serde(default, skip_serializing_if = "Head::is_linear")]
     pub head: Head,
+    /// A ViT's pooling, when set (left out otherwise, as `head`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pooling: Option<Pooling>,
 }
 
 /// Everything in a checkpoint besides tensors.
@@ -173,6 +176,7 @@ impl ModelInfo {
             outputs: self.outputs,
             kernels,
             head: &self.head,
+            pooling: self.pooling,
         }
     }
 }
@@ -467,6 +471,7 @@ pub(crate) mod testing {
             centroids,
             top_k: 0,
             head: Head::Linear,
+            pooling: None,
         };
         let spec = info.net_spec(Kernels::Fast);
         let (varmap, _) = build_net(&spec, seed, None, &Device::Cpu).unwrap();
