@@ -38,7 +38,7 @@ pub fn build_net(
     let net = GeoNet::with_kernels(spec.backbone, spec.fusion, spec.outputs, spec.kernels, vb)?;
     init_seeded(&varmap, seed)?;
     if let Some(w) = weights {
-        load_pretrained(&varmap, w, "backbone.")?;
+        load_pretrained(&varmap, w, "backbone.", None)?;
     }
     Ok((varmap, net))
 }
