@@ -26,6 +26,15 @@ pub struct NetSpec<'a> {
     pub pooling: Option<Pooling>,
 }
 
+/// A pretrained backbone's weights file.
+#[derive(Clone, Copy, Debug)]
+pub struct Pretrained<'a> {
+    /// The file (safetensors, PyTorch or Lightning; see [`load_pretrained`]).
+    pub path: &'a Path,
+    /// The prefix of the backbone's tensors in it (`None`: inferred).
+    pub prefix: Option<&'a str>,
+}
+
 /// Builds `spec` on `device` in f32, initialises every var from `seed`, then loads the
 /// backbone's pretrained `weights`, if any.
 ///
@@ -34,7 +43,7 @@ pub struct NetSpec<'a> {
 pub fn build_net(
     spec: &NetSpec<'_>,
     seed: u64,
-    weights: Option<&Path>,
+    weights: Option<Pretrained<'_>>,
     device: &Device,
 ) -> Result<(VarMap, GeoNet), ModelError> {
     let varmap = VarMap::new();
@@ -42,7 +51,7 @@ pub fn build_net(
     let net = GeoNet::from_spec(spec, vb)?;
     init_seeded(&varmap, seed)?;
     if let Some(w) = weights {
-        load_pretrained(&varmap, w, "backbone.")?;
+        load_pretrained(&varmap, w.path, "backbone.", w.prefix)?;
     }
     Ok((varmap, net))
 }

@@ -19,7 +19,7 @@
 //! | `head.rs`       | the head: linear, or an MLP with seeded dropout                           |
 //! | `build.rs`      | [`build_net`]: a [`GeoNet`] from a [`NetSpec`], seeded, pretrained weights |
 //! | `init.rs`       | [`init_seeded`]: reproducible initialisation (candle's CPU RNG has no seed) |
-//! | `weights.rs`    | [`load_pretrained`]: torchvision/timm safetensors into the backbone's vars |
+//! | `weights/`      | [`load_pretrained`]: safetensors or PyTorch/Lightning checkpoints, prefix inferred |
 //!
 //! The custom kernels run on the CPU (their speed against PyTorch's is measured by
 //! `benches/step.rs` and `benches/step_vs_torch.py`; figures in `benches/README.md`). Other
@@ -64,7 +64,7 @@ mod weights;
 
 pub use backbone::{Backbone, build_backbone, build_backbone_with};
 pub use batch_norm::BatchNorm;
-pub use build::{NetSpec, build_net};
+pub use build::{NetSpec, Pretrained, build_net};
 pub use conv::{Conv, conv2d};
 pub use init::init_seeded;
 pub use maxpool::{max_pool_3x3_s2_p1, max_pool_3x3_s2_p1_composed};
@@ -72,7 +72,7 @@ pub use net::GeoNet;
 pub use resnet::{BlockKind, ResNet, ResNetConfig};
 pub use tiny_cnn::TinyCnn;
 pub use vit::Vit;
-pub use weights::load_pretrained;
+pub use weights::{IGNORED_TENSORS, load_pretrained};
 
 use std::path::PathBuf;
 
@@ -123,25 +123,101 @@ pub enum ModelError {
         #[source]
         source: candle_core::Error,
     },
-    /// A weights file could not be read or parsed as safetensors.
+    /// A weights file could not be read or parsed, or one of its tensors could not be read.
     #[error("reading weights file {}", path.display())]
     ReadWeights {
         /// The file.
         path: PathBuf,
-        /// candle's error (I/O or safetensors).
+        /// candle's error (I/O, safetensors, zip, pickle, an unsupported dtype), with the tensor's
+        /// name as context where one was being read.
         #[source]
         source: candle_core::Error,
     },
+    /// The weights file is in none of the formats read (safetensors, PyTorch zip checkpoints).
+    #[error(
+        "weights file {} is neither safetensors nor a PyTorch checkpoint: {what}",
+        path.display()
+    )]
+    UnknownWeightsFormat {
+        /// The file.
+        path: PathBuf,
+        /// What it looks like instead: its first bytes, a Git LFS pointer, a zip without
+        /// `data.pkl`, a plain pickle, ..
+        what: String,
+    },
+    /// The weights file is in PyTorch's legacy (pre-1.6, non-zip) serialization.
+    #[error(
+        "weights file {} is in PyTorch's legacy (pre-1.6, non-zip) format, which is not read here; \
+         re-save it with torch >= 1.6: `torch.save(torch.load(\"old.pth\"), \"new.pth\")`",
+        path.display()
+    )]
+    LegacyTorchFormat {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The PyTorch file holds no state dict: a whole pickled module, a list, a dict of other
+    /// values, ..
+    #[error(
+        "weights file {} holds {found}, not a state dict; \
+         save the weights with `torch.save(model.state_dict(), path)`",
+        path.display()
+    )]
+    NotAStateDict {
+        /// The file.
+        path: PathBuf,
+        /// What it holds instead.
+        found: String,
+    },
+    /// `model.weights_prefix` selects no tensor the backbone needs, where another prefix would.
+    #[error(
+        "weights file {}: `model.weights_prefix = \"{prefix}\"` selects {under} tensor(s), none \
+         of them one the backbone needs; its names fit the prefix `{suggestion}` (set \
+         `model.weights_prefix = \"{suggestion}\"`, or leave it unset to infer it)",
+        path.display()
+    )]
+    PrefixMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The prefix given (normalised: empty, or ending in `.`).
+        prefix: String,
+        /// How many of the file's tensors start with it.
+        under: usize,
+        /// The prefix inferred from the names.
+        suggestion: String,
+    },
+    /// Not one tensor the backbone needs is in the file, under any prefix: weights for another
+    /// kind of model.
+    #[error("{}", wrong_family(path, guess.as_deref(), seen, expected.as_deref(), examples))]
+    WrongFamily {
+        /// The file.
+        path: PathBuf,
+        /// What the file holds, guessed from marker names (`a CLIP vision tower`), if known.
+        guess: Option<String>,
+        /// File tensor names shown: the markers behind `guess`, or the file's names.
+        seen: Box<[String]>,
+        /// What the backbone is, guessed the same way from its var names (`torchvision ResNet`).
+        expected: Option<String>,
+        /// A few names the backbone needs (relative to its var prefix).
+        examples: Box<[String]>,
+    },
     /// The weights file lacks tensors the model needs.
-    #[error("weights file {} lacks {} tensor(s) the model needs: {}", path.display(), names.len(), list(names))]
+    #[error(
+        "weights file {} lacks {} tensor(s) the model needs: {} ({prefix})",
+        path.display(), names.len(), list(names)
+    )]
     MissingTensors {
         /// The file.
         path: PathBuf,
-        /// Names as they would appear in the file (no model prefix).
+        /// Names as they would appear in the file (with the file's prefix, without the model's).
         names: Vec<String>,
+        /// The part of the file read (boxed: keeps `ModelError` small).
+        prefix: Box<FilePrefix>,
     },
     /// A tensor in the weights file has another shape than the model's var.
-    #[error("tensor `{name}` in {} has shape {found:?}, the model expects {expected:?}", path.display())]
+    #[error(
+        "tensor `{name}` in {} has shape {found:?}, the model expects {expected:?} ({prefix})",
+        path.display()
+    )]
     ShapeMismatch {
         /// The file.
         path: PathBuf,
@@ -151,10 +227,12 @@ pub enum ModelError {
         expected: Vec<usize>,
         /// The file's shape.
         found: Vec<usize>,
+        /// The part of the file read (boxed: keeps `ModelError` small).
+        prefix: Box<FilePrefix>,
     },
     /// The weights file has tensors the model does not (usually: another architecture).
     #[error(
-        "weights file {} has {} tensor(s) the model does not (another architecture?): {}",
+        "weights file {} has {} tensor(s) the model does not (another architecture?): {} ({prefix})",
         path.display(), names.len(), list(names)
     )]
     UnexpectedTensors {
@@ -162,6 +240,8 @@ pub enum ModelError {
         path: PathBuf,
         /// Names as in the file.
         names: Vec<String>,
+        /// The part of the file read (boxed: keeps `ModelError` small).
+        prefix: Box<FilePrefix>,
     },
 }
 
@@ -174,6 +254,75 @@ fn vit_families() -> Vec<&'static str> {
         }
     }
     out
+}
+
+/// Which part of a weights file was matched to the backbone's vars: the tensors whose names
+/// start with `name`. Shown in the errors about those tensors.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FilePrefix {
+    /// The prefix: empty, or ending in `.`.
+    pub name: String,
+    /// Whether it was inferred from the names (rather than set by `model.weights_prefix`).
+    pub inferred: bool,
+}
+
+impl std::fmt::Display for FilePrefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.name.as_str(), self.inferred) {
+            ("", true) => write!(
+                f,
+                "names read as they are, no prefix inferred; `model.weights_prefix` sets one"
+            ),
+            (p, true) => write!(
+                f,
+                "tensors under the prefix `{p}`, inferred from the names; \
+                 `model.weights_prefix` sets another"
+            ),
+            ("", false) => write!(f, "names read as they are: `model.weights_prefix` is empty"),
+            (p, false) => write!(
+                f,
+                "tensors under the prefix `{p}` set by `model.weights_prefix`"
+            ),
+        }
+    }
+}
+
+/// [`ModelError::WrongFamily`]'s message.
+fn wrong_family(
+    path: &std::path::Path,
+    guess: Option<&str>,
+    seen: &[String],
+    expected: Option<&str>,
+    examples: &[String],
+) -> String {
+    let file = match guess {
+        Some(g) => format!(
+            "weights file {} looks like {g} ({})",
+            path.display(),
+            list(seen)
+        ),
+        None => format!(
+            "weights file {} holds none of the tensors the model's backbone needs, under any \
+             prefix (its names: {})",
+            path.display(),
+            list(seen)
+        ),
+    };
+    let model = match (expected, examples.is_empty()) {
+        (_, true) => "the model has no backbone vars to load".to_string(),
+        (Some(e), false) => format!(
+            "the model's backbone expects {e} names such as {}",
+            list(examples)
+        ),
+        (None, false) => format!(
+            "the model's backbone expects names such as {}",
+            list(examples)
+        ),
+    };
+    match guess {
+        Some(_) => format!("{file}, but {model}"),
+        None => format!("{file}; {model}"),
+    }
 }
 
 /// Joins names for an error message, cut after a few so a wrong architecture does not print

@@ -288,7 +288,7 @@ fn load_pretrained_round_trips_torchvision_names() {
     candle_core::safetensors::save(&tensors, &path).unwrap();
 
     let (dst, _) = build("resnet18", Fusion::Mean, 2);
-    let loaded = load_pretrained(&dst, &path, "backbone.").unwrap();
+    let loaded = load_pretrained(&dst, &path, "backbone.", None).unwrap();
     assert_eq!(loaded, tensors.len() - 2);
     let (s, d) = (src.data().lock().unwrap(), dst.data().lock().unwrap());
     for (name, v) in s.iter().filter(|(k, _)| k.starts_with("backbone.")) {
@@ -309,7 +309,7 @@ fn load_pretrained_names_missing_misshapen_and_foreign_tensors() {
 
     // A resnet18 file for a resnet34: the extra layers are missing.
     let (r34, _) = build("resnet34", Fusion::Mean, 2);
-    let err = load_pretrained(&r34, &path, "backbone.").unwrap_err();
+    let err = load_pretrained(&r34, &path, "backbone.", None).unwrap_err();
     assert!(
         matches!(&err, ModelError::MissingTensors { names, .. } if names.contains(&"layer1.2.conv1.weight".to_string())),
         "{err}"
@@ -317,7 +317,7 @@ fn load_pretrained_names_missing_misshapen_and_foreign_tensors() {
 
     // The other way round: the file has layers the model lacks.
     let big = torchvision_file(&r34, dir.path(), "r34.safetensors");
-    let err = load_pretrained(&r18, &big, "backbone.").unwrap_err();
+    let err = load_pretrained(&r18, &big, "backbone.", None).unwrap_err();
     assert!(
         matches!(&err, ModelError::UnexpectedTensors { names, .. } if names.contains(&"layer3.5.bn2.bias".to_string())),
         "{err}"
@@ -328,7 +328,7 @@ fn load_pretrained_names_missing_misshapen_and_foreign_tensors() {
     tensors.remove("layer2.1.bn1.running_var");
     let missing = dir.path().join("missing.safetensors");
     candle_core::safetensors::save(&tensors, &missing).unwrap();
-    let err = load_pretrained(&r18, &missing, "backbone.").unwrap_err();
+    let err = load_pretrained(&r18, &missing, "backbone.", None).unwrap_err();
     assert!(
         err.to_string().contains("`layer2.1.bn1.running_var`"),
         "{err}"
@@ -340,13 +340,19 @@ fn load_pretrained_names_missing_misshapen_and_foreign_tensors() {
     );
     let wrong = dir.path().join("wrong.safetensors");
     candle_core::safetensors::save(&tensors, &wrong).unwrap();
-    let err = load_pretrained(&r18, &wrong, "backbone.").unwrap_err();
+    let err = load_pretrained(&r18, &wrong, "backbone.", None).unwrap_err();
     assert!(
         matches!(&err, ModelError::ShapeMismatch { name, expected, found, .. }
             if name == "layer2.1.bn1.running_var" && expected == &[128] && found == &[64]),
         "{err}"
     );
-    let err = load_pretrained(&r18, &dir.path().join("nope.safetensors"), "backbone.").unwrap_err();
+    let err = load_pretrained(
+        &r18,
+        &dir.path().join("nope.safetensors"),
+        "backbone.",
+        None,
+    )
+    .unwrap_err();
     assert!(matches!(err, ModelError::ReadWeights { .. }));
 }
 

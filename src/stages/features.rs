@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::experiment::{Experiment, Loaded, Unfreeze};
 use crate::graph::{Input, Outcome, Params, Stage, StageContext, StageError, params_of};
 use crate::images::ImageTensor;
-use crate::model::{NetSpec, build_net};
+use crate::model::{NetSpec, Pretrained, build_net};
 use crate::train::augment::is_active;
 use crate::train::device::select_device;
 use crate::train::features::extract;
@@ -163,7 +163,11 @@ impl Stage for FeaturesStage {
             head: &Head::Linear,
             pooling: p.pooling,
         };
-        let (_, net) = build_net(&spec, p.seed.unwrap_or(0), self.weights.as_deref(), &device)?;
+        let weights = self.weights.as_deref().map(|path| Pretrained {
+            path,
+            prefix: p.weights_prefix.as_deref(),
+        });
+        let (_, net) = build_net(&spec, p.seed.unwrap_or(0), weights, &device)?;
         let out = ctx.out_dir();
         let tick = ctx.progress("embedding views", images.len() as u64);
         let summary = extract(

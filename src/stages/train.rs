@@ -180,6 +180,7 @@ impl TrainStage {
             haversine_tau_km: t.haversine_tau_km,
             augment: t.augment.clone(),
             weights: self.weights.clone(),
+            weights_prefix: p.weights_prefix.clone(),
             stop_after: self.stop_after,
             hparams: hparams(
                 &self

@@ -69,6 +69,8 @@ pub struct FitSettings {
     pub augment: AugmentConfig,
     /// Pretrained backbone weights.
     pub weights: Option<PathBuf>,
+    /// The prefix of the backbone's tensors in `weights` (`None`: inferred).
+    pub weights_prefix: Option<String>,
     /// Pause after this epoch (1-based) instead of training all `epochs`: the work
     /// directory keeps everything, and the next call continues from there.
     pub stop_after: Option<u32>,

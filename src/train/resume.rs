@@ -10,7 +10,7 @@ use std::path::Path;
 use candle_core::Device;
 use candle_nn::VarMap;
 
-use crate::model::{GeoNet, build_net};
+use crate::model::{GeoNet, Pretrained, build_net};
 
 use super::FitError;
 use super::checkpoint::{self, CheckpointMeta, EpochRecord, FORMAT, Loaded, Vars};
@@ -94,7 +94,11 @@ pub fn start_or_resume(
     observer: &dyn FitObserver,
 ) -> Result<State, FitError> {
     let spec = data.info.net_spec(settings.kernels);
-    let (varmap, net) = build_net(&spec, settings.seed, settings.weights.as_deref(), device)?;
+    let weights = settings.weights.as_deref().map(|path| Pretrained {
+        path,
+        prefix: settings.weights_prefix.as_deref(),
+    });
+    let (varmap, net) = build_net(&spec, settings.seed, weights, device)?;
     let (kind, params) = settings.scheduler;
     let steps = steps_per_epoch(data.train.len(), settings.batch_size);
     let mut state = State {
