@@ -79,6 +79,7 @@ keys! {
     "train.kernels": "fast | reference" => "CPU kernels of conv, batch-norm and max-pool: geoexp's own (several times faster to train) or plain candle ops, the fallback. Results differ by float rounding, so it is part of the train stage's key.",
     "train.monitor": "string" => "Metric (`val/<name>` or `train/<name>`) that picks the best checkpoint and drives `plateau`.",
     "train.monitor_mode": "auto | min | max" => "Whether the monitor improves downwards or upwards; `auto` goes by its name (accuracies and scores up).",
+    "train.precompute_features": "bool" => "When the backbone never trains and no augmentation is on, compute its embeddings once (the features stage) and train only the head on them; `false` runs the backbone every step (the same results up to float rounding, much slower).",
     "sweep": "table" => "What `geoexp sweep` runs: `\"key.path\" = [values...]`, plus `zip`, `exclude`, `seeds`; `method = \"random\"` with `trials`, `seed` and distributions; `early_stop` for successive halving (see Sweeps).",
 }
 
@@ -207,6 +208,7 @@ mod tests {
         e.model.weights = Some("w.safetensors".into());
         e.model.weights_prefix = Some("backbone.".into());
         e.model.pooling = Some(crate::vocab::Pooling::Mean);
+        e.train.precompute_features = false;
         e.model.feature_dtype = crate::vocab::FeatureDtype::F16;
         e.model.head = crate::vocab::Head::Mlp {
             hidden: vec![8],

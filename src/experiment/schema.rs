@@ -342,6 +342,14 @@ pub struct TrainConfig {
     pub monitor: String,
     /// Whether the monitor improves downwards or upwards.
     pub monitor_mode: MonitorMode,
+    /// Whether a backbone that never trains gets a features stage (left out of the
+    /// resolved config while true, so run ids from before it existed stay the same).
+    #[serde(skip_serializing_if = "is_true")]
+    pub precompute_features: bool,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl Default for TrainConfig {
@@ -365,6 +373,7 @@ impl Default for TrainConfig {
             kernels: Kernels::Fast,
             monitor: "val/haversine_km_mean".into(),
             monitor_mode: MonitorMode::Auto,
+            precompute_features: true,
         }
     }
 }

@@ -3,9 +3,12 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device};
+use std::sync::{Arc, Mutex};
+
+use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
+use super::weights::check_pretrained;
 use super::{GeoNet, ModelError, init_seeded, load_pretrained};
 use crate::vocab::{Fusion, Head, Kernels, Pooling};
 
@@ -54,4 +57,58 @@ pub fn build_net(
         load_pretrained(&varmap, w.path, "backbone.", w.prefix)?;
     }
     Ok((varmap, net))
+}
+
+/// Checks that `weights` fit the backbone of `spec`, without building its weights or
+/// reading the file's data: what [`build_net`] would refuse, found before anything runs.
+///
+/// # Errors
+/// As [`load_pretrained`].
+pub fn check_weights(spec: &NetSpec<'_>, weights: Pretrained<'_>) -> Result<(), ModelError> {
+    let recorder = Recorder::default();
+    let shapes = Arc::clone(&recorder.shapes);
+    let vb = VarBuilder::from_backend(Box::new(recorder), DType::F32, Device::Cpu);
+    GeoNet::from_spec(spec, vb)?;
+    let vars: Vec<(String, Vec<usize>)> = shapes
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .iter()
+        .filter_map(|(n, s)| Some((n.strip_prefix("backbone.")?.to_owned(), s.clone())))
+        .collect();
+    check_pretrained(weights.path, &vars, weights.prefix).map(|_| ())
+}
+
+/// A VarBuilder backend that notes each var's name and shape and hands out zeros, which
+/// the allocator maps lazily: building a large model this way costs next to nothing.
+#[derive(Default)]
+struct Recorder {
+    shapes: Shapes,
+}
+
+/// Var names and shapes, in the order they were made.
+type Shapes = Arc<Mutex<Vec<(String, Vec<usize>)>>>;
+
+impl candle_nn::var_builder::SimpleBackend for Recorder {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        self.shapes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push((name.to_owned(), s.dims().to_vec()));
+        Tensor::zeros(s, dtype, dev)
+    }
+
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+        candle_core::bail!("`{name}` has no shape to build it with")
+    }
+
+    fn contains_tensor(&self, _: &str) -> bool {
+        false
+    }
 }

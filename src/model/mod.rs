@@ -64,7 +64,7 @@ mod weights;
 
 pub use backbone::{Backbone, build_backbone, build_backbone_with};
 pub use batch_norm::BatchNorm;
-pub use build::{NetSpec, Pretrained, build_net};
+pub use build::{NetSpec, Pretrained, build_net, check_weights};
 pub use conv::{Conv, conv2d};
 pub use init::init_seeded;
 pub use maxpool::{max_pool_3x3_s2_p1, max_pool_3x3_s2_p1_composed};

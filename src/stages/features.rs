@@ -50,6 +50,9 @@ pub enum Route {
 /// Whether a run of `e` trains on precomputed features, and if not, why not.
 pub fn route(e: &Experiment) -> Route {
     let t = &e.train;
+    if !t.precompute_features {
+        return Route::Images("train.precompute_features = false".into());
+    }
     if t.unfreeze != Unfreeze::None && t.unfreeze_epoch < t.epochs {
         return Route::Images(format!(
             "the backbone trains from epoch {} on (train.unfreeze_epoch < train.epochs = {})",
@@ -172,8 +175,7 @@ impl Stage for FeaturesStage {
         let tick = ctx.progress("embedding views", images.len() as u64);
         let summary = extract(
             &net,
-            &images,
-            &stats,
+            (&images, &stats),
             BATCH,
             p.dtype,
             &device,
@@ -219,5 +221,8 @@ mod tests {
         assert_eq!(route(&e), Route::Features);
         e.train.augment.noise_std = 0.1;
         assert!(matches!(route(&e), Route::Images(why) if why.contains("augmentation")));
+        e.train.augment.noise_std = 0.0;
+        e.train.precompute_features = false;
+        assert!(matches!(route(&e), Route::Images(why) if why.contains("precompute_features")));
     }
 }

@@ -32,6 +32,8 @@ use crate::experiment::{Loaded, Origin};
 use crate::geo::GridSpec;
 use crate::geo::{Boundary, GeoError, ProjectionError, projection};
 use crate::graph::{Graph, GraphError};
+use crate::model::{ModelError, NetSpec, Pretrained};
+use crate::vocab::Head;
 
 /// Label of the boundary-geometry input in keys and records.
 pub const BOUNDARY_INPUT: &str = "boundary";
@@ -66,6 +68,15 @@ pub enum BuildError {
         /// Why it is refused.
         #[source]
         source: Box<GeoError>,
+    },
+    /// `model.weights` does not fit the backbone (or is not a weights file).
+    #[error("{origin}: key `model.weights`")]
+    Weights {
+        /// Where it was set.
+        origin: Origin,
+        /// Why it does not fit.
+        #[source]
+        source: Box<ModelError>,
     },
     /// The synthetic dataset is too small for its split.
     #[error("{origin}: key `dataset.synthetic.locations`: {message}")]
@@ -122,6 +133,7 @@ pub fn build_with(loaded: &Loaded, budget: Budget) -> Result<Graph, BuildError> 
         origin: loaded.origin("classes.spacing"),
         source: Box::new(source),
     })?;
+    check_weights(loaded)?;
     let d = &loaded.experiment.dataset;
     if let Some(s) = &d.synthetic {
         let fractions = Fractions {
@@ -159,6 +171,33 @@ pub fn build_with(loaded: &Loaded, budget: Budget) -> Result<Graph, BuildError> 
     )))?;
     graph.add(Box::new(evaluate::EvaluateStage::new(loaded, boundary)))?;
     Ok(graph)
+}
+
+/// A weights file that does not fit the backbone (wrong family, missing or mis-shaped
+/// tensors, not a state dict) is refused before any stage runs: only the file's names and
+/// shapes are read, and the model is built without its weights.
+fn check_weights(loaded: &Loaded) -> Result<(), BuildError> {
+    let m = &loaded.experiment.model;
+    let Some(weights) = &m.weights else {
+        return Ok(());
+    };
+    let path = loaded.resolve_path("model.weights", weights);
+    let spec = NetSpec {
+        backbone: &m.backbone,
+        fusion: m.fusion,
+        outputs: 1,
+        kernels: loaded.experiment.train.kernels,
+        head: &Head::Linear,
+        pooling: m.pooling,
+    };
+    let pretrained = Pretrained {
+        path: &path,
+        prefix: m.weights_prefix.as_deref(),
+    };
+    crate::model::check_weights(&spec, pretrained).map_err(|source| BuildError::Weights {
+        origin: loaded.origin("model.weights"),
+        source: Box::new(source),
+    })
 }
 
 /// Files of a stage's cache entry that a run folder gets hard links to, as

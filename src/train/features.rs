@@ -76,15 +76,15 @@ pub struct ExtractSummary {
     pub bytes: u64,
 }
 
-/// Runs `net`'s backbone (frozen) over every location of `images`, `batch` locations at a
-/// time, and writes their features to `out` in `dtype`. Calls `tick.inc` per location.
+/// Runs `net`'s backbone (frozen) over every location of `images` (normalised by `stats`),
+/// `batch` locations at a time, and writes their features to `out` in `dtype`. Calls
+/// `tick.inc` per location.
 ///
 /// # Errors
 /// The backbone failed, or the file could not be written.
 pub fn extract(
     net: &GeoNet,
-    images: &ImageTensor,
-    stats: &ChannelStats,
+    (images, stats): (&ImageTensor, &ChannelStats),
     batch: usize,
     dtype: FeatureDtype,
     device: &Device,

@@ -4,6 +4,7 @@ mod common;
 mod config;
 mod dataset;
 mod diff;
+mod features;
 mod gc;
 mod ls;
 mod plan;

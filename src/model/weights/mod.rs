@@ -97,8 +97,65 @@ pub fn load_pretrained(
                 .map(|rel| (rel, (full.as_str(), var)))
         })
         .collect();
-    let wanted_names: BTreeSet<&str> = wanted.keys().copied().collect();
+    let shapes: BTreeMap<&str, &[usize]> = wanted
+        .iter()
+        .map(|(rel, (_, var))| (*rel, var.dims()))
+        .collect();
+    let matched = match_names(&file, path, &shapes, file_prefix)?;
 
+    // Everything read and converted on the CPU before the first var is set.
+    let mut values = Vec::with_capacity(wanted.len());
+    for (rel, (full, var)) in &wanted {
+        let name = &matched[*rel];
+        let t = file.load(name)?;
+        let t = t
+            .to_dtype(var.dtype())
+            .map_err(|e| ModelError::ReadWeights {
+                path: path.to_path_buf(),
+                source: e.context(format!("converting tensor `{name}` to {:?}", var.dtype())),
+            })?;
+        values.push((*full, *var, t));
+    }
+    for (full, var, t) in values {
+        t.to_device(var.device())
+            .and_then(|t| var.set(&t))
+            .map_err(|e| ModelError::SetVar {
+                name: full.to_string(),
+                source: e,
+            })?;
+    }
+    Ok(wanted.len())
+}
+
+/// Checks, without reading any tensor's data, that the weights file `path` fits vars of
+/// these names (relative to the backbone) and shapes, exactly as [`load_pretrained`] would;
+/// returns how many tensors it would load.
+///
+/// # Errors
+/// As [`load_pretrained`].
+pub fn check_pretrained(
+    path: &Path,
+    vars: &[(String, Vec<usize>)],
+    file_prefix: Option<&str>,
+) -> Result<usize, ModelError> {
+    let file = formats::WeightsFile::open(path)?;
+    let shapes: BTreeMap<&str, &[usize]> = vars
+        .iter()
+        .map(|(n, s)| (n.as_str(), s.as_slice()))
+        .collect();
+    Ok(match_names(&file, path, &shapes, file_prefix)?.len())
+}
+
+/// The file tensor for each var (by name relative to the backbone, with its shape): under
+/// the given or inferred prefix, every var present with its shape and nothing else but
+/// [`IGNORED_TENSORS`].
+fn match_names(
+    file: &formats::WeightsFile,
+    path: &Path,
+    wanted: &BTreeMap<&str, &[usize]>,
+    file_prefix: Option<&str>,
+) -> Result<BTreeMap<String, String>, ModelError> {
+    let wanted_names: BTreeSet<&str> = wanted.keys().copied().collect();
     let owned: Vec<String> = file.names().map(String::from).collect();
     let names: Vec<&str> = owned.iter().map(String::as_str).collect();
     let cover = prefix::coverage(names.iter().copied(), &wanted_names);
@@ -167,41 +224,22 @@ pub fn load_pretrained(
             prefix: Box::new(used.clone()),
         });
     }
-    for (rel, (_, var)) in &wanted {
+    for (rel, expected) in wanted {
         let found = file.shape(under[rel])?;
-        if var.dims() != found {
+        if *expected != found {
             return Err(ModelError::ShapeMismatch {
                 path: path.to_path_buf(),
                 name: under[rel].to_string(),
-                expected: var.dims().to_vec(),
+                expected: expected.to_vec(),
                 found: found.to_vec(),
                 prefix: Box::new(used.clone()),
             });
         }
     }
-
-    // Everything read and converted on the CPU before the first var is set.
-    let mut values = Vec::with_capacity(wanted.len());
-    for (rel, (full, var)) in &wanted {
-        let name = under[rel];
-        let t = file.load(name)?;
-        let t = t
-            .to_dtype(var.dtype())
-            .map_err(|e| ModelError::ReadWeights {
-                path: path.to_path_buf(),
-                source: e.context(format!("converting tensor `{name}` to {:?}", var.dtype())),
-            })?;
-        values.push((*full, *var, t));
-    }
-    for (full, var, t) in values {
-        t.to_device(var.device())
-            .and_then(|t| var.set(&t))
-            .map_err(|e| ModelError::SetVar {
-                name: full.to_string(),
-                source: e,
-            })?;
-    }
-    Ok(wanted.len())
+    Ok(wanted
+        .keys()
+        .map(|rel| (rel.to_string(), under[rel].to_string()))
+        .collect())
 }
 
 #[cfg(test)]
