@@ -7,6 +7,7 @@
 //! | `model.rs`   | [`Model`]: a checkpoint loaded and restored; outputs read as positions   |
 //! | `input.rs`   | decoding files or uploads; the normalised `[B, 4, 3, S, S]` batch         |
 //! | `folders.rs` | a directory of `<uuid>/{0,90,180,270}.jpg` folders, and what is skipped   |
+//! | `refine.rs`  | PIGEON-style retrieval refinement: a guess moved onto voted training data |
 //!
 //! Checkpoints are self-contained ([`crate::train::checkpoint::ModelInfo`]): backbone,
 //! normalisation, CRS, scaling and class centroids travel with the weights, so nothing
@@ -15,6 +16,7 @@
 pub mod folders;
 pub mod input;
 pub mod model;
+pub mod refine;
 
 use std::path::PathBuf;
 
