@@ -404,6 +404,55 @@ impl<'de> Deserialize<'de> for Head {
     }
 }
 
+/// How retrieval refinement searches and votes (`model.refine`; the method is
+/// `infer::refine`'s).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RefineSettings {
+    /// How many of the most probable cells to search (≥ 1).
+    pub top_cells: usize,
+    /// How many of the most similar training locations each cell contributes (≥ 1).
+    pub neighbours: usize,
+    /// Length scale of the vote's distance kernel `exp(−d / temperature_km)`, in kilometres
+    /// (positive and finite).
+    pub temperature_km: f64,
+    /// The refined guess may lie at most this far from the classifier's own guess, in
+    /// kilometres (positive; `inf` for no limit).
+    pub max_move_km: f64,
+}
+
+impl RefineSettings {
+    /// The first setting that breaks its rule, as (name, rule, value).
+    pub fn broken_rule(&self) -> Option<(&'static str, &'static str, String)> {
+        if self.top_cells == 0 {
+            return Some(("top_cells", "at least 1", self.top_cells.to_string()));
+        }
+        if self.neighbours == 0 {
+            return Some(("neighbours", "at least 1", self.neighbours.to_string()));
+        }
+        if self.temperature_km <= 0.0 || !self.temperature_km.is_finite() {
+            let value = self.temperature_km.to_string();
+            return Some(("temperature_km", "positive and finite", value));
+        }
+        if self.max_move_km.is_nan() || self.max_move_km <= 0.0 {
+            let value = self.max_move_km.to_string();
+            return Some(("max_move_km", "positive (inf for no limit)", value));
+        }
+        None
+    }
+}
+
+impl Default for RefineSettings {
+    fn default() -> Self {
+        RefineSettings {
+            top_cells: 5,
+            neighbours: 16,
+            temperature_km: 25.0,
+            max_move_km: 100.0,
+        }
+    }
+}
+
 /// How the features stage stores embeddings (`model.feature_dtype`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

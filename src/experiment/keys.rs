@@ -53,6 +53,7 @@ keys! {
     "model.feature_dtype": "f32 | f16" => "How the features stage stores embeddings (only used when the backbone never trains; see Frozen backbones).",
     "model.centroid": "geometric | clipped | weighted" => "Centroids a classification prediction averages, weighted by probability (default: `classes.centroid`).",
     "model.top_k": "integer" => "Average only the k most probable classes, renormalised (0: all classes).",
+    "model.refine": "table" => "Retrieval refinement (classification): `{ top_cells = 5, neighbours = 16, temperature_km = 25.0, max_move_km = 100.0 }` (any key may be left out); the guess moves onto training locations in the top cells whose embeddings resemble the views (see Retrieval refinement). Unset: off.",
     "train.image_size": "integer" => "Side of the square network input in pixels.",
     "train.batch_size": "integer" => "Locations per batch (each has four views).",
     "train.epochs": "integer" => "Number of epochs.",
@@ -209,6 +210,7 @@ mod tests {
         e.model.weights_prefix = Some("backbone.".into());
         e.model.pooling = Some(crate::vocab::Pooling::Mean);
         e.train.precompute_features = false;
+        e.model.refine = Some(crate::vocab::RefineSettings::default());
         e.model.feature_dtype = crate::vocab::FeatureDtype::F16;
         e.model.head = crate::vocab::Head::Mlp {
             hidden: vec![8],
@@ -220,7 +222,7 @@ mod tests {
         fn walk(prefix: &str, v: &Value, out: &mut Vec<String>) {
             match v.as_object() {
                 // The head is one key whose value may be a table.
-                Some(map) if prefix != "sweep" && prefix != "model.head" => {
+                Some(map) if !matches!(prefix, "sweep" | "model.head" | "model.refine") => {
                     for (k, v) in map {
                         let p = if prefix.is_empty() {
                             k.clone()

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::vocab::{FeatureDtype, Fusion, Head, Kernels, Pooling, Task};
+use crate::vocab::{FeatureDtype, Fusion, Head, Kernels, Pooling, RefineSettings, Task};
 
 /// A whole experiment, as resolved from all layers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -196,6 +196,9 @@ pub struct ModelConfig {
     pub centroid: Option<Centroid>,
     /// Average only the `top_k` most probable classes, renormalised (0: all).
     pub top_k: usize,
+    /// Retrieval refinement of classification predictions (unset: off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refine: Option<RefineSettings>,
 }
 
 impl Default for ModelConfig {
@@ -211,6 +214,7 @@ impl Default for ModelConfig {
             feature_dtype: FeatureDtype::F32,
             centroid: None,
             top_k: 0,
+            refine: None,
         }
     }
 }

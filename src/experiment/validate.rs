@@ -196,10 +196,17 @@ impl Checker<'_> {
 
     fn model(&mut self) {
         let m = &self.loaded.experiment.model;
+        if let Some((name, rule, value)) = m.refine.and_then(|r| r.broken_rule()) {
+            self.fail(
+                "model.refine",
+                format!("`{name}` must be {rule}, got {value}"),
+            );
+        }
         if m.task == Task::Regression {
             for (key, set) in [
                 ("model.centroid", m.centroid.is_some()),
                 ("model.top_k", m.top_k > 0),
+                ("model.refine", m.refine.is_some()),
             ] {
                 self.check(!set, key, || {
                     "applies to classification only, but model.task is \"regression\"".into()

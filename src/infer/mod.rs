@@ -8,12 +8,14 @@
 //! | `input.rs`   | decoding files or uploads; the normalised `[B, 4, 3, S, S]` batch         |
 //! | `folders.rs` | a directory of `<uuid>/{0,90,180,270}.jpg` folders, and what is skipped   |
 //! | `refine.rs`  | PIGEON-style retrieval refinement: a guess moved onto voted training data |
+//! | `gallery.rs` | the refinement gallery file a checkpoint ships with                       |
 //!
 //! Checkpoints are self-contained ([`crate::train::checkpoint::ModelInfo`]): backbone,
 //! normalisation, CRS, scaling and class centroids travel with the weights, so nothing
 //! here reads an experiment file or a cache.
 
 pub mod folders;
+pub mod gallery;
 pub mod input;
 pub mod model;
 pub mod refine;
@@ -41,6 +43,9 @@ pub enum InferError {
     /// A tensor operation failed.
     #[error("running the model: {0}")]
     Tensor(#[from] candle_core::Error),
+    /// The checkpoint's refinement gallery could not be read.
+    #[error(transparent)]
+    Gallery(#[from] gallery::GalleryError),
     /// Outputs could not be read as positions.
     #[error(transparent)]
     Predict(#[from] crate::train::predict::PredictError),

@@ -12,6 +12,8 @@ use crate::train::predict::{Outputs, before, read_outputs};
 use crate::vocab::{Kernels, Task};
 
 use super::InferError;
+use super::gallery;
+use super::refine::{Gallery, RefineSettings, refine_batch};
 
 /// A trained network with everything needed to turn views into coordinates.
 pub struct Model {
@@ -21,6 +23,8 @@ pub struct Model {
     device: Device,
     path: PathBuf,
     epoch: u32,
+    /// The gallery shipped beside the checkpoint, when there is one.
+    refinement: Option<(Gallery, RefineSettings)>,
 }
 
 impl std::fmt::Debug for Model {
@@ -60,7 +64,8 @@ pub struct ClassScore {
 
 impl Model {
     /// Loads the checkpoint at `path` onto `device`: builds the network its metadata
-    /// describes and restores every weight.
+    /// describes and restores every weight. When the gallery file beside it exists
+    /// ([`gallery::path_for`]), predictions are refined with it.
     ///
     /// # Errors
     /// Unreadable or foreign checkpoints, unknown backbones, missing tensors, bad CRS.
@@ -86,6 +91,12 @@ impl Model {
             path: path.to_path_buf(),
             message: format!("CRS {}: {e}", info.crs),
         })?;
+        let gallery = gallery::path_for(path);
+        let refinement = if gallery.is_file() && info.task == Task::Classification {
+            Some(gallery::read(&gallery)?)
+        } else {
+            None
+        };
         Ok(Model {
             net,
             info,
@@ -93,7 +104,18 @@ impl Model {
             device: device.clone(),
             path: path.to_path_buf(),
             epoch: loaded.meta.epoch,
+            refinement,
         })
+    }
+
+    /// The network, for running it another way (the features stage embeds with it).
+    pub fn into_net(self) -> GeoNet {
+        self.net
+    }
+
+    /// Whether predictions are refined with a gallery.
+    pub fn refines(&self) -> bool {
+        self.refinement.is_some()
     }
 
     /// What the checkpoint says about the model.
@@ -165,7 +187,19 @@ impl Model {
     /// # Errors
     /// As [`Model::forward`] and [`Model::read`].
     pub fn predict(&self, x: &Tensor, top: usize) -> Result<Vec<Answer>, InferError> {
-        let outputs = self.read(&self.forward(x)?)?;
+        let Some((gallery, settings)) = &self.refinement else {
+            let outputs = self.read(&self.forward(x)?)?;
+            return Ok(self.answers(outputs, top));
+        };
+        let features = self.net.features(x, 0)?;
+        let mut outputs = self.read(&self.net.forward(&features, 0)?)?;
+        let queries = features.mean(1)?.flatten_all()?.to_vec1::<f32>()?;
+        if let Some(probs) = &outputs.probs {
+            let refined = refine_batch(gallery, &queries, probs, &outputs.positions, settings);
+            for (p, r) in outputs.positions.iter_mut().zip(refined) {
+                *p = (r.lat, r.lon);
+            }
+        }
         Ok(self.answers(outputs, top))
     }
 

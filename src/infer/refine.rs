@@ -77,20 +77,7 @@ use rayon::prelude::*;
 use crate::geo::{EARTH_RADIUS_KM, haversine_km};
 use crate::train::predict::before;
 
-/// How refinement searches and votes.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct RefineSettings {
-    /// How many of the most probable cells to search (≥ 1).
-    pub top_cells: usize,
-    /// How many of the most similar training locations each cell contributes (≥ 1).
-    pub neighbours: usize,
-    /// Length scale of the vote's distance kernel `exp(−d / temperature_km)`, in kilometres
-    /// (positive and finite).
-    pub temperature_km: f64,
-    /// The refined guess may lie at most this far from the classifier's own guess, in
-    /// kilometres (positive; `f64::INFINITY` for no limit).
-    pub max_move_km: f64,
-}
+pub use crate::vocab::RefineSettings;
 
 impl RefineSettings {
     /// Checks every setting against its rule.
@@ -98,28 +85,10 @@ impl RefineSettings {
     /// # Errors
     /// [`RefineError::Setting`] naming the first setting that breaks its rule.
     pub fn validate(&self) -> Result<(), RefineError> {
-        let bad = |name, rule, value: String| Err(RefineError::Setting { name, rule, value });
-        if self.top_cells == 0 {
-            return bad("top_cells", "at least 1", self.top_cells.to_string());
+        match self.broken_rule() {
+            Some((name, rule, value)) => Err(RefineError::Setting { name, rule, value }),
+            None => Ok(()),
         }
-        if self.neighbours == 0 {
-            return bad("neighbours", "at least 1", self.neighbours.to_string());
-        }
-        if self.temperature_km <= 0.0 || !self.temperature_km.is_finite() {
-            return bad(
-                "temperature_km",
-                "positive and finite",
-                self.temperature_km.to_string(),
-            );
-        }
-        if self.max_move_km.is_nan() || self.max_move_km <= 0.0 {
-            return bad(
-                "max_move_km",
-                "positive (inf for no limit)",
-                self.max_move_km.to_string(),
-            );
-        }
-        Ok(())
     }
 }
 

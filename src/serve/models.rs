@@ -98,7 +98,9 @@ impl ModelStore {
             .filter_map(|e| {
                 let file = e.file_name().to_str()?.to_owned();
                 let name = file.strip_suffix(&format!(".{EXTENSION}"))?;
-                (is_plain_name(name) && self.inside(&e.path())).then(|| name.to_owned())
+                // A checkpoint's refinement gallery is not a model.
+                let gallery = name.ends_with(crate::infer::gallery::SUFFIX);
+                (is_plain_name(name) && !gallery && self.inside(&e.path())).then(|| name.to_owned())
             })
             .collect();
         names.sort();
@@ -243,6 +245,7 @@ mod tests {
         for f in [
             "b.safetensors",
             "a.safetensors",
+            "a.gallery.safetensors",
             "notes.txt",
             ".hidden.safetensors",
         ] {

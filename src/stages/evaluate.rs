@@ -1,12 +1,16 @@
 //! The evaluate stage: the `best` checkpoint (by `train.monitor`, not the last one) on the
 //! test split, against the baseline that always predicts the train-set mean location.
 //!
-//! Reads: `train.kernels`, the train entry's `best` checkpoint, the classes entry, and
-//! the images entry or, where training read embeddings, the features entry.
+//! Reads: `train.kernels`, `model.refine`, the train entry's `best` checkpoint, the
+//! classes entry, and the images entry or, where training read embeddings, the features
+//! entry (and with `model.refine`, the features entry in any case).
 //! Writes: `predictions.csv` (uuid, true and predicted lat/lon, km error), `cells.csv`
 //! (per true class: count, mean and median km), `error_map.png`, `metrics.toml`, and the
 //! TensorBoard event file `evaluate.events` (test metrics, the error map, the HParams
-//! session end; volatile, as it carries wall times).
+//! session end; volatile, as it carries wall times). With `model.refine`, predictions are
+//! refined (see [`crate::infer::refine`]), `metrics.toml` adds the unrefined mean and
+//! median and the fraction moved, and `gallery.safetensors` holds the training embeddings
+//! that `predict` and `serve` refine with (linked beside the run's checkpoints).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -21,14 +25,19 @@ use crate::graph::{
     Input, Outcome, Params, Stage, StageContext, StageError, params_of, write_atomic,
 };
 use crate::infer::Model;
+use crate::infer::gallery::{GalleryData, write as write_gallery};
+use crate::infer::refine::{Gallery, RefineSettings, refine_batch};
 use crate::track::map::{ErrorLine, draw_errors};
 use crate::track::tensorboard::EventWriter;
 use crate::train::checkpoint;
 use crate::train::data::Sample;
 use crate::train::device::select_device;
 use crate::train::evaluate::{Prediction, Predictor, diagonal_km};
+use crate::train::features::FeatureTensor;
+use crate::train::metrics::Evaluation;
 use crate::train::policy::Slot;
 use crate::vocab::Kernels;
+use crate::vocab::VIEWS;
 
 use super::features::{Route, route};
 use super::train::Setup;
@@ -43,6 +52,8 @@ pub const CELLS_FILE: &str = "cells.csv";
 pub const ERROR_MAP_FILE: &str = "error_map.png";
 /// Test metrics.
 pub const METRICS_FILE: &str = "metrics.toml";
+/// The refinement gallery (with `model.refine`).
+pub const GALLERY_FILE: &str = "gallery.safetensors";
 /// Tag prefix of the best checkpoint's test metrics in TensorBoard (the train stage logs
 /// `test/*` for every epoch; these are the final ones, at the best epoch's step).
 pub const EVENT_PREFIX: &str = "evaluate/";
@@ -64,6 +75,9 @@ struct EvaluateParams {
     /// The kernels differ in float rounding, so the predictions depend on them.
     #[serde(rename = "train.kernels")]
     kernels: Kernels,
+    /// In the key only when set, so entries made before it existed keep theirs.
+    #[serde(rename = "model.refine", skip_serializing_if = "Option::is_none")]
+    refine: Option<RefineSettings>,
 }
 
 impl EvaluateStage {
@@ -78,6 +92,7 @@ impl EvaluateStage {
             batch_size: loaded.experiment.train.batch_size,
             params: EvaluateParams {
                 kernels: loaded.experiment.train.kernels,
+                refine: loaded.experiment.model.refine,
             },
             boundary,
         }
@@ -120,7 +135,11 @@ impl Stage for EvaluateStage {
     }
 
     fn upstream(&self) -> Vec<&'static str> {
-        vec![super::classes::NAME, self.inputs_stage, super::train::NAME]
+        let mut upstream = vec![super::classes::NAME, self.inputs_stage, super::train::NAME];
+        if self.params.refine.is_some() && self.inputs_stage != super::features::NAME {
+            upstream.push(super::features::NAME);
+        }
+        upstream
     }
 
     fn params(&self) -> Params {
@@ -156,11 +175,33 @@ impl Stage for EvaluateStage {
             projection,
             device: &device,
             batch_size: self.batch_size,
+            keep_probs: self.params.refine.is_some(),
         };
-        let (predictions, mut metrics) = predictor.run(&setup.inputs, &test, country_km)?;
+        let (mut predictions, mut metrics) = predictor.run(&setup.inputs, &test, country_km)?;
+        let out = ctx.out_dir();
+        if let Some(settings) = &self.params.refine {
+            let features = FeatureTensor::open(
+                &ctx.upstream_dir(super::features::NAME)?
+                    .join(super::features::FEATURES_FILE),
+            )?;
+            let gallery = gallery_data(&features, &setup.split(Split::Train));
+            write_gallery(&out.join(GALLERY_FILE), &gallery, settings)?;
+            let gallery = Gallery::new(
+                gallery.embeddings,
+                gallery.dim,
+                gallery.classes,
+                gallery.positions,
+            )?;
+            metrics = refine_predictions(
+                &gallery,
+                settings,
+                (&features, &test),
+                &mut predictions,
+                (&metrics, country_km),
+            );
+        }
         let baseline = train_mean_baseline(&setup.split(Split::Train), &test, projection)?;
         metrics.insert("baseline_km_mean".into(), baseline);
-        let out = ctx.out_dir();
         write_predictions(&out.join(PREDICTIONS_FILE), &test, &predictions)?;
         write_cells(&out.join(CELLS_FILE), &test, &predictions, &info.centroids)?;
         let lines: Vec<ErrorLine> = test
@@ -187,6 +228,71 @@ impl Stage for EvaluateStage {
         }
         Ok(outcome)
     }
+}
+
+/// A location's embedding: the mean of its four views'.
+fn location_embedding(features: &FeatureTensor, row: usize) -> Vec<f32> {
+    let (dim, views) = (features.dim(), features.row(row));
+    (0..dim)
+        .map(|d| views.iter().skip(d).step_by(dim).sum::<f32>() / VIEWS as f32)
+        .collect()
+}
+
+/// The training locations' embeddings, classes and positions.
+fn gallery_data(features: &FeatureTensor, train: &[Sample]) -> GalleryData {
+    GalleryData {
+        embeddings: train
+            .iter()
+            .flat_map(|s| location_embedding(features, s.row))
+            .collect(),
+        dim: features.dim(),
+        classes: train.iter().map(|s| s.class).collect(),
+        positions: train.iter().map(|s| (s.lat, s.lon)).collect(),
+    }
+}
+
+/// Refines `predictions` of `test` in place and returns the split's metrics for them: the
+/// loss and class ranks are the classifier's, the distances the refined ones; plus the
+/// unrefined mean and median and the fraction of locations moved.
+fn refine_predictions(
+    gallery: &Gallery,
+    settings: &RefineSettings,
+    (features, test): (&FeatureTensor, &[Sample]),
+    predictions: &mut [Prediction],
+    (plain, country_km): (&BTreeMap<String, f64>, f64),
+) -> BTreeMap<String, f64> {
+    let queries: Vec<f32> = test
+        .iter()
+        .flat_map(|s| location_embedding(features, s.row))
+        .collect();
+    let probs: Vec<&[f32]> = predictions
+        .iter()
+        .map(|p| p.probs.as_deref().unwrap_or_default())
+        .collect();
+    let plains: Vec<(f64, f64)> = predictions.iter().map(|p| (p.lat, p.lon)).collect();
+    let refined = refine_batch(gallery, &queries, &probs, &plains, settings);
+    let mut eval = Evaluation::new(country_km);
+    let mut moved = 0;
+    for ((p, s), r) in predictions.iter_mut().zip(test).zip(refined) {
+        moved += usize::from(!r.kept_plain);
+        (p.lat, p.lon) = (r.lat, r.lon);
+        p.error_km = haversine_km(s.lat, s.lon, r.lat, r.lon);
+        eval.add(p.error_km, p.rank);
+    }
+    if let Some(loss) = plain.get("loss") {
+        eval.add_loss(loss * test.len() as f64, test.len());
+    }
+    let mut metrics = eval.metrics();
+    for k in ["haversine_km_mean", "haversine_km_median"] {
+        if let Some(v) = plain.get(k) {
+            metrics.insert(format!("unrefined_{k}"), *v);
+        }
+    }
+    metrics.insert(
+        "refined_moved".into(),
+        moved as f64 / test.len().max(1) as f64,
+    );
+    metrics
 }
 
 /// Mean test error of always predicting the train locations' mean position (averaged in

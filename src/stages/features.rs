@@ -1,11 +1,14 @@
-//! The features stage: a backbone that never trains gives every view the same embedding in
-//! every epoch of every trial, so it is computed once, here, and `train` and `evaluate`
-//! run only the head on it.
+//! The features stage: every view's embedding, computed once.
 //!
-//! The graph has this stage only when [`route`] says so: the backbone never trains
-//! (`train.unfreeze = "none"`, or `train.unfreeze_epoch` ≥ `train.epochs`) and no training
-//! augmentation is on (an augmented view is a new image every epoch). Otherwise training
-//! reads images, as it always did.
+//! - [`Source::Frozen`]: a backbone that never trains gives every view the same embedding
+//!   in every epoch of every trial, so it is computed here, before training, and `train`
+//!   and `evaluate` run only the head on it. The graph has it when [`route`] says so: the
+//!   backbone never trains (`train.unfreeze = "none"`, or `train.unfreeze_epoch` ≥
+//!   `train.epochs`) and no training augmentation is on (an augmented view is a new image
+//!   every epoch). Otherwise training reads images, as it always did.
+//! - [`Source::Trained`]: with `model.refine` on a backbone that trains, the embeddings
+//!   retrieval refinement compares come from the trained `best` checkpoint, after `train`
+//!   (its key then covers everything about the network); only `evaluate` reads them.
 //!
 //! Reads: `model.backbone`, `model.weights` (by content) and `model.weights_prefix`,
 //! `train.kernels` (the results differ by float rounding), `model.feature_dtype`, the seed
@@ -22,10 +25,13 @@ use serde::Serialize;
 use crate::experiment::{Experiment, Loaded, Unfreeze};
 use crate::graph::{Input, Outcome, Params, Stage, StageContext, StageError, params_of};
 use crate::images::ImageTensor;
+use crate::infer::Model;
 use crate::model::{NetSpec, Pretrained, build_net};
 use crate::train::augment::is_active;
+use crate::train::checkpoint;
 use crate::train::device::select_device;
 use crate::train::features::extract;
+use crate::train::policy::Slot;
 use crate::vocab::{FeatureDtype, Fusion, Head, Kernels, Pooling};
 
 use super::images::{INDEX_FILE, STATS_FILE, TENSOR_FILE, normalisation, read_stats};
@@ -99,32 +105,45 @@ struct FeaturesParams {
     seed: Option<u64>,
 }
 
+/// Which backbone the embeddings come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The configured backbone (pretrained weights or seeded), which never trains.
+    Frozen,
+    /// The train stage's `best` checkpoint.
+    Trained,
+}
+
 /// Computes every view's embedding once.
 pub struct FeaturesStage {
+    source: Source,
     params: FeaturesParams,
     weights: Option<PathBuf>,
     device: String,
 }
 
 impl FeaturesStage {
-    /// The stage for `loaded`.
-    pub fn new(loaded: &Loaded) -> FeaturesStage {
+    /// The stage for `loaded`, embedding with `source`'s backbone.
+    pub fn new(loaded: &Loaded, source: Source) -> FeaturesStage {
         let e = &loaded.experiment;
         let weights = e
             .model
             .weights
             .as_ref()
             .map(|w| loaded.resolve_path("model.weights", w));
+        let trained = source == Source::Trained;
         FeaturesStage {
+            source,
             params: FeaturesParams {
                 backbone: e.model.backbone.clone(),
                 weights_prefix: e.model.weights_prefix.clone(),
                 pooling: e.model.pooling,
                 dtype: e.model.feature_dtype,
                 kernels: e.train.kernels,
-                seed: weights.is_none().then_some(e.seed),
+                seed: (weights.is_none() && !trained).then_some(e.seed),
             },
-            weights,
+            // The train key already covers the weights a trained backbone started from.
+            weights: weights.filter(|_| !trained),
             device: e.train.device.clone(),
         }
     }
@@ -140,7 +159,10 @@ impl Stage for FeaturesStage {
     }
 
     fn upstream(&self) -> Vec<&'static str> {
-        vec![super::images::NAME]
+        match self.source {
+            Source::Frozen => vec![super::images::NAME],
+            Source::Trained => vec![super::images::NAME, super::train::NAME],
+        }
     }
 
     fn params(&self) -> Params {
@@ -155,22 +177,36 @@ impl Stage for FeaturesStage {
         let images_dir = ctx.upstream_dir(super::images::NAME)?;
         let device = select_device(&self.device)?;
         let p = &self.params;
-        let stats = normalisation(&p.backbone, read_stats(images_dir)?.stats);
         let images = ImageTensor::open(&images_dir.join(TENSOR_FILE))?;
-        // The head is not used; it is built only because the net is built whole.
-        let spec = NetSpec {
-            backbone: &p.backbone,
-            fusion: Fusion::Mean,
-            outputs: 1,
-            kernels: p.kernels,
-            head: &Head::Linear,
-            pooling: p.pooling,
+        let (net, stats) = match self.source {
+            Source::Frozen => {
+                let stats = normalisation(&p.backbone, read_stats(images_dir)?.stats);
+                // The head is not used; it is built only because the net is built whole.
+                let spec = NetSpec {
+                    backbone: &p.backbone,
+                    fusion: Fusion::Mean,
+                    outputs: 1,
+                    kernels: p.kernels,
+                    head: &Head::Linear,
+                    pooling: p.pooling,
+                };
+                let weights = self.weights.as_deref().map(|path| Pretrained {
+                    path,
+                    prefix: p.weights_prefix.as_deref(),
+                });
+                (
+                    build_net(&spec, p.seed.unwrap_or(0), weights, &device)?.1,
+                    stats,
+                )
+            }
+            Source::Trained => {
+                let train_dir = ctx.upstream_dir(super::train::NAME)?;
+                let (best, _) = checkpoint::paths(train_dir, Slot::Best.name());
+                let model = Model::open_with(&best, &device, p.kernels)?;
+                let stats = model.info().normalisation;
+                (model.into_net(), stats)
+            }
         };
-        let weights = self.weights.as_deref().map(|path| Pretrained {
-            path,
-            prefix: p.weights_prefix.as_deref(),
-        });
-        let (_, net) = build_net(&spec, p.seed.unwrap_or(0), weights, &device)?;
         let out = ctx.out_dir();
         let tick = ctx.progress("embedding views", images.len() as u64);
         let summary = extract(

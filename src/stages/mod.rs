@@ -161,14 +161,25 @@ pub fn build_with(loaded: &Loaded, budget: Budget) -> Result<Graph, BuildError> 
         Arc::clone(&boundary),
     )))?;
     graph.add(Box::new(images::ImagesStage::new(loaded)))?;
-    if features::route(&loaded.experiment) == features::Route::Features {
-        graph.add(Box::new(features::FeaturesStage::new(loaded)))?;
+    let frozen = features::route(&loaded.experiment) == features::Route::Features;
+    if frozen {
+        graph.add(Box::new(features::FeaturesStage::new(
+            loaded,
+            features::Source::Frozen,
+        )))?;
     }
     graph.add(Box::new(train::TrainStage::new(
         loaded,
         Arc::clone(&boundary),
         budget.train_epochs,
     )))?;
+    // Refinement on a backbone that trains compares embeddings of the trained one.
+    if !frozen && loaded.experiment.model.refine.is_some() {
+        graph.add(Box::new(features::FeaturesStage::new(
+            loaded,
+            features::Source::Trained,
+        )))?;
+    }
     graph.add(Box::new(evaluate::EvaluateStage::new(loaded, boundary)))?;
     Ok(graph)
 }
@@ -223,6 +234,10 @@ pub fn run_links(stage: &str) -> &'static [(&'static str, &'static str)] {
             (evaluate::CELLS_FILE, "cells.csv"),
             (evaluate::ERROR_MAP_FILE, "error_map.png"),
             (evaluate::METRICS_FILE, "test_metrics.toml"),
+            (
+                evaluate::GALLERY_FILE,
+                "checkpoints/best.gallery.safetensors",
+            ),
         ],
         _ => &[],
     }

@@ -229,6 +229,7 @@ impl<'a> Epochs<'a> {
             projection: self.data.projection,
             device: self.device,
             batch_size: self.settings.batch_size,
+            keep_probs: false,
         };
         for (split, samples) in [("val", &self.data.val), ("test", &self.data.test)] {
             if samples.is_empty() {

@@ -27,6 +27,8 @@ pub struct Predictor<'a> {
     pub device: &'a Device,
     /// Locations per forward pass.
     pub batch_size: usize,
+    /// Keep each prediction's softmax row ([`Prediction::probs`]).
+    pub keep_probs: bool,
 }
 
 /// One sample's prediction.
@@ -42,6 +44,8 @@ pub struct Prediction {
     pub class: Option<usize>,
     /// Rank of the true class, 0 = top-1 (classification).
     pub rank: Option<usize>,
+    /// The softmax row (classification, with [`Predictor::keep_probs`]).
+    pub probs: Option<Vec<f32>>,
 }
 
 impl Predictor<'_> {
@@ -88,6 +92,11 @@ impl Predictor<'_> {
                     error_km,
                     class: classes.as_ref().map(|c| c[i]),
                     rank,
+                    probs: outputs
+                        .probs
+                        .as_ref()
+                        .filter(|_| self.keep_probs)
+                        .map(|p| p[i].clone()),
                 });
             }
         }

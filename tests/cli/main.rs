@@ -9,6 +9,7 @@ mod gc;
 mod ls;
 mod plan;
 mod predict;
+mod refine;
 mod run;
 mod serve;
 mod slurm;
