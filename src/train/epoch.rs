@@ -146,8 +146,10 @@ impl<'a> Epochs<'a> {
             });
         }
         // A non-finite gradient in the epoch's last step leaves a finite loss but broken
-        // weights: never checkpoint those.
-        if let Some(name) = first_non_finite(&self.vars).map_err(FitError::epoch(epoch))? {
+        // weights: never checkpoint those. Only what this epoch updated can have broken (a
+        // frozen backbone is checked for nothing every epoch).
+        let updated: Vec<_> = head.iter().chain(&backbone).cloned().collect();
+        if let Some(name) = first_non_finite(&updated).map_err(FitError::epoch(epoch))? {
             let what = format!("`{name}` holds NaN or infinite values after the epoch's last step");
             return Err(self.diverged(epoch, what));
         }
