@@ -372,6 +372,14 @@ pub fn golf_runs() -> TestEnv {
 /// views): experiment `t`, `extra_model` appended to its `[model]` table. Returns the run
 /// folder; its `predictions.csv` is the evaluate stage's answer on the test split.
 pub fn train_tiny(env: &TestEnv, extra_model: &str) -> PathBuf {
+    write_tiny(env, extra_model, "");
+    env.run(&["run", "exp.toml"]).expect(0);
+    env.run_dir("t")
+}
+
+/// Writes [`train_tiny`]'s experiment as `exp.toml` (and its dataset, once), with
+/// `extra_model` and `extra_train` appended to its `[model]` and `[train]` tables.
+pub fn write_tiny(env: &TestEnv, extra_model: &str, extra_train: &str) {
     if !env.path().join("data/d").is_dir() {
         env.synth("d", 60, 4);
     }
@@ -380,11 +388,40 @@ pub fn train_tiny(env: &TestEnv, extra_model: &str) -> PathBuf {
         &format!(
             "name = \"t\"\nseed = 2\n[dataset]\ndirs = [\"data/d\"]\n[classes]\nspacing = 0.7\n\
              [model]\nbackbone = \"tiny-cnn\"\n{extra_model}\n\
-             [train]\nimage_size = 16\nbatch_size = 8\nepochs = 2\nlr = 3e-3\ndevice = \"cpu\"\n"
+             [train]\nimage_size = 16\nbatch_size = 8\nepochs = 2\nlr = 3e-3\ndevice = \"cpu\"\n\
+             {extra_train}"
         ),
     );
-    env.run(&["run", "exp.toml"]).expect(0);
-    env.run_dir("t")
+}
+
+/// `geoexp predict MODEL --images IMAGES EXTRA...`.
+pub fn predict(env: &TestEnv, model: &str, images: &str, extra: &[&str]) -> Run {
+    let mut args = vec!["predict", model, "--images", images];
+    args.extend_from_slice(extra);
+    env.run(&args)
+}
+
+/// Checks `got` holds the evaluate stage's prediction for every test location of the run
+/// in `run_dir`.
+pub fn assert_matches_evaluate(
+    run_dir: &Path,
+    got: &std::collections::BTreeMap<String, (f64, f64)>,
+) {
+    let evaluated = csv_rows(&run_dir.join("predictions.csv"));
+    assert!(!evaluated.is_empty());
+    for row in evaluated {
+        let (lat, lon) = got[&row["uuid"]];
+        let want: (f64, f64) = (
+            row["pred_lat"].parse().unwrap(),
+            row["pred_lon"].parse().unwrap(),
+        );
+        // Batches of another size may round the last float bits differently.
+        assert!(
+            (lat - want.0).abs() < 1e-6 && (lon - want.1).abs() < 1e-6,
+            "{}: predict {lat},{lon} vs evaluate {want:?}",
+            row["uuid"]
+        );
+    }
 }
 
 /// Rows of a CSV file as maps from column name to value.

@@ -4,24 +4,16 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::common::{TestEnv, predicted};
+use crate::common::{TestEnv, assert_matches_evaluate, predict, predicted, write_tiny};
 use crate::sweep::stage_runs;
 
 /// A frozen tiny-cnn with an MLP head (dropout on, so its seeded masks are compared too)
 /// on a real-layout synthetic dataset at `data/d`.
 fn frozen(env: &TestEnv, extra_train: &str) {
-    if !env.path().join("data/d").is_dir() {
-        env.synth("d", 60, 4);
-    }
-    env.write(
-        "exp.toml",
-        &format!(
-            "name = \"t\"\nseed = 2\n[dataset]\ndirs = [\"data/d\"]\n[classes]\nspacing = 0.7\n\
-             [model]\nbackbone = \"tiny-cnn\"\n\
-             head = {{ kind = \"mlp\", hidden = [32], dropout = 0.2 }}\n\
-             [train]\nimage_size = 16\nbatch_size = 8\nepochs = 3\nlr = 3e-3\n\
-             device = \"cpu\"\nunfreeze = \"none\"\n{extra_train}"
-        ),
+    write_tiny(
+        env,
+        "head = { kind = \"mlp\", hidden = [32], dropout = 0.2 }",
+        &format!("unfreeze = \"none\"\n{extra_train}"),
     );
 }
 
@@ -92,30 +84,14 @@ fn a_checkpoint_trained_on_features_predicts_on_its_own() {
     env.run(&["run", "exp.toml"]).expect(0);
     let run = env.run_dir("t");
     let best = run.join("checkpoints/best.safetensors");
-    env.run(&[
-        "predict",
+    predict(
+        &env,
         best.to_str().unwrap(),
-        "--images",
         "data/d/images",
-        "--out",
-        "predicted.csv",
-    ])
+        &["--out", "p.csv"],
+    )
     .expect(0);
-    let got = predicted(&env.path().join("predicted.csv"));
-    let evaluated = crate::common::csv_rows(&run.join("predictions.csv"));
-    assert!(!evaluated.is_empty());
-    for row in evaluated {
-        let (lat, lon) = got[&row["uuid"]];
-        let want: (f64, f64) = (
-            row["pred_lat"].parse().unwrap(),
-            row["pred_lon"].parse().unwrap(),
-        );
-        assert!(
-            (lat - want.0).abs() < 1e-4 && (lon - want.1).abs() < 1e-4,
-            "{}: predict says {lat},{lon}, evaluate {want:?}",
-            row["uuid"]
-        );
-    }
+    assert_matches_evaluate(&run, &predicted(&env.path().join("p.csv")));
 }
 
 #[test]

@@ -1,36 +1,9 @@
 //! `geoexp predict`: a trained checkpoint over a folder of `<uuid>/{0,90,180,270}.jpg`.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
-use crate::common::{Run, TestEnv, csv_rows, predicted, train_tiny};
-
-/// `geoexp predict MODEL --images IMAGES EXTRA...`.
-fn predict(env: &TestEnv, model: &str, images: &str, extra: &[&str]) -> Run {
-    let mut args = vec!["predict", model, "--images", images];
-    args.extend_from_slice(extra);
-    env.run(&args)
-}
-
-/// Checks `got` holds the evaluate stage's prediction for every test location.
-fn assert_matches_evaluate(run_dir: &Path, got: &BTreeMap<String, (f64, f64)>) {
-    let evaluated = csv_rows(&run_dir.join("predictions.csv"));
-    assert!(!evaluated.is_empty());
-    for row in evaluated {
-        let (lat, lon) = got[&row["uuid"]];
-        let want: (f64, f64) = (
-            row["pred_lat"].parse().unwrap(),
-            row["pred_lon"].parse().unwrap(),
-        );
-        // Batches of another size may round the last float bits differently.
-        assert!(
-            (lat - want.0).abs() < 1e-6 && (lon - want.1).abs() < 1e-6,
-            "{}: predict {lat},{lon} vs evaluate {want:?}",
-            row["uuid"]
-        );
-    }
-}
+use crate::common::{TestEnv, assert_matches_evaluate, predict, predicted, train_tiny};
 
 fn folders(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::common::{TestEnv, csv_rows, predicted, train_tiny};
+use crate::common::{TestEnv, assert_matches_evaluate, predict, predicted, train_tiny, write_tiny};
 
 const REFINE: &str =
     "refine = { top_cells = 3, neighbours = 4, temperature_km = 30.0, max_move_km = 500.0 }";
@@ -40,43 +40,15 @@ fn a_fine_tuned_model_is_refined_with_its_trained_embeddings_and_predict_agrees(
     let gallery = run.join("checkpoints/best.gallery.safetensors");
     assert!(gallery.is_file());
     let best = run.join("checkpoints/best.safetensors");
-    env.run(&[
-        "predict",
-        best.to_str().unwrap(),
-        "--images",
-        "data/d/images",
-        "--out",
-        "refined.csv",
-    ])
-    .expect(0);
-    let got = predicted(&env.path().join("refined.csv"));
-    let evaluated = csv_rows(&run.join("predictions.csv"));
-    assert!(!evaluated.is_empty());
-    for row in &evaluated {
-        let (lat, lon) = got[&row["uuid"]];
-        let want: (f64, f64) = (
-            row["pred_lat"].parse().unwrap(),
-            row["pred_lon"].parse().unwrap(),
-        );
-        assert!(
-            (lat - want.0).abs() < 1e-4 && (lon - want.1).abs() < 1e-4,
-            "{}: predict says {lat},{lon}, evaluate {want:?}",
-            row["uuid"]
-        );
-    }
+    let best = best.to_str().unwrap();
+    predict(&env, best, "data/d/images", &["--out", "refined.csv"]).expect(0);
+    let refined = predicted(&env.path().join("refined.csv"));
+    assert_matches_evaluate(&run, &refined);
 
     // Without the gallery beside it, the checkpoint predicts unrefined.
     std::fs::remove_file(&gallery).unwrap();
-    env.run(&[
-        "predict",
-        best.to_str().unwrap(),
-        "--images",
-        "data/d/images",
-        "--out",
-        "plain.csv",
-    ])
-    .expect(0);
-    assert_ne!(predicted(&env.path().join("plain.csv")), got);
+    predict(&env, best, "data/d/images", &["--out", "plain.csv"]).expect(0);
+    assert_ne!(predicted(&env.path().join("plain.csv")), refined);
 }
 
 #[test]
@@ -110,16 +82,7 @@ fn changing_refinement_reruns_only_evaluate() {
 #[test]
 fn a_frozen_backbone_refines_with_the_features_it_trained_on() {
     let env = TestEnv::new();
-    env.synth("d", 60, 4);
-    env.write(
-        "exp.toml",
-        &format!(
-            "name = \"t\"\nseed = 2\n[dataset]\ndirs = [\"data/d\"]\n[classes]\nspacing = 0.7\n\
-             [model]\nbackbone = \"tiny-cnn\"\n{REFINE}\n\
-             [train]\nimage_size = 16\nbatch_size = 8\nepochs = 2\nlr = 3e-3\n\
-             device = \"cpu\"\nunfreeze = \"none\"\n"
-        ),
-    );
+    write_tiny(&env, REFINE, "unfreeze = \"none\"\n");
     env.run(&["run", "exp.toml"]).expect(0);
     let run = env.run_dir("t");
     assert_eq!(env.cache_entries("features").len(), 1);

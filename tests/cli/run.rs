@@ -386,5 +386,5 @@ fn the_quick_start_run_id_stays_what_readme_shows() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(ids, ["0ff36e1f4dc1"]);
+    assert_eq!(ids, ["f69ca77dd78d"]);
 }
