@@ -4,11 +4,13 @@
 //! trainable backbone vars), on random inputs.
 //!
 //! `cargo bench --bench step`; env: `STEP_WARMUP` (default 2), `STEP_STEPS` (default 5),
-//! `STEP_SIZE` (pixels, default 112), `STEP_BATCH` (locations, default 8), `STEP_CLASSES`
-//! (default 55), `STEP_BACKBONES` (comma-separated, default `tiny-cnn,resnet18`),
-//! `STEP_MODES` (`frozen,full`), `STEP_KERNELS` (`fast` or `reference`), `STEP_PHASES` (set:
-//! also time forward, backward and the optimiser of one more step apart). Threads: rayon's
-//! (`RAYON_NUM_THREADS`).
+//! `STEP_SIZE` (pixels, default 112 for the CNNs and 224 for the ViTs, whose patch must
+//! divide it), `STEP_BATCH` (locations, default 8), `STEP_CLASSES` (default 55),
+//! `STEP_BACKBONES` (comma-separated, default `tiny-cnn,resnet18`; any of
+//! `geoexp::vocab::BACKBONES`, e.g. `clip-vit-b32,dinov2-s14`), `STEP_MODES`
+//! (`frozen,full`), `STEP_KERNELS` (`fast` or `reference`), `STEP_PHASES` (set: also time
+//! forward, backward and the optimiser of one more step apart). Threads: rayon's
+//! (`RAYON_NUM_THREADS`, which candle reads too).
 //!
 //! Each result is also printed as a line `STEP <backbone> <mode> <mean s> <best s>`, which
 //! `benches/step_vs_torch.py` reads to put it beside PyTorch's.
@@ -23,7 +25,7 @@ use geoexp::train::evaluate::scalar;
 use geoexp::train::loss::cross_entropy;
 use geoexp::train::optimizer::{Optimizer, OptimizerSettings};
 use geoexp::train::step::{NamedVars, named_vars, step_vars, update};
-use geoexp::vocab::{Fusion, Kernels};
+use geoexp::vocab::{Architecture, Fusion, Kernels, architecture};
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -71,7 +73,6 @@ fn main() -> candle_core::Result<()> {
     geoexp::train::memory::keep_freed_memory();
     let warmup = env("STEP_WARMUP", 2);
     let steps = env("STEP_STEPS", 5).max(1);
-    let size = env("STEP_SIZE", 112);
     let batch = env("STEP_BATCH", 8);
     let classes = env("STEP_CLASSES", 55);
     let backbones = env_str("STEP_BACKBONES", "tiny-cnn,resnet18");
@@ -83,14 +84,16 @@ fn main() -> candle_core::Result<()> {
     };
     let dev = Device::Cpu;
     println!(
-        "geoexp: batch {batch} locations × 4 views, {size} px, {classes} classes, {kernels:?} kernels, {warmup} warmup + {steps} timed steps, {} threads",
+        "geoexp: batch {batch} locations × 4 views, {classes} classes, {kernels:?} kernels, {warmup} warmup + {steps} timed steps, {} threads",
         rayon::current_num_threads()
     );
     println!(
-        "{:<12} {:<8} {:>10} {:>12} {:>12}",
-        "backbone", "mode", "s/step", "best s/step", "locations/s"
+        "{:<12} {:>4} {:<8} {:>10} {:>12} {:>12}",
+        "backbone", "px", "mode", "s/step", "best s/step", "locations/s"
     );
     for backbone in backbones.split(',') {
+        let vit = matches!(architecture(backbone), Some(Architecture::Vit(_)));
+        let size = env("STEP_SIZE", if vit { 224 } else { 112 });
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
         let net =
@@ -134,7 +137,7 @@ fn main() -> candle_core::Result<()> {
             let mean = times.iter().sum::<f64>() / steps as f64;
             let best = times.iter().copied().fold(f64::INFINITY, f64::min);
             println!(
-                "{backbone:<12} {mode:<8} {mean:>10.3} {best:>12.3} {:>12.2}",
+                "{backbone:<12} {size:>4} {mode:<8} {mean:>10.3} {best:>12.3} {:>12.2}",
                 batch as f64 / mean
             );
             println!("STEP {backbone} {mode} {mean:.4} {best:.4}");

@@ -13,6 +13,10 @@ cores) and from the means, plus the load average when each measurement started.
         [--modes frozen,full] [--kernels fast|reference] [--steps N] [--warmup N]
         [--threads T] [--size S] [--batch B] [--classes K]
 
+The ViTs run the same way (`--models clip-vit-b32,dinov2-s14`: transformers'
+`CLIPVisionModel` / `Dinov2Model` with a linear head over the 4 views' `pooler_output`s, see
+`torch_step.py`), at 224 px unless `--size` says otherwise (the CNNs at 112 px).
+
 Only the standard library here; torch_step.py creates its venv on first use.
 
 Measured on the 2-core development machine (AVX-512, quiet; s/step, fastest of 5–8
@@ -70,17 +74,20 @@ def main():
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--size", type=int, default=112)
+    ap.add_argument("--size", type=int, default=None,
+                    help="pixels (default 112 for the CNNs, 224 for the ViTs)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--classes", type=int, default=55)
     args = ap.parse_args()
 
     rows = []
     for model in args.models.split(","):
+        vit = model.startswith(("clip-", "dinov2-"))
+        size = args.size or (224 if vit else 112)
         env = dict(os.environ,
                    STEP_BACKBONES=model, STEP_MODES=args.modes, STEP_KERNELS=args.kernels,
                    STEP_STEPS=str(args.steps), STEP_WARMUP=str(args.warmup),
-                   STEP_SIZE=str(args.size), STEP_BATCH=str(args.batch),
+                   STEP_SIZE=str(size), STEP_BATCH=str(args.batch),
                    STEP_CLASSES=str(args.classes), RAYON_NUM_THREADS=str(args.threads))
         load_g = os.getloadavg()[0]
         ours = results(["cargo", "bench", "-q", "--bench", "step"], env)
@@ -88,22 +95,22 @@ def main():
         theirs = results([sys.executable, os.path.join(HERE, "torch_step.py"),
                           "--models", model, "--modes", args.modes,
                           "--steps", str(args.steps), "--warmup", str(args.warmup),
-                          "--threads", str(args.threads), "--size", str(args.size),
+                          "--threads", str(args.threads), "--size", str(size),
                           "--batch", str(args.batch), "--classes", str(args.classes)])
         for mode in args.modes.split(","):
             g, t = ours.get((model, mode)), theirs.get((model, mode))
             if g and t:
-                rows.append((model, mode, g, t, load_g, load_t))
+                rows.append((model, size, mode, g, t, load_g, load_t))
 
     print()
-    print(f"{args.batch} locations × 4 views, {args.size} px, {args.classes} classes, "
+    print(f"{args.batch} locations × 4 views, {args.classes} classes, "
           f"{args.threads} threads, geoexp kernels: {args.kernels}; s/step as best (mean)")
-    head = (f"{'model':<10} {'mode':<7} {'geoexp':>16} {'PyTorch':>16} "
+    head = (f"{'model':<12} {'px':>4} {'mode':<7} {'geoexp':>16} {'PyTorch':>16} "
             f"{'ratio best':>10} {'ratio mean':>10} {'load g/t':>10}")
     print(head)
     print("-" * len(head))
-    for model, mode, g, t, lg, lt in rows:
-        print(f"{model:<10} {mode:<7} {g[1]:>7.3f} ({g[0]:>6.3f}) {t[1]:>7.3f} ({t[0]:>6.3f}) "
+    for model, size, mode, g, t, lg, lt in rows:
+        print(f"{model:<12} {size:>4} {mode:<7} {g[1]:>7.3f} ({g[0]:>6.3f}) {t[1]:>7.3f} ({t[0]:>6.3f}) "
               f"{g[1] / t[1]:>10.2f} {g[0] / t[0]:>10.2f} {lg:>4.1f}/{lt:<4.1f}")
 
 

@@ -8,7 +8,13 @@ random inputs, 2 threads (`torch.set_num_threads(2)`), for these backbones:
 * `tiny-cnn`: 4 × [Conv2d 3×3 stride 2 padding 1 (no bias) + BatchNorm2d + ReLU],
   channels 3→16→32→64→128, then global average pool → 128 features (replica of geoexp's);
 * `resnet18`, `resnet50`, `resnext50_32x4d`: torchvision's `(weights=None)` with
-  `fc = Identity` → 512 / 2048 / 2048 features.
+  `fc = Identity` → 512 / 2048 / 2048 features;
+* the ViTs of geoexp's `vocab::BACKBONES` (`clip-vit-b32`, `-b16`, `-l14`, `-l14-336`,
+  `dinov2-s14`, `-b14`): `transformers`' `CLIPVisionModel` / `Dinov2Model`, randomly
+  initialised from a config of the same shape (`CLIPVisionConfig()`'s defaults are ViT-B/32),
+  their `pooler_output` (the final LayerNorm of the class token, geoexp's default `cls`
+  pooling) → 768 / 768 / 1024 / 1024 / 384 / 768 features; transformers' default attention
+  (SDPA). ViTs default to 224 px (`--size` must be a multiple of the patch).
 
 The wrapper runs the backbone on all 4 views as one batch ([B,4,3,S,S] → [4B,3,S,S]),
 concatenates the features per location ([B, 4·D]), applies a Linear head to 55 classes,
@@ -28,7 +34,7 @@ How to run (from the repository root):
                                   [--models tiny-cnn,resnet18,resnet50]
                                   [--modes frozen,full] [--classes K]
 
-It installs torch + torchvision into its OWN virtual environment at
+It installs torch + torchvision + transformers into its OWN virtual environment at
 `$HOME/.cache/geoexp-torch-venv` (created on first run; PyPI's torch is the CUDA build,
 ~3 GB with the nvidia-* wheels, and runs fine on the CPU) and re-executes itself with that
 environment's python. It never installs into the system Python, and it is not part of, and
@@ -85,12 +91,56 @@ def resnext50_32x4d():
     return net, 2048
 
 
+class Pooled(nn.Module):
+    """A transformers vision model → its `pooler_output` `[N, hidden]`."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(pixel_values=x).pooler_output
+
+
+def clip(hidden, layers, heads, patch, image):
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    config = CLIPVisionConfig(hidden_size=hidden, intermediate_size=4 * hidden,
+                              num_hidden_layers=layers, num_attention_heads=heads,
+                              patch_size=patch, image_size=image)
+    return lambda: (Pooled(CLIPVisionModel(config)), hidden)
+
+
+def dinov2(hidden, heads):
+    from transformers import Dinov2Config, Dinov2Model
+
+    config = Dinov2Config(hidden_size=hidden, num_hidden_layers=12, num_attention_heads=heads,
+                          mlp_ratio=4, patch_size=14, image_size=518)
+    return lambda: (Pooled(Dinov2Model(config)), hidden)
+
+
 BACKBONES = {
     "tiny-cnn": tiny_cnn,
     "resnet18": resnet18,
     "resnet50": resnet50,
     "resnext50_32x4d": resnext50_32x4d,
+    # geoexp's `vocab::BACKBONES` shapes; `CLIPVisionConfig()`'s defaults are clip-vit-b32's.
+    "clip-vit-b32": clip(768, 12, 12, 32, 224),
+    "clip-vit-b16": clip(768, 12, 12, 16, 224),
+    "clip-vit-l14": clip(1024, 24, 16, 14, 224),
+    "clip-vit-l14-336": clip(1024, 24, 16, 14, 336),
+    "dinov2-s14": dinov2(384, 6),
+    "dinov2-b14": dinov2(768, 12),
 }
+
+
+def is_vit(name):
+    return name.startswith(("clip-", "dinov2-"))
+
+
+def default_size(name):
+    """geoexp's step bench's default: 112 px for the CNNs, 224 for the ViTs."""
+    return 224 if is_vit(name) else 112
 
 
 class GeoNet(nn.Module):
@@ -115,7 +165,8 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--batch", type=int, default=8, help="locations per step")
-    ap.add_argument("--size", type=int, default=112, help="pixels")
+    ap.add_argument("--size", type=int, default=None,
+                    help="pixels (default 112 for the CNNs, 224 for the ViTs)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--models", default="tiny-cnn,resnet18")
     ap.add_argument("--modes", default="frozen,full")
@@ -126,17 +177,18 @@ def main():
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
           f"{torch.get_num_threads()} threads (CPU)")
-    print(f"batch {args.batch} locations × {VIEWS} views, {args.size} px, {args.classes} classes, "
+    print(f"batch {args.batch} locations × {VIEWS} views, {args.classes} classes, "
           f"{args.warmup} warmup + {args.steps} timed steps")
     # s/step and locations/s are means over the timed steps; the "best" columns use the
     # fastest single step, which is steadier when other work shares the cores.
-    print(f"{'model':<12} {'mode':<10} {'s/step':>10} {'locations/s':>12} "
+    print(f"{'model':<12} {'px':>4} {'mode':<10} {'s/step':>10} {'locations/s':>12} "
           f"{'best s/step':>12} {'best loc/s':>14}", flush=True)
 
-    x = torch.randn(args.batch, VIEWS, 3, args.size, args.size)
     y = torch.arange(args.batch) % args.classes
     loss_fn = nn.CrossEntropyLoss()
     for name in args.models.split(","):
+        size = args.size or default_size(name)
+        x = torch.randn(args.batch, VIEWS, 3, size, size)
         for mode in args.modes.split(","):
             backbone, dim = BACKBONES[name]()
             net = GeoNet(backbone, dim, args.classes)
@@ -167,7 +219,7 @@ def main():
                 times.append(time.perf_counter() - t)
             per_step = sum(times) / len(times)
             best = min(times)
-            print(f"{name:<12} {mode:<10} {per_step:>10.3f} {args.batch / per_step:>12.2f} "
+            print(f"{name:<12} {size:>4} {mode:<10} {per_step:>10.3f} {args.batch / per_step:>12.2f} "
                   f"{best:>12.3f} {args.batch / best:>14.2f}")
             print(f"STEP {name} {mode} {per_step:.4f} {best:.4f}", flush=True)
 
