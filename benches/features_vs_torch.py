@@ -79,7 +79,8 @@ def main():
     print("-" * len(head))
     b = args.batch
     for model, g, t, lg, lt in rows:
-        print(f"{model:<16} {b / g[1]:>7.1f} ({b / g[0]:>6.1f}) {b / t[1]:>7.1f} ({b / t[0]:>6.1f}) "
+        print(f"{model:<16} {b / g[1]:>7.1f} ({b / g[0]:>6.1f}) "
+              f"{b / t[1]:>7.1f} ({b / t[0]:>6.1f}) "
               f"{g[1] / t[1]:>10.2f} {g[0] / t[0]:>10.2f} {lg:>4.1f}/{lt:<4.1f}")
 
 

@@ -110,7 +110,8 @@ def main():
     print(head)
     print("-" * len(head))
     for model, size, mode, g, t, lg, lt in rows:
-        print(f"{model:<12} {size:>4} {mode:<7} {g[1]:>7.3f} ({g[0]:>6.3f}) {t[1]:>7.3f} ({t[0]:>6.3f}) "
+        print(f"{model:<12} {size:>4} {mode:<7} {g[1]:>7.3f} ({g[0]:>6.3f}) "
+              f"{t[1]:>7.3f} ({t[0]:>6.3f}) "
               f"{g[1] / t[1]:>10.2f} {g[0] / t[0]:>10.2f} {lg:>4.1f}/{lt:<4.1f}")
 
 

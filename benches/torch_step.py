@@ -219,7 +219,8 @@ def main():
                 times.append(time.perf_counter() - t)
             per_step = sum(times) / len(times)
             best = min(times)
-            print(f"{name:<12} {size:>4} {mode:<10} {per_step:>10.3f} {args.batch / per_step:>12.2f} "
+            print(f"{name:<12} {size:>4} {mode:<10} {per_step:>10.3f} "
+                  f"{args.batch / per_step:>12.2f} "
                   f"{best:>12.3f} {args.batch / best:>14.2f}")
             print(f"STEP {name} {mode} {per_step:.4f} {best:.4f}", flush=True)
 
