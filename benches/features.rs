@@ -25,20 +25,9 @@ use candle_core::{Device, Tensor};
 use geoexp::model::{NetSpec, build_net};
 use geoexp::vocab::{Fusion, Head, Kernels, VIEWS};
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod support;
 
-fn env_str(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_string())
-}
-
-fn fail(e: impl std::fmt::Display) -> candle_core::Error {
-    candle_core::Error::Msg(e.to_string())
-}
+use support::{env, env_str, fail};
 
 fn main() -> candle_core::Result<()> {
     let backbones = env_str("GEOEXP_BENCH_BACKBONES", "resnet50,clip-vit-b32");

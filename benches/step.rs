@@ -27,20 +27,9 @@ use geoexp::train::optimizer::{Optimizer, OptimizerSettings};
 use geoexp::train::step::{NamedVars, named_vars, step_vars, update};
 use geoexp::vocab::{Architecture, Fusion, Kernels, architecture};
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod support;
 
-fn env_str(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_string())
-}
-
-fn fail(e: impl std::fmt::Display) -> candle_core::Error {
-    candle_core::Error::Msg(e.to_string())
-}
+use support::{env, env_str, fail};
 
 /// One more step with its phases timed apart: forward + loss, backward, optimiser.
 fn phases(
