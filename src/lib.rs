@@ -9,10 +9,10 @@
 //! | [`cli`]        | argument parsing, printing, exit codes (the only `anyhow` user)       |
 //! | [`ops`]        | what each command does, as plain functions over options structs       |
 //! | [`experiment`] | schema, layered loading (figment), validation, provenance             |
-//! | [`stages`]     | dataset, classes, images, train, evaluate, and the graph they form    |
-//! | [`infer`]      | a checkpoint and views in, coordinates out (evaluate, predict, serve) |
+//! | [`stages`]     | dataset, classes, images, features, train, evaluate, and their graph  |
+//! | [`infer`]      | a checkpoint and views in, coordinates out; retrieval refinement      |
 //! | [`train`]      | the training loop, optimisers, schedules, losses, metrics, checkpoints|
-//! | [`model`]      | backbones (tiny-cnn, ResNet/ResNeXt), view fusion, head, weights      |
+//! | [`model`]      | backbones (tiny-cnn, ResNet/ResNeXt, CLIP/DINOv2), fusion, heads, weights |
 //! | [`vocab`]      | words every layer shares: views, backbone names, tasks, metric names |
 //! | [`images`]     | decoding and resizing views into one memory-mapped tensor file        |
 //! | [`dataset`]    | the on-disk dataset layout, CSVs, splits, the synthetic generator     |
