@@ -50,6 +50,8 @@ fn main() -> candle_core::Result<()> {
         )));
     }
     let dev = Device::Cpu;
+    // As `extract` does before its first batch.
+    geoexp::train::memory::keep_freed_memory();
     println!(
         "geoexp: {batch} images per batch ({} locations × {VIEWS} views), {size} px, {kernels:?} kernels, {warmup} warm-up + {iters} timed batches, {} threads (candle: {})",
         batch / VIEWS,

@@ -54,6 +54,7 @@ mod conv_cpu;
 mod dtype;
 mod head;
 mod init;
+mod linear_tail;
 mod maxpool;
 mod net;
 mod residual;

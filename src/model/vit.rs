@@ -42,8 +42,10 @@
 //! output is `detach()`ed. Trainable blocks run on differentiable candle ops (softmax and
 //! LayerNorm composed of elementwise ops); frozen blocks on [`Kernels::Fast`] use candle's fused
 //! `softmax_last_dim` and `layer_norm`, which are forward-only (`apply_op*_no_bwd`: gradients
-//! through them would be silently cut, so they must never run in a trainable block).
-//! [`Kernels::Reference`] uses the composed ops everywhere.
+//! through them would be silently cut, so they must never run in a trainable block), and run
+//! each linear layer's bias, activation, scale and residual add in place on the product
+//! ([`super::linear_tail`], on the CPU in f32). [`Kernels::Reference`] uses the composed ops
+//! everywhere.
 //!
 //! # Why not candle-transformers
 //!
@@ -61,6 +63,7 @@ use candle_nn::{Init, VarBuilder};
 use super::Kernels;
 use super::backbone::{Backbone, first_trainable};
 use super::bicubic::resize_grid;
+use super::linear_tail::{Act, Scale, linear_tail};
 use crate::vocab::{Pooling, VitConfig, VitFamily};
 
 /// Records the full names of the vars a block creates (like `backbone::Names` for the CNNs).
@@ -107,8 +110,17 @@ struct Linear {
 }
 
 impl Linear {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)
+    /// The product, then `act(· + b)·scale + residual`; `fast` fuses that tail
+    /// ([`linear_tail`]), so only for frozen blocks.
+    fn forward(
+        &self,
+        x: &Tensor,
+        act: Act,
+        scale: Scale,
+        residual: Option<&Tensor>,
+        fast: bool,
+    ) -> Result<Tensor> {
+        linear_tail(x, (&self.weight, &self.bias), act, scale, residual, fast)
     }
 }
 
@@ -388,29 +400,35 @@ impl Vit {
 
         let h = layer.norm1.forward(&x, fast)?;
         let split = |t: Tensor| t.reshape((n, s, heads, hd))?.transpose(1, 2)?.contiguous();
-        let q = split((layer.q.forward(&h)? * (hd as f64).powf(-0.5))?)?;
-        let k = split(layer.k.forward(&h)?)?;
-        let v = split(layer.v.forward(&h)?)?;
+        let plain = |linear: &Linear, scale| linear.forward(&h, Act::Identity, scale, None, fast);
+        let q = split(plain(&layer.q, Scale::Scalar((hd as f64).powf(-0.5)))?)?;
+        let k = split(plain(&layer.k, Scale::One)?)?;
+        let v = split(plain(&layer.v, Scale::One)?)?;
         let attn = softmax(&q.matmul(&k.t()?)?, fast)?;
         let a = attn.matmul(&v)?.transpose(1, 2)?.reshape((n * s, d))?;
-        let a = layer.out.forward(&a)?;
-        let a = match &layer.scale1 {
-            Some(l) => a.broadcast_mul(l)?,
-            None => a,
-        };
-        let x = (x + a)?;
+        let x = layer.out.forward(
+            &a,
+            Act::Identity,
+            Scale::channels(layer.scale1.as_ref()),
+            Some(&x),
+            fast,
+        )?;
 
-        let h = layer.fc1.forward(&layer.norm2.forward(&x, fast)?)?;
-        let h = match self.config.family {
-            VitFamily::Clip => (&h * candle_nn::ops::sigmoid(&(&h * 1.702)?)?)?,
-            VitFamily::Dinov2 => h.gelu_erf()?,
+        let act = match self.config.family {
+            VitFamily::Clip => Act::QuickGelu,
+            VitFamily::Dinov2 => Act::GeluErf,
         };
-        let m = layer.fc2.forward(&h)?;
-        let m = match &layer.scale2 {
-            Some(l) => m.broadcast_mul(l)?,
-            None => m,
-        };
-        (x + m)?.reshape((n, s, d))
+        let h = layer
+            .fc1
+            .forward(&layer.norm2.forward(&x, fast)?, act, Scale::One, None, fast)?;
+        let x = layer.fc2.forward(
+            &h,
+            Act::Identity,
+            Scale::channels(layer.scale2.as_ref()),
+            Some(&x),
+            fast,
+        )?;
+        x.reshape((n, s, d))
     }
 }
 

@@ -91,6 +91,8 @@ pub fn extract(
     out: &Path,
     tick: &dyn Tick,
 ) -> Result<ExtractSummary, FeaturesError> {
+    // Every batch allocates and frees the same activations; keep them in the heap.
+    super::memory::keep_freed_memory();
     let n = images.len();
     let dim = net.backbone().feature_dim();
     let io = |source| FeaturesError::Io {
