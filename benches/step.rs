@@ -9,7 +9,8 @@
 //! `STEP_BACKBONES` (comma-separated, default `tiny-cnn,resnet18`; any of
 //! `geoexp::vocab::BACKBONES`, e.g. `clip-vit-b32,dinov2-s14`), `STEP_MODES`
 //! (`frozen,full`), `STEP_KERNELS` (`fast` or `reference`), `STEP_PHASES` (set: also time
-//! forward, backward and the optimiser of one more step apart). Threads: rayon's
+//! forward, backward and the optimiser of one more step apart), `STEP_DEVICE` (`train.device`'s
+//! values, default `cpu`; `cuda` needs `--features cuda`). Threads: rayon's
 //! (`RAYON_NUM_THREADS`, which candle reads too).
 //!
 //! Each result is also printed as a line `STEP <backbone> <mode> <mean s> <best s>`, which
@@ -17,10 +18,11 @@
 
 use std::time::Instant;
 
-use candle_core::{D, DType, Device, Tensor};
+use candle_core::{D, DType, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use geoexp::experiment::Optimizer as OptimizerKind;
 use geoexp::model::{GeoNet, init_seeded};
+use geoexp::train::device::select_device;
 use geoexp::train::evaluate::scalar;
 use geoexp::train::loss::cross_entropy;
 use geoexp::train::optimizer::{Optimizer, OptimizerSettings};
@@ -71,9 +73,9 @@ fn main() -> candle_core::Result<()> {
         "reference" => Kernels::Reference,
         other => return Err(fail(format!("STEP_KERNELS={other}: fast or reference"))),
     };
-    let dev = Device::Cpu;
+    let dev = select_device(&env_str("STEP_DEVICE", "cpu")).map_err(fail)?;
     println!(
-        "geoexp: batch {batch} locations × 4 views, {classes} classes, {kernels:?} kernels, {warmup} warmup + {steps} timed steps, {} threads",
+        "geoexp: batch {batch} locations × 4 views, {classes} classes, {kernels:?} kernels, {warmup} warmup + {steps} timed steps, {} threads, {dev:?}",
         rayon::current_num_threads()
     );
     println!(

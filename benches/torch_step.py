@@ -171,12 +171,15 @@ def main():
     ap.add_argument("--models", default="tiny-cnn,resnet18")
     ap.add_argument("--modes", default="frozen,full")
     ap.add_argument("--classes", type=int, default=CLASSES)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (scripts/gpu-check.sh)")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
-          f"{torch.get_num_threads()} threads (CPU)")
+    dev = torch.device(args.device)
+    where = (torch.cuda.get_device_name(dev) if dev.type == "cuda"
+             else f"{torch.get_num_threads()} threads (CPU)")
+    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, {where}")
     print(f"batch {args.batch} locations × {VIEWS} views, {args.classes} classes, "
           f"{args.warmup} warmup + {args.steps} timed steps")
     # s/step and locations/s are means over the timed steps; the "best" columns use the
@@ -184,14 +187,14 @@ def main():
     print(f"{'model':<12} {'px':>4} {'mode':<10} {'s/step':>10} {'locations/s':>12} "
           f"{'best s/step':>12} {'best loc/s':>14}", flush=True)
 
-    y = torch.arange(args.batch) % args.classes
+    y = (torch.arange(args.batch) % args.classes).to(dev)
     loss_fn = nn.CrossEntropyLoss()
     for name in args.models.split(","):
         size = args.size or default_size(name)
-        x = torch.randn(args.batch, VIEWS, 3, size, size)
+        x = torch.randn(args.batch, VIEWS, 3, size, size).to(dev)
         for mode in args.modes.split(","):
             backbone, dim = BACKBONES[name]()
-            net = GeoNet(backbone, dim, args.classes)
+            net = GeoNet(backbone, dim, args.classes).to(dev)
             frozen = mode == "frozen"
             net.train()
             if frozen:

@@ -4,6 +4,8 @@
 transformers, Pillow and numpy from PyPI once (the CUDA build, ~3 GB; it runs on the CPU),
 then re-executes `script` inside it. The marker file `.geoexp-ready` lists what was
 installed; a venv made before a package joined `PACKAGES` gets just the missing ones.
+`GEOEXP_TORCH_SYSTEM=1` skips all that and uses the running Python's own torch (a lent GPU
+machine has PyTorch but no network: `scripts/gpu-check.sh`).
 """
 
 import os
@@ -27,6 +29,8 @@ def _installed(marker):
 def ensure_venv(script):
     """Create the private venv and install the packages once, then re-exec inside it."""
     if os.path.realpath(sys.prefix) == os.path.realpath(VENV):
+        return
+    if os.environ.get("GEOEXP_TORCH_SYSTEM") == "1":
         return
     import fcntl
     import subprocess

@@ -30,13 +30,7 @@ pub enum DeviceError {
 pub fn select_device(spec: &str) -> Result<Device, DeviceError> {
     let ordinal = match spec {
         "cpu" => return Ok(Device::Cpu),
-        "auto" => {
-            return Ok(if cfg!(feature = "cuda") {
-                Device::cuda_if_available(0).unwrap_or(Device::Cpu)
-            } else {
-                Device::Cpu
-            });
-        }
+        "auto" => return Ok(auto()),
         "cuda" => 0,
         other => other
             .strip_prefix("cuda:")
@@ -53,6 +47,27 @@ pub fn select_device(spec: &str) -> Result<Device, DeviceError> {
         spec: spec.to_owned(),
         message: e.to_string(),
     })
+}
+
+/// `auto`: CUDA device 0 when this build has CUDA and the device answers, else the CPU. The
+/// log says which (`-v`), and warns when a CUDA build falls back to the CPU.
+fn auto() -> Device {
+    #[cfg(feature = "cuda")]
+    match Device::new_cuda(0) {
+        Ok(device) => {
+            tracing::info!("train.device = \"auto\": CUDA device 0");
+            device
+        }
+        Err(e) => {
+            tracing::warn!("train.device = \"auto\": the CPU (CUDA device 0 did not answer: {e})");
+            Device::Cpu
+        }
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        tracing::info!("train.device = \"auto\": the CPU (this geoexp was built without CUDA)");
+        Device::Cpu
+    }
 }
 
 #[cfg(test)]
