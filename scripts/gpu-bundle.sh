@@ -2,7 +2,8 @@
 # Builds what scripts/gpu-check.sh carries to a lent GPU machine (no Rust, no network there):
 # the `--features cuda` release binary and the step bench, linked on this machine against
 # link-time stubs (scripts/cuda-link-stubs.sh) with the wheel toolchain
-# (scripts/cuda-toolchain.sh), stripped into target-gpu/.
+# (scripts/cuda-toolchain.sh), stripped and packed into target-gpu/bundle.tar.xz (the device
+# tool carries at most 64 MiB; the stripped CUDA binary alone is ~80 MB).
 #
 #   scripts/gpu-bundle.sh            # then, on the GPU machine: scripts/gpu-check.sh
 #
@@ -26,10 +27,12 @@ for line in sys.stdin:
         print(m["executable"])')
 [[ -x "$step" ]] || { echo "gpu-bundle: the step bench did not build" >&2; exit 1; }
 
+staging=$(mktemp -d)
+trap 'rm -rf "$staging"' EXIT
+strip -o "$staging/geoexp" "$CARGO_TARGET_DIR/release/geoexp"
+strip -o "$staging/step" "$step"
 rm -rf target-gpu
 mkdir -p target-gpu
-cp "$CARGO_TARGET_DIR/release/geoexp" target-gpu/geoexp
-cp "$step" target-gpu/step
-strip target-gpu/geoexp target-gpu/step
-echo "gpu-bundle: $(du -sh target-gpu | cut -f1) in target-gpu/ (CUDA_COMPUTE_CAP=$CUDA_COMPUTE_CAP):"
-readelf -d target-gpu/geoexp | awk '/NEEDED/ {print "  needs", $NF}'
+XZ_OPT="-T0 -6" tar -C "$staging" -cJf target-gpu/bundle.tar.xz geoexp step
+echo "gpu-bundle: target-gpu/bundle.tar.xz, $(du -h target-gpu/bundle.tar.xz | cut -f1) (CUDA_COMPUTE_CAP=$CUDA_COMPUTE_CAP); the binary needs:"
+readelf -d "$staging/geoexp" | awk '/NEEDED/ {print "  ", $NF}'

@@ -31,8 +31,12 @@ trap 'rm -rf "$WORK"' EXIT
 say() { printf '\n== %s ==\n' "$*"; }
 fail() { echo "gpu-check: FAIL: $*" >&2; exit 1; }
 
+if [[ ! -x "$BUNDLE/geoexp" && -f "$BUNDLE/bundle.tar.xz" ]]; then
+  tar -C "$WORK" -xJf "$BUNDLE/bundle.tar.xz" || fail "cannot unpack $BUNDLE/bundle.tar.xz"
+  BUNDLE="$WORK"
+fi
 [[ -x "$BUNDLE/geoexp" && -x "$BUNDLE/step" ]] \
-  || fail "no $BUNDLE/geoexp and $BUNDLE/step: run scripts/gpu-bundle.sh on a machine with Rust first"
+  || fail "no $BUNDLE/bundle.tar.xz: run scripts/gpu-bundle.sh on a machine with Rust first"
 command -v nvidia-smi >/dev/null || fail "no nvidia-smi: is the NVIDIA driver installed?"
 
 say "device"
