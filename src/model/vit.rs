@@ -122,6 +122,18 @@ impl Linear {
     ) -> Result<Tensor> {
         linear_tail(x, (&self.weight, &self.bias), act, scale, residual, fast)
     }
+
+    /// `residual + layer_scale?·(x · Wᵀ + b)`: the end of either half of a layer.
+    fn residual(
+        &self,
+        x: &Tensor,
+        layer_scale: Option<&Tensor>,
+        residual: &Tensor,
+        fast: bool,
+    ) -> Result<Tensor> {
+        let scale = Scale::channels(layer_scale);
+        self.forward(x, Act::Identity, scale, Some(residual), fast)
+    }
 }
 
 /// LayerNorm over the last dimension.
@@ -406,13 +418,7 @@ impl Vit {
         let v = split(plain(&layer.v, Scale::One)?)?;
         let attn = softmax(&q.matmul(&k.t()?)?, fast)?;
         let a = attn.matmul(&v)?.transpose(1, 2)?.reshape((n * s, d))?;
-        let x = layer.out.forward(
-            &a,
-            Act::Identity,
-            Scale::channels(layer.scale1.as_ref()),
-            Some(&x),
-            fast,
-        )?;
+        let x = layer.out.residual(&a, layer.scale1.as_ref(), &x, fast)?;
 
         let act = match self.config.family {
             VitFamily::Clip => Act::QuickGelu,
@@ -421,13 +427,7 @@ impl Vit {
         let h = layer
             .fc1
             .forward(&layer.norm2.forward(&x, fast)?, act, Scale::One, None, fast)?;
-        let x = layer.fc2.forward(
-            &h,
-            Act::Identity,
-            Scale::channels(layer.scale2.as_ref()),
-            Some(&x),
-            fast,
-        )?;
+        let x = layer.fc2.residual(&h, layer.scale2.as_ref(), &x, fast)?;
         x.reshape((n, s, d))
     }
 }
