@@ -5,10 +5,16 @@
 //! reporting min and median over repeated runs after a warm-up; also times loading the
 //! boundary and projecting 1M points. Target on a 2-core machine: ≤ 0.25 s per run
 //! (the geopandas implementation takes 0.71 s).
+//!
+//! Then the three cell kinds on the same points: the 0.5° grid, a quadtree over it
+//! (`max_locations` 1,000, `min_spacing` 0.05°) and 60 clusters. Targets on 2 cores: quadtree
+//! ≤ 50 ms, clusters ≤ 150 ms.
 
 use std::time::{Duration, Instant};
 
-use geoexp::geo::{Boundary, CentroidMode, ClassPoint, create_classes, land_grid, projection};
+use geoexp::geo::{
+    Boundary, CellScheme, CellSpec, CentroidMode, ClassPoint, create_classes, land_grid, projection,
+};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -71,11 +77,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         t.elapsed().as_secs_f64() * 1e3
     );
 
-    let table = create_classes(&hr, SPACING, &points, CentroidMode::Clipped, proj.as_ref())?;
+    let table = create_classes(
+        &hr,
+        &CellSpec::grid(SPACING),
+        &points,
+        CentroidMode::Clipped,
+        proj.as_ref(),
+    )?;
     let mut times = Vec::with_capacity(ITERATIONS);
     for _ in 0..ITERATIONS {
         let t = Instant::now();
-        let table = create_classes(&hr, SPACING, &points, CentroidMode::Clipped, proj.as_ref())?;
+        let table = create_classes(
+            &hr,
+            &CellSpec::grid(SPACING),
+            &points,
+            CentroidMode::Clipped,
+            proj.as_ref(),
+        )?;
         times.push(t.elapsed());
         std::hint::black_box(table);
     }
@@ -117,6 +135,48 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         proj_min * 1e3,
         proj_median * 1e3
     );
+
+    println!("cell kinds on the same points (min / median over {ITERATIONS} runs):");
+    let kinds = [
+        CellScheme::Grid { spacing: 0.5 },
+        CellScheme::Quadtree {
+            spacing: 0.5,
+            max_locations: 1000,
+            min_spacing: 0.05,
+        },
+        CellScheme::Clusters { cells: 60, seed: 7 },
+    ];
+    for scheme in kinds {
+        let spec = CellSpec {
+            scheme,
+            min_locations: 1,
+        };
+        let run = || create_classes(&hr, &spec, &points, CentroidMode::Clipped, proj.as_ref());
+        let table = run()?;
+        let mut times = Vec::with_capacity(ITERATIONS);
+        for _ in 0..ITERATIONS {
+            let t = Instant::now();
+            std::hint::black_box(run()?);
+            times.push(t.elapsed());
+        }
+        let (min, median) = summary(times);
+        let mut per_class: Vec<usize> = table
+            .class_cells
+            .iter()
+            .map(|&c| table.cells[c].n_train)
+            .collect();
+        per_class.sort_unstable();
+        println!(
+            "  {:<8} {:>4} classes, train per class {}/{}/{} (min/median/max): {:.1} / {:.1} ms  {scheme:?}",
+            scheme.kind(),
+            table.num_classes(),
+            per_class[0],
+            per_class[per_class.len() / 2],
+            per_class[per_class.len() - 1],
+            min * 1e3,
+            median * 1e3,
+        );
+    }
 
     let t = Instant::now();
     let sea = hr.sea_edges();

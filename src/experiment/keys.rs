@@ -40,7 +40,12 @@ keys! {
     "dataset.skip_bad_images": "bool" => "Drop locations with an unreadable or corrupt view (counted in the manifest) instead of failing.",
     "dataset.max_image_megapixels": "integer" => "Views declaring more pixels than this many million are bad views, refused from their header before decoding (a decompression bomb); unset: 64.",
     "classes.boundary": "string" => "ISO 3166 alpha-2 code of an embedded Natural Earth country (`HR`), or a GeoJSON file path.",
-    "classes.spacing": "float" => "Grid cell side in degrees (0.7 → 36 cells on Croatia, 0.5 → 58, 0.3 → 131); at most 1,000,000 grid squares over the boundary's extent.",
+    "classes.kind": "grid | quadtree | clusters" => "How the country is cut into cells: squares of `spacing`, a quadtree that splits the squares holding many train locations, or k-means clusters of the train locations with Voronoi cells (see Geocells). Unset: `grid`.",
+    "classes.spacing": "float" => "Grid cell side in degrees (0.7 → 36 cells on Croatia, 0.5 → 58, 0.3 → 131), the quadtree's root squares; at most 1,000,000 grid squares over the boundary's extent. Not used by `clusters`.",
+    "classes.max_locations": "integer" => "Quadtree: a square with more train locations than this is split in four (unset: 120).",
+    "classes.min_spacing": "float" => "Quadtree: splits stop before squares smaller than this side in degrees, at most `spacing` (unset: `spacing` / 8).",
+    "classes.min_locations": "integer" => "Quadtree and clusters: cells with fewer train locations are not classes; their locations get the nearest class (unset: 1).",
+    "classes.cells": "integer" => "Clusters: how many k-means clusters (seeded by `seed`), at most the number of train locations (unset: 60).",
     "classes.centroid": "geometric | clipped | weighted" => "Point that stands for a class: square centre, centre moved onto land, or mean of the cell's train locations.",
     "classes.crs": "string" => "Projected CRS (`EPSG:NNNN` or a `+proj` string) for regression targets and planar maths.",
     "model.task": "classification | regression" => "Predict a grid class, or min-max scaled projected coordinates.",
@@ -217,6 +222,11 @@ mod tests {
             dropout: 0.0,
         };
         e.dataset.max_image_megapixels = Some(64);
+        e.classes.kind = super::super::schema::CellKind::Quadtree;
+        e.classes.max_locations = Some(120);
+        e.classes.min_spacing = Some(0.05);
+        e.classes.min_locations = Some(5);
+        e.classes.cells = Some(60);
         e.extends = Some("base.toml".into());
         let mut leaves = Vec::new();
         fn walk(prefix: &str, v: &Value, out: &mut Vec<String>) {

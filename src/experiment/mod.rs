@@ -23,8 +23,9 @@ pub mod validate;
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, Origin};
 pub use load::{LoadOptions, Loaded, load};
 pub use schema::{
-    AugmentConfig, Centroid, ClassesConfig, DatasetConfig, Experiment, ModelConfig, MonitorMode,
-    Optimizer, SchedulerConfig, SchedulerKind, SplitConfig, SyntheticConfig, TrainConfig, Unfreeze,
+    AugmentConfig, CellKind, Centroid, ClassesConfig, DatasetConfig, Experiment, ModelConfig,
+    MonitorMode, Optimizer, SchedulerConfig, SchedulerKind, SplitConfig, SyntheticConfig,
+    TrainConfig, Unfreeze,
 };
 
 #[cfg(test)]

@@ -141,14 +141,67 @@ pub enum Centroid {
     Weighted,
 }
 
+/// How the boundary is cut into cells.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CellKind {
+    /// Squares of `spacing` degrees.
+    #[default]
+    Grid,
+    /// The grid's squares, split where they hold more than `max_locations` train locations.
+    Quadtree,
+    /// `cells` k-means clusters of the train locations, with Voronoi cells.
+    Clusters,
+}
+
+impl CellKind {
+    /// Whether this is the default, the square grid.
+    pub fn is_grid(&self) -> bool {
+        *self == CellKind::Grid
+    }
+
+    /// `"grid"`, `"quadtree"` or `"clusters"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CellKind::Grid => "grid",
+            CellKind::Quadtree => "quadtree",
+            CellKind::Clusters => "clusters",
+        }
+    }
+}
+
+/// `classes.max_locations` when a quadtree leaves it unset.
+pub const DEFAULT_MAX_LOCATIONS: usize = 120;
+/// `classes.min_spacing` when a quadtree leaves it unset, as a fraction of `classes.spacing`
+/// (three levels of splits).
+pub const DEFAULT_MIN_SPACING_FRACTION: f64 = 0.125;
+/// `classes.cells` when clusters leave it unset.
+pub const DEFAULT_CLUSTERS: usize = 60;
+
 /// `[classes]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClassesConfig {
     /// ISO 3166 alpha-2 code of an embedded country, or a path to a GeoJSON file.
     pub boundary: String,
-    /// Grid cell side in degrees.
+    /// How cells are cut. Left out of the resolved config while `grid`, as are the keys
+    /// below while unset, so run ids from before they existed stay the same.
+    #[serde(default, skip_serializing_if = "CellKind::is_grid")]
+    pub kind: CellKind,
+    /// Grid cell side in degrees (the quadtree's root squares).
     pub spacing: f64,
+    /// Quadtree: a square with more train locations than this is split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_locations: Option<usize>,
+    /// Quadtree: the smallest side a split may make, in degrees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_spacing: Option<f64>,
+    /// Quadtree and clusters: cells with fewer train locations are not classes (unset: 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_locations: Option<usize>,
+    /// Clusters: how many.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cells: Option<usize>,
     /// Which centroid represents a class.
     pub centroid: Centroid,
     /// Projected CRS for regression targets and planar maths.
@@ -159,10 +212,38 @@ impl Default for ClassesConfig {
     fn default() -> Self {
         ClassesConfig {
             boundary: "HR".into(),
+            kind: CellKind::Grid,
             spacing: 0.5,
+            max_locations: None,
+            min_spacing: None,
+            min_locations: None,
+            cells: None,
             centroid: Centroid::Weighted,
             crs: "EPSG:3766".into(),
         }
+    }
+}
+
+impl ClassesConfig {
+    /// `max_locations`, or its default.
+    pub fn max_locations_or_default(&self) -> usize {
+        self.max_locations.unwrap_or(DEFAULT_MAX_LOCATIONS)
+    }
+
+    /// `min_spacing`, or its default: `spacing` / 8.
+    pub fn min_spacing_or_default(&self) -> f64 {
+        self.min_spacing
+            .unwrap_or(self.spacing * DEFAULT_MIN_SPACING_FRACTION)
+    }
+
+    /// `min_locations`, or its default: 1, every cell with a train location is a class.
+    pub fn min_locations_or_default(&self) -> usize {
+        self.min_locations.unwrap_or(1)
+    }
+
+    /// `cells`, or its default.
+    pub fn cells_or_default(&self) -> usize {
+        self.cells.unwrap_or(DEFAULT_CLUSTERS)
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use super::error::ConfigError;
 use super::load::Loaded;
-use super::schema::Unfreeze;
+use super::schema::{CellKind, Unfreeze};
 use crate::vocab::{
     BACKBONES, CLASSIFICATION_METRICS, Head, Pooling, SPLIT_METRICS, TRAIN_METRICS, Task,
     architecture, backbone_families, backbone_names,
@@ -172,6 +172,7 @@ impl Checker<'_> {
         self.check(c.spacing <= 90.0, "classes.spacing", || {
             format!("must be at most 90 degrees, got {:?}", c.spacing)
         });
+        self.cells();
         let b = c.boundary.trim();
         let iso = b.len() == 2 && b.chars().all(|ch| ch.is_ascii_alphabetic());
         if !iso {
@@ -192,6 +193,83 @@ impl Checker<'_> {
         self.check(crs_ok, "classes.crs", || {
             format!("{crs:?} is not `EPSG:<code>` or a `+proj=...` string")
         });
+    }
+
+    /// The keys of one cell kind are errors under another, and each is checked in range.
+    fn cells(&mut self) {
+        let c = &self.loaded.experiment.classes;
+        let kind = c.kind;
+        let used_by = |key: &str| match key {
+            "classes.max_locations" | "classes.min_spacing" => &[CellKind::Quadtree][..],
+            "classes.min_locations" => &[CellKind::Quadtree, CellKind::Clusters][..],
+            _ => &[CellKind::Clusters][..],
+        };
+        let set = [
+            ("classes.max_locations", c.max_locations.is_some()),
+            ("classes.min_spacing", c.min_spacing.is_some()),
+            ("classes.min_locations", c.min_locations.is_some()),
+            ("classes.cells", c.cells.is_some()),
+        ];
+        let mut misplaced = false;
+        for (key, is_set) in set {
+            let kinds = used_by(key);
+            if is_set && !kinds.contains(&kind) {
+                misplaced = true;
+                let names: Vec<String> = kinds
+                    .iter()
+                    .map(|k| format!("`classes.kind = \"{}\"`", k.as_str()))
+                    .collect();
+                self.fail(
+                    key,
+                    format!(
+                        "is only used with {}, and classes.kind is \"{}\"; remove it or set classes.kind",
+                        names.join(" or "),
+                        kind.as_str()
+                    ),
+                );
+            }
+        }
+        if misplaced {
+            return;
+        }
+        if let Some(m) = c.min_locations {
+            self.check(m >= 1, "classes.min_locations", || {
+                "must be at least 1: a class needs a train location".into()
+            });
+        }
+        match kind {
+            CellKind::Grid => {}
+            CellKind::Quadtree => {
+                let max = c.max_locations_or_default();
+                let min = c.min_locations_or_default();
+                self.check(max >= 1, "classes.max_locations", || {
+                    "must be at least 1".into()
+                });
+                self.check(max < 1 || max >= min, "classes.max_locations", || {
+                    format!(
+                        "is {max}, less than classes.min_locations = {min}: every square small enough to keep would be too small to be a class"
+                    )
+                });
+                let s = c.min_spacing_or_default();
+                self.check(s.is_finite() && s > 0.0, "classes.min_spacing", || {
+                    format!("must be > 0 degrees, got {s:?}")
+                });
+                if c.spacing.is_finite() && c.spacing > 0.0 {
+                    self.check(s <= c.spacing, "classes.min_spacing", || {
+                        format!(
+                            "is {s}°, larger than classes.spacing = {}°, the side of the squares it splits",
+                            c.spacing
+                        )
+                    });
+                }
+            }
+            CellKind::Clusters => {
+                let n = c.cells_or_default();
+                self.check(n >= 2, "classes.cells", || {
+                    format!("must be at least 2 (a classifier needs 2 classes), got {n}")
+                });
+            }
+        }
     }
 
     fn model(&mut self) {

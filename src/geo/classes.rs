@@ -1,22 +1,23 @@
 //! From labelled points to geolocation classes.
 //!
-//! Every kept grid cell (see `grid.rs`) that receives at least one training point becomes a
-//! class; class ids are dense and follow the cell index. Each point gets a cell (the one it
-//! falls in, else the nearest kept cell: real street-view points lie a few km outside the
-//! coarse 1:10m coastlines and borders) and a class (its cell's, else the nearest class cell's:
-//! cells holding only validation/test points are not classes). Centroids and points are
-//! projected once, and the min-max scaling for regression targets is fitted on training
-//! points only, like everything else derived from data here: no validation/test leakage.
+//! The boundary is cut into cells by one of three schemes (`tessellation.rs`: a square grid,
+//! a quadtree over it, or k-means clusters with Voronoi cells). Every cell that receives at
+//! least `min_locations` training points becomes a class; class ids are dense and follow the
+//! cell index. Each point gets a cell (the one it falls in, else the nearest: real
+//! street-view points lie a few km outside the coarse 1:10m coastlines and borders) and a
+//! class (its cell's, else the nearest class cell's: cells holding only validation/test
+//! points, or too few training points, are not classes). Centroids and points are projected
+//! once, and the min-max scaling for regression targets is fitted on training points only,
+//! like everything else derived from data here: no validation/test leakage.
 
 use geo::MultiPolygon;
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::boundary::{BBox, Boundary, LatLon};
-use super::centroids::{CentroidMode, clipped_centroids};
+use super::centroids::CentroidMode;
 use super::error::GeoError;
-use super::grid::{GridSpec, land_grid};
 use super::projection::Projection;
+use super::tessellation::{CellSpec, tile};
 
 /// A labelled point to be assigned a class.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -84,22 +85,26 @@ impl MinMaxScaling {
     }
 }
 
-/// A kept grid cell with its centroids and, when it holds training points, its class.
+/// A cell with its centroids and, when it holds enough training points, its class.
 #[derive(Clone, Debug)]
 pub struct Cell {
     /// Cell index (position in [`ClassTable::cells`]).
     pub index: usize,
-    /// Grid column (longitude index).
-    pub col: usize,
-    /// Grid row (latitude index).
-    pub row: usize,
-    /// Cell bounds in degrees.
+    /// Column (longitude index) at the cell's own size, counted from the grid's west edge
+    /// (grid and quadtree; `None` for clusters).
+    pub col: Option<usize>,
+    /// Row (latitude index) at the cell's own size (grid and quadtree).
+    pub row: Option<usize>,
+    /// Bounds of [`Cell::outline`] in degrees.
     pub bounds: BBox,
+    /// The cell's shape, `(lon, lat)`, open and counter-clockwise: the square, or the Voronoi
+    /// region (its edges followed in lon/lat). Points inside it belong to the cell.
+    pub outline: Vec<(f64, f64)>,
     /// Land area inside the cell, in square degrees.
     pub land_area_deg2: f64,
-    /// Centre of the square.
+    /// Centre of the square; for clusters, the centroid of the cell's land.
     pub geometric: LatLon,
-    /// The centre if on land, else the nearest land point inside the cell.
+    /// The geometric centroid if on land, else the nearest land point inside the cell.
     pub clipped: LatLon,
     /// Whether `clipped` is the centre itself.
     pub is_true_centroid: bool,
@@ -109,7 +114,7 @@ pub struct Cell {
     pub n_train: usize,
     /// Number of all points assigned to the cell.
     pub n_points: usize,
-    /// Class id, when the cell holds training points.
+    /// Class id, when the cell holds at least `min_locations` training points.
     pub class: Option<usize>,
     /// `geometric` projected.
     pub geometric_xy: (f64, f64),
@@ -156,11 +161,11 @@ pub struct PointAssignment {
     pub xy: (f64, f64),
 }
 
-/// Classes, cells and point assignments for one boundary, spacing, split and projection.
+/// Classes, cells and point assignments for one boundary, cell spec, split and projection.
 #[derive(Clone, Debug)]
 pub struct ClassTable {
-    /// Grid placement.
-    pub grid: GridSpec,
+    /// How the cells were made.
+    pub spec: CellSpec,
     /// Centroid a class is predicted at.
     pub mode: CentroidMode,
     /// CRS of all `*_xy` coordinates.
@@ -173,7 +178,7 @@ pub struct ClassTable {
     pub points: Vec<PointAssignment>,
     /// Scaling fitted on the training points' projected coordinates.
     pub scaling: MinMaxScaling,
-    /// Points outside every kept cell, moved to the nearest one.
+    /// Points outside every cell, moved to the nearest one.
     pub moved: usize,
     /// Points whose cell is not a class, given the nearest class.
     pub without_class: usize,
@@ -214,84 +219,23 @@ impl ClassTable {
     }
 }
 
-const NONE: u32 = u32::MAX;
-
-/// Nearest entry of `table` (grid slot → id, `NONE` for empty slots) to the point, by distance
-/// from the point to the cell rectangle in the local plane (x scaled by `kx`); ties go to the
-/// lower id. Searches square rings of slots outwards and stops once no farther ring can win.
-fn nearest(spec: &GridSpec, kx: f64, table: &[u32], lat: f64, lon: f64) -> Option<u32> {
-    let s = spec.spacing;
-    let clamp = |v: f64, n: usize| (v.floor().max(0.0) as usize).min(n - 1);
-    let ci = clamp((lon - spec.min_lon) / s, spec.nx);
-    let cj = clamp((lat - spec.min_lat) / s, spec.ny);
-    let dist2 = |i: usize, j: usize| {
-        let dx = (spec.col_edge(i) - lon)
-            .max(lon - spec.col_edge(i + 1))
-            .max(0.0)
-            * kx;
-        let dy = (spec.row_edge(j) - lat)
-            .max(lat - spec.row_edge(j + 1))
-            .max(0.0);
-        dx * dx + dy * dy
-    };
-    let consider = |best: &mut Option<(f64, u32)>, i: usize, j: usize| {
-        let id = table[i * spec.ny + j];
-        if id != NONE {
-            let d = dist2(i, j);
-            if best.is_none_or(|(bd, bid)| d < bd || (d == bd && id < bid)) {
-                *best = Some((d, id));
-            }
-        }
-    };
-    // Cells on ring r are at least (r - 1) cells away along x or y; the factor below 1 keeps
-    // the bound safe against rounding in the edge positions.
-    let step = s * kx.min(1.0) * (1.0 - 1e-9);
-    let mut best: Option<(f64, u32)> = None;
-    for r in 0..=spec.nx.max(spec.ny) {
-        if let Some((bd, _)) = best {
-            let lb = r.saturating_sub(1) as f64 * step;
-            if lb * lb > bd {
-                break;
-            }
-        }
-        let (i0, i1) = (ci.saturating_sub(r), (ci + r).min(spec.nx - 1));
-        let (j0, j1) = (cj.saturating_sub(r), (cj + r).min(spec.ny - 1));
-        for i in i0..=i1 {
-            if i + r == ci || i == ci + r {
-                for j in j0..=j1 {
-                    consider(&mut best, i, j);
-                }
-            } else {
-                if cj >= r {
-                    consider(&mut best, i, cj - r);
-                }
-                if cj + r < spec.ny {
-                    consider(&mut best, i, cj + r);
-                }
-            }
-        }
-    }
-    best.map(|(_, id)| id)
-}
-
-/// Builds the classes for `points` over `boundary` with `spacing`° cells, predicting at the
-/// centroid chosen by `mode` and projecting with `projection`.
+/// Builds the classes for `points` over `boundary` with the cells of `spec`, predicting at
+/// the centroid chosen by `mode` and projecting with `projection`.
 ///
-/// Points are assigned by grid arithmetic: a point exactly on an edge between two cells goes
-/// to the cell east of / north of it (see [`GridSpec::locate`]). Fewer than two classes is not
-/// an error here; the caller decides what it can train on.
+/// On the grid, points are assigned by grid arithmetic: a point exactly on an edge between
+/// two cells goes to the cell east of / north of it (see [`super::GridSpec::locate`]). Fewer
+/// than two classes is not an error here; the caller decides what it can train on.
 ///
 /// # Errors
-/// Invalid spacing, a non-finite point coordinate, no training point, no kept cell, or a
-/// projection failure.
+/// Invalid spacing, a non-finite point coordinate, no training point, no cell, no cell with
+/// `min_locations` training points, clusters that cannot be made, or a projection failure.
 pub fn create_classes(
     boundary: &Boundary,
-    spacing: f64,
+    spec: &CellSpec,
     points: &[ClassPoint],
     mode: CentroidMode,
     projection: &dyn Projection,
 ) -> Result<ClassTable, GeoError> {
-    let grid = land_grid(boundary, spacing)?;
     if let Some((index, p)) = points
         .iter()
         .enumerate()
@@ -306,76 +250,44 @@ pub fn create_classes(
     if !points.iter().any(|p| p.is_train) {
         return Err(GeoError::NoTrainPoints);
     }
-    if grid.cells.is_empty() {
-        return Err(GeoError::NoCells {
-            name: boundary.name().to_owned(),
-            spacing,
-        });
-    }
-    let spec = grid.spec;
+    let mut points_xy: Vec<(f64, f64)> = points.iter().map(|p| (p.lon, p.lat)).collect();
+    projection.forward(&mut points_xy)?;
+    let tiling = tile(boundary, spec.scheme, points, &points_xy, projection)?;
     let kx = boundary.local_x_scale();
-    let no_cells = || GeoError::NoCells {
-        name: boundary.name().to_owned(),
-        spacing,
-    };
 
-    // Cell of each point: the kept cell it falls in, else the nearest kept cell.
-    let mut cell_at = vec![NONE; spec.nx * spec.ny];
-    for (k, c) in grid.cells.iter().enumerate() {
-        cell_at[c.col * spec.ny + c.row] = k as u32;
-    }
-    let cell_of: Vec<Option<(u32, bool)>> = points
-        .par_iter()
-        .map(|p| {
-            if let Some((i, j)) = spec.locate(p.lat, p.lon) {
-                let k = cell_at[i * spec.ny + j];
-                if k != NONE {
-                    return Some((k, false));
-                }
-            }
-            nearest(&spec, kx, &cell_at, p.lat, p.lon).map(|k| (k, true))
-        })
-        .collect();
-
-    // Training statistics per cell; classes are the cells with training points.
-    let ncells = grid.cells.len();
+    // Training statistics per cell; classes are the cells with enough training points.
+    let ncells = tiling.cells.len();
     let mut n_train = vec![0usize; ncells];
     let mut n_points = vec![0usize; ncells];
     let mut sums = vec![(0.0f64, 0.0f64); ncells];
-    let mut cells_of_points = Vec::with_capacity(points.len());
-    for (p, c) in points.iter().zip(&cell_of) {
-        let (k, moved) = c.ok_or_else(no_cells)?;
-        let k = k as usize;
+    for (p, &(k, _)) in points.iter().zip(&tiling.assigned) {
         n_points[k] += 1;
         if p.is_train {
             n_train[k] += 1;
             sums[k].0 += p.lat;
             sums[k].1 += p.lon;
         }
-        cells_of_points.push((k, moved));
     }
+    let min_locations = spec.min_locations.max(1);
+    let is_class: Vec<bool> = n_train.iter().map(|&n| n >= min_locations).collect();
     let mut class_of_cell = vec![None; ncells];
     let mut class_cells = Vec::new();
-    let mut class_at = vec![NONE; spec.nx * spec.ny];
-    for (k, c) in grid.cells.iter().enumerate() {
-        if n_train[k] > 0 {
-            class_at[c.col * spec.ny + c.row] = class_cells.len() as u32;
-            class_of_cell[k] = Some(class_cells.len());
-            class_cells.push(k);
-        }
+    for k in (0..ncells).filter(|&k| is_class[k]) {
+        class_of_cell[k] = Some(class_cells.len());
+        class_cells.push(k);
+    }
+    if class_cells.is_empty() {
+        return Err(GeoError::NoClasses { min_locations });
     }
 
     // Class of each point: its cell's, else the nearest class cell's.
-    let class_of: Vec<Option<(usize, bool)>> = points
-        .par_iter()
-        .zip(&cells_of_points)
-        .map(|(p, &(k, _))| match class_of_cell[k] {
-            Some(class) => Some((class, false)),
-            None => nearest(&spec, kx, &class_at, p.lat, p.lon).map(|c| (c as usize, true)),
-        })
+    let wanted: Vec<bool> = tiling
+        .assigned
+        .iter()
+        .map(|&(k, _)| class_of_cell[k].is_none())
         .collect();
+    let neighbour = tiling.nearest_among(&is_class, points, &points_xy, kx, &wanted);
 
-    let clipped = clipped_centroids(boundary, &spec, &grid.cells);
     let weighted: Vec<Option<LatLon>> = (0..ncells)
         .map(|k| {
             (n_train[k] > 0).then(|| LatLon {
@@ -385,24 +297,24 @@ pub fn create_classes(
         })
         .collect();
 
-    // One projection call for points and all centroids: (lon, lat) in, (x, y) out.
-    let mut xy: Vec<(f64, f64)> = Vec::with_capacity(points.len() + 3 * ncells);
-    xy.extend(points.iter().map(|p| (p.lon, p.lat)));
-    xy.extend(grid.cells.iter().map(|c| {
-        let m = c.bounds.center();
-        (m.lon, m.lat)
-    }));
-    xy.extend(clipped.iter().map(|(c, _)| (c.lon, c.lat)));
+    // One projection call for all centroids: (lon, lat) in, (x, y) out.
+    let mut xy: Vec<(f64, f64)> = Vec::with_capacity(3 * ncells);
+    xy.extend(
+        tiling
+            .cells
+            .iter()
+            .map(|c| (c.geometric.lon, c.geometric.lat)),
+    );
+    xy.extend(tiling.cells.iter().map(|c| (c.clipped.lon, c.clipped.lat)));
     xy.extend(weighted.iter().flatten().map(|c| (c.lon, c.lat)));
     projection.forward(&mut xy)?;
-    let (points_xy, rest) = xy.split_at(points.len());
-    let (geometric_xy, rest) = rest.split_at(ncells);
+    let (geometric_xy, rest) = xy.split_at(ncells);
     let (clipped_xy, weighted_xy) = rest.split_at(ncells);
 
     let scaling = MinMaxScaling::fit(
         points
             .iter()
-            .zip(points_xy)
+            .zip(&points_xy)
             .filter(|(p, _)| p.is_train)
             .map(|(_, &q)| q),
     )
@@ -411,21 +323,25 @@ pub fn create_classes(
     let mut moved = 0;
     let mut without_class = 0;
     let mut assignments = Vec::with_capacity(points.len());
-    for ((&(cell, was_moved), class), &q) in cells_of_points.iter().zip(&class_of).zip(points_xy) {
-        let (class, neighbour) = class.ok_or_else(no_cells)?;
+    for ((&(cell, was_moved), near), &q) in tiling.assigned.iter().zip(&neighbour).zip(&points_xy) {
+        let (class, from_neighbour) = match class_of_cell[cell] {
+            Some(class) => (class, false),
+            // Some class exists, so the search finds one.
+            None => (near.and_then(|k| class_of_cell[k]).unwrap_or(0), true),
+        };
         moved += usize::from(was_moved);
-        without_class += usize::from(neighbour);
+        without_class += usize::from(from_neighbour);
         assignments.push(PointAssignment {
             cell,
             class,
             moved: was_moved,
-            class_from_neighbour: neighbour,
+            class_from_neighbour: from_neighbour,
             xy: q,
         });
     }
 
     let mut weighted_xy = weighted_xy.iter();
-    let cells = grid
+    let cells = tiling
         .cells
         .into_iter()
         .enumerate()
@@ -433,11 +349,12 @@ pub fn create_classes(
             index: k,
             col: c.col,
             row: c.row,
-            geometric: c.bounds.center(),
             bounds: c.bounds,
+            outline: c.outline,
             land_area_deg2: c.land_area_deg2,
-            clipped: clipped[k].0,
-            is_true_centroid: clipped[k].1,
+            geometric: c.geometric,
+            clipped: c.clipped,
+            is_true_centroid: c.is_true_centroid,
             weighted: weighted[k],
             n_train: n_train[k],
             n_points: n_points[k],
@@ -450,7 +367,7 @@ pub fn create_classes(
         .collect();
 
     Ok(ClassTable {
-        grid: spec,
+        spec: *spec,
         mode,
         crs: projection.crs().to_owned(),
         cells,
@@ -509,13 +426,13 @@ mod tests {
 
     fn run(b: &Boundary, points: &[ClassPoint], mode: CentroidMode) -> ClassTable {
         let p = projection("EPSG:3766").expect("known CRS");
-        create_classes(b, 0.5, points, mode, p.as_ref()).expect("valid input")
+        create_classes(b, &CellSpec::grid(0.5), points, mode, p.as_ref()).expect("valid input")
     }
 
     fn cell_at(t: &ClassTable, col: usize, row: usize) -> &Cell {
         t.cells
             .iter()
-            .find(|c| (c.col, c.row) == (col, row))
+            .find(|c| (c.col, c.row) == (Some(col), Some(row)))
             .expect("kept cell")
     }
 
@@ -564,7 +481,9 @@ mod tests {
         ];
         let t = run(&ell(), &points, CentroidMode::Clipped);
         assert!(
-            t.cells.iter().all(|c| c.col < 2 || c.row < 2),
+            t.cells
+                .iter()
+                .all(|c| c.col.unwrap() < 2 || c.row.unwrap() < 2),
             "the missing quarter is not kept"
         );
         assert_eq!(t.points[1].cell, cell_at(&t, 1, 3).index);
@@ -708,15 +627,37 @@ mod tests {
         let p = projection("EPSG:3766").expect("known CRS");
         let b = square();
         let only_val = [pt(44.2, 15.2, false)];
-        let err = create_classes(&b, 0.5, &only_val, CentroidMode::Clipped, p.as_ref()).err();
+        let err = create_classes(
+            &b,
+            &CellSpec::grid(0.5),
+            &only_val,
+            CentroidMode::Clipped,
+            p.as_ref(),
+        )
+        .err();
         assert!(matches!(err, Some(GeoError::NoTrainPoints)), "{err:?}");
         let nan = [pt(44.2, 15.2, true), pt(f64::NAN, 15.2, false)];
-        let err = create_classes(&b, 0.5, &nan, CentroidMode::Clipped, p.as_ref()).err();
+        let err = create_classes(
+            &b,
+            &CellSpec::grid(0.5),
+            &nan,
+            CentroidMode::Clipped,
+            p.as_ref(),
+        )
+        .err();
         assert!(
             matches!(err, Some(GeoError::InvalidPoint { index: 1, .. })),
             "{err:?}"
         );
-        let err = create_classes(&b, -1.0, &only_val, CentroidMode::Clipped, p.as_ref()).err();
+        let train = [pt(44.2, 15.2, true)];
+        let err = create_classes(
+            &b,
+            &CellSpec::grid(-1.0),
+            &train,
+            CentroidMode::Clipped,
+            p.as_ref(),
+        )
+        .err();
         assert!(
             matches!(err, Some(GeoError::InvalidSpacing { .. })),
             "{err:?}"
@@ -731,61 +672,12 @@ mod tests {
                 .expect("three distinct vertices");
         let err = create_classes(
             &flat,
-            0.5,
+            &CellSpec::grid(0.5),
             &[pt(44.5, 16.0, true)],
             CentroidMode::Clipped,
             p.as_ref(),
         )
         .err();
         assert!(matches!(err, Some(GeoError::NoCells { .. })), "{err:?}");
-    }
-
-    #[test]
-    fn nearest_cell_ties_go_to_the_lower_index() {
-        let spec = GridSpec {
-            min_lon: 0.0,
-            min_lat: 0.0,
-            spacing: 1.0,
-            nx: 3,
-            ny: 1,
-        };
-        let table = [7, NONE, 3];
-        // Centre of the empty middle cell: 0.5 from both neighbours.
-        assert_eq!(nearest(&spec, 1.0, &table, 0.5, 1.5), Some(3));
-        assert_eq!(nearest(&spec, 1.0, &table, 0.5, 1.4), Some(7));
-    }
-
-    #[test]
-    fn ring_search_agrees_with_brute_force() {
-        use rand::{RngExt, SeedableRng};
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        for _ in 0..50 {
-            let spec = GridSpec {
-                min_lon: 13.0,
-                min_lat: 42.0,
-                spacing: rng.random_range(0.05..0.7),
-                nx: rng.random_range(1..30),
-                ny: rng.random_range(1..30),
-            };
-            let table: Vec<u32> = (0..spec.nx * spec.ny)
-                .map(|k| if rng.random_bool(0.1) { k as u32 } else { NONE })
-                .collect();
-            let kx = 0.7;
-            for _ in 0..100 {
-                let lat = rng.random_range(40.0..48.0);
-                let lon = rng.random_range(11.0..22.0);
-                let brute = (0..spec.nx * spec.ny)
-                    .filter(|&k| table[k] != NONE)
-                    .map(|k| {
-                        let b = spec.cell_bounds(k / spec.ny, k % spec.ny);
-                        let dx = (b.min_lon - lon).max(lon - b.max_lon).max(0.0) * kx;
-                        let dy = (b.min_lat - lat).max(lat - b.max_lat).max(0.0);
-                        (dx * dx + dy * dy, table[k])
-                    })
-                    .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
-                    .map(|(_, id)| id);
-                assert_eq!(nearest(&spec, kx, &table, lat, lon), brute);
-            }
-        }
     }
 }

@@ -85,6 +85,35 @@ pub enum GeoError {
         /// The spacing in degrees.
         spacing: f64,
     },
+    /// `classes.cells` asks for more clusters than there are distinct training points.
+    #[error(
+        "cannot make {cells} clusters from {train} training points (at most {max} clusters, and no more than the distinct training locations)",
+        max = super::clusters::MAX_CLUSTERS
+    )]
+    TooManyClusters {
+        /// Clusters asked for.
+        cells: usize,
+        /// Training points available.
+        train: usize,
+    },
+    /// A cluster's Voronoi region holds no land of the boundary.
+    #[error(
+        "cluster {cluster} (centre {lat:.4}° N, {lon:.4}° E) has no land inside the boundary; use another classes.cells or seed"
+    )]
+    ClusterWithoutLand {
+        /// The cluster's id (its position west to east).
+        cluster: usize,
+        /// Latitude of its centre.
+        lat: f64,
+        /// Longitude of its centre.
+        lon: f64,
+    },
+    /// No cell holds `min_locations` training points.
+    #[error("no cell holds at least {min_locations} training point(s), so there is no class")]
+    NoClasses {
+        /// The threshold.
+        min_locations: usize,
+    },
 }
 
 fn did_you_mean(suggestion: Option<&str>) -> String {

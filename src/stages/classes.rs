@@ -1,11 +1,13 @@
-//! The classes stage: grid cells over the boundary, their centroids, and each location's
-//! cell, class and projected coordinates.
+//! The classes stage: cells over the boundary (grid, quadtree or clusters), their centroids,
+//! and each location's cell, class and projected coordinates.
 //!
-//! Reads: `classes.{boundary, spacing, centroid, crs}`, the boundary's geometry digest, and
-//! the dataset stage's `locations.csv`.
-//! Writes: `classes.csv` (every kept cell), `rich_static.csv` (Lumen's enriched location
-//! table plus `split` and `class`), `scaling.toml` (min-max scaling of projected
-//! coordinates, fitted on train locations only) and `class_map.png`.
+//! Reads: `classes.{boundary, kind, centroid, crs}`, the keys of the kind (`spacing`; for a
+//! quadtree also `max_locations`, `min_spacing`, `min_locations`; for clusters `cells`,
+//! `min_locations` and `seed`), the boundary's geometry digest, and the dataset stage's
+//! `locations.csv`. The grid's key holds exactly what it held before the other kinds existed.
+//! Writes: `classes.csv` (every cell), `cells.geojson` (every cell's outline), `rich_static.csv`
+//! (Lumen's enriched location table plus `split` and `class`), `scaling.toml` (min-max
+//! scaling of projected coordinates, fitted on train locations only) and `class_map.png`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,8 +15,11 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::{LOCATIONS_FILE, Location, Split, read_locations};
-use crate::experiment::{Centroid, Loaded};
-use crate::geo::{Boundary, CentroidMode, ClassPoint, ClassTable, create_classes, projection};
+use crate::experiment::{CellKind, Centroid, Loaded};
+use crate::geo::{
+    Boundary, CellScheme, CellSpec, CentroidMode, ClassPoint, ClassTable, GeoError, create_classes,
+    projection,
+};
 use crate::graph::{Input, Outcome, Params, Stage, StageContext, StageError, params_of};
 use crate::track::map::{MapCell, MapPoint, draw_classes};
 
@@ -22,8 +27,10 @@ use super::{BOUNDARY_INPUT, split_index};
 
 /// Name of the stage.
 pub const NAME: &str = "classes";
-/// Every kept cell.
+/// Every cell.
 pub const CLASSES_FILE: &str = "classes.csv";
+/// Every cell's outline, as GeoJSON.
+pub const CELLS_GEOJSON_FILE: &str = "cells.geojson";
 /// Lumen-compatible enriched locations.
 pub const RICH_STATIC_FILE: &str = "rich_static.csv";
 /// Min-max scaling of projected coordinates.
@@ -35,8 +42,29 @@ pub const MAP_FILE: &str = "class_map.png";
 struct ClassesParams {
     #[serde(rename = "classes.boundary")]
     boundary: String,
-    #[serde(rename = "classes.spacing")]
-    spacing: f64,
+    #[serde(rename = "classes.kind", skip_serializing_if = "CellKind::is_grid")]
+    kind: CellKind,
+    #[serde(rename = "classes.spacing", skip_serializing_if = "Option::is_none")]
+    spacing: Option<f64>,
+    #[serde(
+        rename = "classes.max_locations",
+        skip_serializing_if = "Option::is_none"
+    )]
+    max_locations: Option<usize>,
+    #[serde(
+        rename = "classes.min_spacing",
+        skip_serializing_if = "Option::is_none"
+    )]
+    min_spacing: Option<f64>,
+    #[serde(
+        rename = "classes.min_locations",
+        skip_serializing_if = "Option::is_none"
+    )]
+    min_locations: Option<usize>,
+    #[serde(rename = "classes.cells", skip_serializing_if = "Option::is_none")]
+    cells: Option<usize>,
+    #[serde(rename = "seed", skip_serializing_if = "Option::is_none")]
+    seed: Option<u64>,
     #[serde(rename = "classes.centroid")]
     centroid: Centroid,
     #[serde(rename = "classes.crs")]
@@ -46,20 +74,70 @@ struct ClassesParams {
 /// Builds the class table.
 pub struct ClassesStage {
     params: ClassesParams,
+    spec: CellSpec,
     boundary: Arc<Boundary>,
+}
+
+/// The cells `loaded` asks for, with every unset key at its default.
+pub fn cell_spec(loaded: &Loaded) -> CellSpec {
+    let c = &loaded.experiment.classes;
+    let scheme = match c.kind {
+        CellKind::Grid => CellScheme::Grid { spacing: c.spacing },
+        CellKind::Quadtree => CellScheme::Quadtree {
+            spacing: c.spacing,
+            max_locations: c.max_locations_or_default(),
+            min_spacing: c.min_spacing_or_default(),
+        },
+        CellKind::Clusters => CellScheme::Clusters {
+            cells: c.cells_or_default(),
+            seed: loaded.experiment.seed,
+        },
+    };
+    CellSpec {
+        scheme,
+        min_locations: c.min_locations_or_default(),
+    }
 }
 
 impl ClassesStage {
     /// The stage for `loaded`.
     pub fn new(loaded: &Loaded, boundary: Arc<Boundary>) -> ClassesStage {
         let c = &loaded.experiment.classes;
+        let spec = cell_spec(loaded);
+        // Keys hold what the kind reads, defaults resolved, so setting a key to its default
+        // is not a rerun; the grid's are the keys it always had.
+        let (mut spacing, mut max_locations, mut min_spacing, mut cells, mut seed) =
+            (None, None, None, None, None);
+        match spec.scheme {
+            CellScheme::Grid { spacing: s } => spacing = Some(s),
+            CellScheme::Quadtree {
+                spacing: s,
+                max_locations: m,
+                min_spacing: ms,
+            } => {
+                spacing = Some(s);
+                max_locations = Some(m);
+                min_spacing = Some(ms);
+            }
+            CellScheme::Clusters { cells: n, seed: s } => {
+                cells = Some(n);
+                seed = Some(s);
+            }
+        }
         ClassesStage {
             params: ClassesParams {
                 boundary: c.boundary.clone(),
-                spacing: c.spacing,
+                kind: c.kind,
+                spacing,
+                max_locations,
+                min_spacing,
+                min_locations: (!c.kind.is_grid()).then_some(spec.min_locations),
+                cells,
+                seed,
                 centroid: c.centroid,
                 crs: c.crs.trim().to_owned(),
             },
+            spec,
             boundary,
         }
     }
@@ -80,7 +158,8 @@ impl Stage for ClassesStage {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: cells.geojson, and the quadtree and cluster kinds.
+        2
     }
 
     fn upstream(&self) -> Vec<&'static str> {
@@ -113,21 +192,34 @@ impl Stage for ClassesStage {
         let projection = projection(&p.crs)?;
         let table = create_classes(
             &self.boundary,
-            p.spacing,
+            &self.spec,
             &points,
             centroid_mode(p.centroid),
             projection.as_ref(),
-        )?;
+        )
+        .map_err(|e| match e {
+            GeoError::TooManyClusters { .. } => format!("classes.cells: {e}"),
+            GeoError::NoClasses { .. } => format!("classes.min_locations: {e}"),
+            e => e.to_string(),
+        })?;
         if table.num_classes() < 2 {
             return Err(format!(
-                "only {} grid cell(s) at spacing {} hold training locations; a classifier needs at least 2 classes (use a smaller classes.spacing or more data)",
+                "only {} {} cell(s) hold {} training location(s); a classifier needs at least 2 classes ({})",
                 table.num_classes(),
-                p.spacing
+                p.kind.as_str(),
+                if p.kind.is_grid() { "any".to_owned() } else { format!("at least {}", self.spec.min_locations) },
+                match p.kind {
+                    CellKind::Grid => "use a smaller classes.spacing or more data",
+                    CellKind::Quadtree => "use a smaller classes.spacing or classes.min_locations, or more data",
+                    CellKind::Clusters => "use a smaller classes.min_locations, or more data",
+                }
             )
             .into());
         }
         let out = ctx.out_dir();
-        write_classes(&out.join(CLASSES_FILE), &table, &locations)?;
+        let counts = split_counts(&table, &locations);
+        write_classes(&out.join(CLASSES_FILE), &table, &counts)?;
+        write_cells_geojson(&out.join(CELLS_GEOJSON_FILE), &table, &counts)?;
         write_rich_static(&out.join(RICH_STATIC_FILE), &table, &locations)?;
         let scaling = toml::to_string(&Scaling {
             crs: &p.crs,
@@ -140,13 +232,13 @@ impl Stage for ClassesStage {
         draw_map(&out.join(MAP_FILE), &self.boundary, &table, &locations)?;
         if table.moved > 0 {
             tracing::info!(
-                "{} location(s) lie outside every kept cell and were assigned to the nearest one",
+                "{} location(s) lie outside every cell and were assigned to the nearest one",
                 table.moved
             );
         }
         if table.without_class > 0 {
             tracing::info!(
-                "{} val/test location(s) lie in cells without training locations and use the nearest class",
+                "{} location(s) lie in cells that are not classes and use the nearest class",
                 table.without_class
             );
         }
@@ -273,8 +365,8 @@ pub fn read_classed_locations(dir: &Path) -> Result<Vec<ClassedLocation>, StageE
 struct ClassRow {
     class: Option<usize>,
     cell: usize,
-    col: usize,
-    row: usize,
+    col: Option<usize>,
+    row: Option<usize>,
     min_lon: f64,
     min_lat: f64,
     max_lon: f64,
@@ -302,15 +394,16 @@ struct ClassRow {
     n_test: usize,
 }
 
-fn write_classes(
-    path: &Path,
-    table: &ClassTable,
-    locations: &[Location],
-) -> Result<(), StageError> {
+/// Locations per cell and split (train, val, test).
+fn split_counts(table: &ClassTable, locations: &[Location]) -> Vec<[usize; 3]> {
     let mut counts = vec![[0usize; 3]; table.cells.len()];
     for (a, l) in table.points.iter().zip(locations) {
         counts[a.cell][split_index(l.split)] += 1;
     }
+    counts
+}
+
+fn write_classes(path: &Path, table: &ClassTable, counts: &[[usize; 3]]) -> Result<(), StageError> {
     let mut w = csv::Writer::from_path(path)?;
     for (cell, n) in table.cells.iter().zip(counts) {
         let chosen = cell.centroid(table.mode);
@@ -348,6 +441,64 @@ fn write_classes(
         })?;
     }
     w.flush()?;
+    Ok(())
+}
+
+/// `cells.geojson`: one Feature per cell in cell order, its outline as a Polygon (lon, lat,
+/// counter-clockwise), with the cell and class ids, the counts per split, the land area and
+/// the selected centroid as properties.
+fn write_cells_geojson(
+    path: &Path,
+    table: &ClassTable,
+    counts: &[[usize; 3]],
+) -> Result<(), StageError> {
+    use geojson::{Feature, FeatureCollection, Geometry, JsonObject, JsonValue};
+    let features = table
+        .cells
+        .iter()
+        .zip(counts)
+        .map(|(cell, n)| {
+            let mut ring = cell.outline.clone();
+            if let Some(&first) = ring.first() {
+                ring.push(first);
+            }
+            let chosen = cell.centroid(table.mode);
+            let mut props = JsonObject::new();
+            props.insert("cell".into(), cell.index.into());
+            props.insert(
+                "class".into(),
+                cell.class.map_or(JsonValue::Null, Into::into),
+            );
+            props.insert("kind".into(), table.spec.scheme.kind().into());
+            props.insert("n_train".into(), n[0].into());
+            props.insert("n_val".into(), n[1].into());
+            props.insert("n_test".into(), n[2].into());
+            props.insert("land_area_deg2".into(), cell.land_area_deg2.into());
+            props.insert(
+                "centroid_lat".into(),
+                chosen.map_or(JsonValue::Null, |c| c.lat.into()),
+            );
+            props.insert(
+                "centroid_lon".into(),
+                chosen.map_or(JsonValue::Null, |c| c.lon.into()),
+            );
+            Feature {
+                bbox: None,
+                geometry: Some(Geometry::new_polygon([ring])),
+                id: None,
+                properties: Some(props),
+                foreign_members: None,
+            }
+        })
+        .collect();
+    let collection = FeatureCollection {
+        bbox: None,
+        features,
+        foreign_members: None,
+    };
+    let mut text = serde_json::to_string(&collection)?;
+    text.push('\n');
+    std::fs::write(path, text)?;
     Ok(())
 }
 
@@ -410,12 +561,7 @@ fn draw_map(
         .cells
         .iter()
         .map(|c| MapCell {
-            bounds: [
-                c.bounds.min_lon,
-                c.bounds.min_lat,
-                c.bounds.max_lon,
-                c.bounds.max_lat,
-            ],
+            outline: c.outline.clone(),
             is_class: c.class.is_some(),
             geometric: (c.geometric.lat, c.geometric.lon),
             clipped: (c.clipped.lat, c.clipped.lon),

@@ -7,7 +7,8 @@
 //! ```
 //!
 //! - [`dataset`]: locations with splits, from real directories or the generator.
-//! - [`classes`]: grid cells, centroids, per-location classes and projected coordinates.
+//! - [`classes`]: cells (grid, quadtree or clusters), centroids, per-location classes and
+//!   projected coordinates.
 //! - [`images`]: every view decoded once at the training size, with train-split statistics.
 //! - [`features`]: only where the backbone never trains ([`features::route`]): every
 //!   view's embedding, computed once; train and evaluate then read it instead of images.
@@ -28,9 +29,9 @@ pub mod train;
 use std::sync::Arc;
 
 use crate::dataset::{Fractions, Split, split};
-use crate::experiment::{Loaded, Origin};
-use crate::geo::GridSpec;
+use crate::experiment::{CellKind, Loaded, Origin};
 use crate::geo::{Boundary, GeoError, ProjectionError, projection};
+use crate::geo::{GridSpec, MAX_CLUSTERS};
 use crate::graph::{Graph, GraphError};
 use crate::model::{ModelError, NetSpec, Pretrained};
 use crate::vocab::Head;
@@ -68,6 +69,14 @@ pub enum BuildError {
         /// Why it is refused.
         #[source]
         source: Box<GeoError>,
+    },
+    /// `classes.cells` asks for more clusters than can be made.
+    #[error("{origin}: key `classes.cells`: {message}")]
+    Clusters {
+        /// Where it was set.
+        origin: Origin,
+        /// Why it is refused.
+        message: String,
     },
     /// `model.weights` does not fit the backbone (or is not a weights file).
     #[error("{origin}: key `model.weights`")]
@@ -129,12 +138,24 @@ pub fn build_with(loaded: &Loaded, budget: Budget) -> Result<Graph, BuildError> 
     // What would fail inside a stage, found now: a grid too fine to build, a synthetic
     // dataset too small for its split (a real one's size is checked by the dataset stage,
     // before anything is trained).
-    GridSpec::covering(boundary.bbox(), c.spacing).map_err(|source| BuildError::Spacing {
-        origin: loaded.origin("classes.spacing"),
-        source: Box::new(source),
-    })?;
+    if c.kind != CellKind::Clusters {
+        GridSpec::covering(boundary.bbox(), c.spacing).map_err(|source| BuildError::Spacing {
+            origin: loaded.origin("classes.spacing"),
+            source: Box::new(source),
+        })?;
+    }
     check_weights(loaded)?;
     let d = &loaded.experiment.dataset;
+    let clusters = (c.kind == CellKind::Clusters).then(|| c.cells_or_default());
+    let too_many_clusters = |message: String| BuildError::Clusters {
+        origin: loaded.origin("classes.cells"),
+        message,
+    };
+    if let Some(n) = clusters.filter(|&n| n > MAX_CLUSTERS) {
+        return Err(too_many_clusters(format!(
+            "{n} clusters is more than the limit of {MAX_CLUSTERS}"
+        )));
+    }
     if let Some(s) = &d.synthetic {
         let fractions = Fractions {
             train: d.split.train,
@@ -149,6 +170,14 @@ pub fn build_with(loaded: &Loaded, budget: Budget) -> Result<Graph, BuildError> 
                     s.locations, d.fraction
                 ),
             });
+        }
+        // A real dataset's train count is known once the dataset stage has read it; the
+        // classes stage then refuses the same way, naming the key.
+        if let Some(n) = clusters.filter(|&n| n > counts[0]) {
+            return Err(too_many_clusters(format!(
+                "{n} clusters, but the synthetic dataset has only {} train locations",
+                counts[0]
+            )));
         }
     }
     let mut graph = Graph::new();

@@ -1,4 +1,4 @@
-//! Map pictures (PNG): locations over the boundary, and the class grid with its centroids.
+//! Map pictures (PNG): locations over the boundary, and the class cells with their centroids.
 //!
 //! Longitude is scaled by cos(mid latitude) so shapes are not stretched. No text is drawn
 //! (no font is bundled); the legend is fixed and documented in README.md:
@@ -37,11 +37,11 @@ pub struct MapPoint {
     pub split: usize,
 }
 
-/// A grid cell to draw.
+/// A cell to draw.
 #[derive(Clone, Debug)]
 pub struct MapCell {
-    /// (min_lon, min_lat, max_lon, max_lat).
-    pub bounds: [f64; 4],
+    /// Its outline, (lon, lat), open.
+    pub outline: Vec<(f64, f64)>,
     /// Whether it is a class.
     pub is_class: bool,
     /// Geometric centroid (lat, lon).
@@ -145,9 +145,8 @@ fn draw(
     for c in land.0.iter().flat_map(|p| p.exterior().coords()) {
         extend(c.x, c.y);
     }
-    for c in cells {
-        extend(c.bounds[0], c.bounds[1]);
-        extend(c.bounds[2], c.bounds[3]);
+    for &(x, y) in cells.iter().flat_map(|c| &c.outline) {
+        extend(x, y);
     }
     for p in points {
         extend(p.lon, p.lat);
@@ -196,17 +195,17 @@ fn draw(
             .map_err(|e| fail(&e))?;
     }
     for cell in cells {
-        let [a, b, c, d] = cell.bounds;
+        let mut outline = cell.outline.clone();
+        if let Some(&first) = outline.first() {
+            outline.push(first);
+        }
         let colour = if cell.is_class {
             CLASS_CELL
         } else {
             OTHER_CELL
         };
         chart
-            .draw_series(std::iter::once(PathElement::new(
-                vec![(a, b), (c, b), (c, d), (a, d), (a, b)],
-                colour,
-            )))
+            .draw_series(std::iter::once(PathElement::new(outline, colour)))
             .map_err(|e| fail(&e))?;
     }
     for (i, colour) in SPLIT_COLOURS.iter().enumerate() {
