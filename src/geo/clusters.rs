@@ -27,7 +27,7 @@ use super::error::GeoError;
 use super::grid::AREA_TOLERANCE;
 use super::projection::Projection;
 use super::ring::{Pt, bounds, twice_signed_area};
-use super::tessellation::{Locator, TileCell, Tiling, land_from_pieces};
+use super::tessellation::{LandPiece, Locator, TileCell, Tiling, land_from_pieces};
 
 /// Lloyd iterations at most. Uniformly spread points converge slowly (100,000 on Croatia
 /// still move centres by ~0.1 % of a cell after 50), and each iteration costs ~1.5 ms there.
@@ -37,9 +37,11 @@ pub const MAX_ITERATIONS: usize = 50;
 pub const PAD: f64 = 0.05;
 /// Most clusters: building the Voronoi regions is quadratic in their number.
 pub const MAX_CLUSTERS: usize = 10_000;
-/// Pieces each Voronoi edge is cut into when its outline is taken back to lon/lat, where the
-/// straight projected edge is slightly curved.
-const EDGE_STEPS: usize = 8;
+/// Longest piece of a Voronoi edge when its outline is taken back to lon/lat, where the
+/// straight projected edge is slightly curved (in CRS units, metres for the usual CRSs).
+const EDGE_STEP: f64 = 2_000.0;
+/// Most pieces per edge.
+const MAX_EDGE_STEPS: usize = 512;
 
 fn d2(a: Pt, b: Pt) -> f64 {
     let (dx, dy) = (a.0 - b.0, a.1 - b.1);
@@ -58,7 +60,7 @@ pub(crate) fn kmeans(xy: &[Pt], k: usize, seed: u64) -> Option<Vec<Pt>> {
     let mut dist: Vec<f64> = xy.par_iter().map(|&p| d2(p, centres[0])).collect();
     while centres.len() < k {
         let total: f64 = dist.iter().sum();
-        if !(total > 0.0) {
+        if total.is_nan() || total <= 0.0 {
             return None;
         }
         let target = rng.random::<f64>() * total;
@@ -213,7 +215,7 @@ fn voronoi(centres: &[Pt], frame: &Convex) -> Vec<Convex> {
 }
 
 /// Centroid of rings tagged exterior/hole, relative to `origin`; `None` without area.
-fn land_centroid(pieces: &[(usize, bool, Vec<Pt>)], origin: Pt) -> Option<Pt> {
+fn land_centroid(pieces: &[LandPiece], origin: Pt) -> Option<Pt> {
     let (mut area, mut cx, mut cy) = (0.0, 0.0, 0.0);
     for (_, is_exterior, ring) in pieces {
         let n = ring.len();
@@ -289,7 +291,7 @@ pub(crate) fn tile(
     let regions = voronoi(&centres, &frame);
 
     // Land of each region, in the projected plane.
-    let lands: Vec<(Vec<(usize, bool, Vec<Pt>)>, f64)> = regions
+    let lands: Vec<(Vec<LandPiece>, f64)> = regions
         .par_iter()
         .map(|region| {
             let rb = region.bbox();
@@ -415,14 +417,15 @@ pub(crate) fn tile(
     })
 }
 
-/// The ring with each edge cut into [`EDGE_STEPS`] pieces.
+/// The ring with each edge cut into pieces of at most [`EDGE_STEP`].
 fn densify(ring: &[Pt]) -> Vec<Pt> {
     let n = ring.len();
-    let mut out = Vec::with_capacity(n * EDGE_STEPS);
+    let mut out = Vec::with_capacity(n * 4);
     for i in 0..n {
         let (a, b) = (ring[i], ring[(i + 1) % n]);
-        for s in 0..EDGE_STEPS {
-            let t = s as f64 / EDGE_STEPS as f64;
+        let steps = ((d2(a, b).sqrt() / EDGE_STEP).ceil() as usize).clamp(1, MAX_EDGE_STEPS);
+        for s in 0..steps {
+            let t = s as f64 / steps as f64;
             out.push((a.0 + t * (b.0 - a.0), a.1 + t * (b.1 - a.1)));
         }
     }

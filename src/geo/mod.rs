@@ -20,6 +20,8 @@ mod projection;
 mod quadtree;
 mod ring;
 mod tessellation;
+#[cfg(test)]
+mod tessellation_tests;
 mod world;
 
 pub use boundary::{BBox, Boundary, LatLon};

@@ -19,7 +19,7 @@ use super::error::GeoError;
 use super::grid::{AREA_TOLERANCE, land_grid};
 use super::ring::{Pt, open_ring, twice_signed_area};
 use super::tessellation::{
-    Locator, NONE, TileCell, Tiling, land_from_pieces, locate_or_nearest, square,
+    LandPiece, Locator, NONE, TileCell, Tiling, land_from_pieces, locate_or_nearest, square,
 };
 
 /// A square being split: where it is, its land as clipped rings, and its points.
@@ -29,7 +29,7 @@ struct Node {
     side: f64,
     bounds: BBox,
     /// (source polygon, is exterior, ring).
-    pieces: Vec<(usize, bool, Vec<Pt>)>,
+    pieces: Vec<LandPiece>,
     land_area: f64,
     /// (point index, moved).
     points: Vec<(u32, bool)>,

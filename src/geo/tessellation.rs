@@ -277,9 +277,12 @@ pub(crate) fn square(b: BBox) -> Vec<Pt> {
     ]
 }
 
+/// A clipped ring of land: (source polygon, is exterior, open ring).
+pub(crate) type LandPiece = (usize, bool, Vec<Pt>);
+
 /// Land polygons from clipped rings tagged (source polygon, is exterior), in source order: each
 /// exterior ring starts a polygon and the holes of the same source polygon after it join it.
-pub(crate) fn land_from_pieces(mut pieces: Vec<(usize, bool, Vec<Pt>)>) -> MultiPolygon<f64> {
+pub(crate) fn land_from_pieces(mut pieces: Vec<LandPiece>) -> MultiPolygon<f64> {
     pieces.sort_by_key(|p| (p.0, !p.1));
     let mut land: Vec<(usize, Polygon<f64>)> = Vec::new();
     for (polygon, is_exterior, ring) in pieces {

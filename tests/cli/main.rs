@@ -6,6 +6,7 @@ mod dataset;
 mod diff;
 mod features;
 mod gc;
+mod geocells;
 mod ls;
 mod plan;
 mod predict;
