@@ -48,7 +48,7 @@ keys! {
     "classes.cells": "integer" => "Clusters: how many k-means clusters (seeded by `seed`), at most the number of train locations (unset: 60).",
     "classes.centroid": "geometric | clipped | weighted" => "Point that stands for a class: square centre, centre moved onto land, or mean of the cell's train locations.",
     "classes.crs": "string" => "Projected CRS (`EPSG:NNNN` or a `+proj` string) for regression targets and planar maths.",
-    "model.task": "classification | regression" => "Predict a grid class, or min-max scaled projected coordinates.",
+    "model.task": "classification | regression" => "Predict a cell's class, or min-max scaled projected coordinates.",
     "model.backbone": "string" => "tiny-cnn; resnet18/34/50/101/152, resnext50_32x4d, resnext101_32x8d (torchvision); clip-vit-b32, clip-vit-b16, clip-vit-l14, clip-vit-l14-336 (OpenAI CLIP vision towers); dinov2-s14, dinov2-b14.",
     "model.weights": "path" => "Pretrained backbone weights, relative to the file that sets it: safetensors, a PyTorch `.pth`/`.pt`/`.bin` state dict or a Lightning `.ckpt` (read by content, not extension).",
     "model.weights_prefix": "string" => "Prefix of the backbone's tensors in the weights file (`backbone.`, `module.`, `vision_model.`); unset: inferred from the names.",
