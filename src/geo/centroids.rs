@@ -1,7 +1,8 @@
 //! Where a cell "is": the three centroid definitions a class can be predicted at.
 //!
-//! * geometric: the centre of the square;
-//! * clipped: the centre when it is on land, else the nearest point of the cell's land;
+//! * geometric: the centre of the square (for clusters, the centroid of the cell's land);
+//! * clipped: the geometric centroid when it is on land, else the nearest point of the
+//!   cell's land;
 //! * weighted: the mean of the training points in the cell (computed with the classes, since it
 //!   depends on the point split).
 //!
@@ -9,6 +10,10 @@
 //! y = lat). The clipped centroid is computed from the boundary's own edges rather than the
 //! clipped cell polygons, because the clipped rings contain zero-width bridges along the cell
 //! edges that are not land and must never be returned as a nearest point.
+//!
+//! This file computes the grid's clipped centroids; quadtree and cluster cells use
+//! `convex::nearest_land_points`, the same rule for any convex cell (measured in the projected
+//! plane for clusters).
 
 use serde::{Deserialize, Serialize};
 

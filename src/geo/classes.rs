@@ -380,18 +380,18 @@ pub fn create_classes(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use geo::{LineString, Polygon};
 
     use super::*;
     use crate::geo::projection::projection;
 
-    fn poly(coords: &[(f64, f64)]) -> Polygon<f64> {
+    pub(crate) fn poly(coords: &[(f64, f64)]) -> Polygon<f64> {
         Polygon::new(LineString::from(coords.to_vec()), vec![])
     }
 
     /// 2°×2° square at (15–17 E, 44–46 N): with 0.5° spacing, a 4×4 grid, every cell kept.
-    fn square() -> Boundary {
+    pub(crate) fn square() -> Boundary {
         Boundary::from_polygons(
             "square",
             [poly(&[
@@ -405,7 +405,7 @@ mod tests {
     }
 
     /// The square without its north-east quarter: cells with col ≥ 2 and row ≥ 2 are not kept.
-    fn ell() -> Boundary {
+    pub(crate) fn ell() -> Boundary {
         Boundary::from_polygons(
             "ell",
             [poly(&[
@@ -420,7 +420,7 @@ mod tests {
         .expect("valid polygon")
     }
 
-    fn pt(lat: f64, lon: f64, is_train: bool) -> ClassPoint {
+    pub(crate) fn pt(lat: f64, lon: f64, is_train: bool) -> ClassPoint {
         ClassPoint { lat, lon, is_train }
     }
 

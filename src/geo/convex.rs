@@ -231,49 +231,72 @@ impl BoxIndex {
     }
 
     /// The box id with the smallest `dist2(id)` (a squared distance in the plane scaled by
-    /// `kx` along x, never less than the distance to the box), ties to the lower id. Searches
-    /// square rings of buckets outwards and stops once no farther ring can win.
+    /// `kx` along x, never less than the distance to the box), ties to the lower id.
     pub(crate) fn nearest(&self, p: Pt, kx: f64, dist2: impl Fn(u32) -> f64) -> Option<u32> {
-        let ci = self.bucket(p.0, self.x0, self.nx);
-        let cj = self.bucket(p.1, self.y0, self.ny);
-        // A box first met on ring r lies outside the square of rings < r, which is at least
-        // (r - 1) buckets from p; the factor below 1 absorbs rounding in the bucket edges.
-        let step = self.side * kx.min(1.0) * (1.0 - 1e-9);
-        let mut best: Option<(f64, u32)> = None;
-        let consider = |best: &mut Option<(f64, u32)>, i: usize, j: usize| {
-            for &id in self.at(i, j) {
-                let d = dist2(id);
-                if best.is_none_or(|(bd, bid)| d < bd || (d == bd && id < bid)) {
-                    *best = Some((d, id));
-                }
+        let centre = (
+            self.bucket(p.0, self.x0, self.nx),
+            self.bucket(p.1, self.y0, self.ny),
+        );
+        nearest_in_rings(
+            centre,
+            (self.nx, self.ny),
+            self.side * kx.min(1.0),
+            |i, j| {
+                self.at(i, j)
+                    .iter()
+                    .map(|&id| (dist2(id), id))
+                    .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
+            },
+        )
+    }
+}
+
+/// The nearest of the candidates in the slots of an `nx × ny` grid whose slots are `step`
+/// wide (in the distance's units), searching square rings of slots around `centre` outwards
+/// and stopping once no farther ring can win. `slot(i, j)` gives a slot's best candidate as
+/// (squared distance, id); ties go to the lower id.
+pub(crate) fn nearest_in_rings(
+    (ci, cj): (usize, usize),
+    (nx, ny): (usize, usize),
+    step: f64,
+    slot: impl Fn(usize, usize) -> Option<(f64, u32)>,
+) -> Option<u32> {
+    // A candidate first met on ring r lies outside the square of rings < r, which is at
+    // least (r - 1) slots away; the factor below 1 absorbs rounding in the slot edges.
+    let step = step * (1.0 - 1e-9);
+    let mut best: Option<(f64, u32)> = None;
+    let consider = |best: &mut Option<(f64, u32)>, i: usize, j: usize| {
+        if let Some((d, id)) = slot(i, j)
+            && best.is_none_or(|(bd, bid)| d < bd || (d == bd && id < bid))
+        {
+            *best = Some((d, id));
+        }
+    };
+    for r in 0..=nx.max(ny) {
+        if let Some((bd, _)) = best {
+            let lb = r.saturating_sub(1) as f64 * step;
+            if lb * lb > bd {
+                break;
             }
-        };
-        for r in 0..=self.nx.max(self.ny) {
-            if let Some((bd, _)) = best {
-                let lb = r.saturating_sub(1) as f64 * step;
-                if lb * lb > bd {
-                    break;
+        }
+        let (i0, i1) = (ci.saturating_sub(r), (ci + r).min(nx - 1));
+        let (j0, j1) = (cj.saturating_sub(r), (cj + r).min(ny - 1));
+        for i in i0..=i1 {
+            if i + r == ci || i == ci + r {
+                for j in j0..=j1 {
+                    consider(&mut best, i, j);
                 }
-            }
-            let (i0, i1) = (ci.saturating_sub(r), (ci + r).min(self.nx - 1));
-            let (j0, j1) = (cj.saturating_sub(r), (cj + r).min(self.ny - 1));
-            for i in i0..=i1 {
-                if i + r == ci || i == ci + r {
-                    for j in j0..=j1 {
-                        consider(&mut best, i, j);
-                    }
-                } else {
-                    if cj >= r {
-                        consider(&mut best, i, cj - r);
-                    }
-                    if cj + r < self.ny {
-                        consider(&mut best, i, cj + r);
-                    }
+            } else {
+                if cj >= r {
+                    consider(&mut best, i, cj - r);
+                }
+                if cj + r < ny {
+                    consider(&mut best, i, cj + r);
                 }
             }
         }
-        best.map(|(_, id)| id)
     }
+    best.map(|(_, id)| id)
 }
 
 /// For each cell whose centre is off land: `(squared distance, point)` of the nearest point

@@ -27,7 +27,7 @@ mod world;
 pub use boundary::{BBox, Boundary, LatLon};
 pub use centroids::CentroidMode;
 pub use classes::{Cell, ClassPoint, ClassTable, MinMaxScaling, PointAssignment, create_classes};
-pub use clusters::{MAX_CLUSTERS, MAX_ITERATIONS as MAX_KMEANS_ITERATIONS};
+pub use clusters::MAX_CLUSTERS;
 pub use error::{GeoError, ProjectionError};
 pub use grid::{AREA_TOLERANCE, Grid, GridCell, GridSpec, land_grid};
 pub use haversine::{EARTH_RADIUS_KM, haversine_km};

@@ -16,10 +16,10 @@ use super::classes::ClassPoint;
 use super::clip::{Axis, clip_slab};
 use super::convex::{Convex, nearest_land_points};
 use super::error::GeoError;
-use super::grid::{AREA_TOLERANCE, land_grid};
+use super::grid::AREA_TOLERANCE;
 use super::ring::{Pt, open_ring, twice_signed_area};
 use super::tessellation::{
-    LandPiece, Locator, NONE, TileCell, Tiling, land_from_pieces, locate_or_nearest, square,
+    LandPiece, Locator, TileCell, Tiling, grid_with_points, land_from_pieces, square,
 };
 
 /// A square being split: where it is, its land as clipped rings, and its points.
@@ -43,23 +43,8 @@ pub(crate) fn tile(
     min_spacing: f64,
     points: &[ClassPoint],
 ) -> Result<Tiling, GeoError> {
-    let grid = land_grid(boundary, spacing)?;
-    if grid.cells.is_empty() {
-        return Err(GeoError::NoCells {
-            name: boundary.name().to_owned(),
-            spacing,
-        });
-    }
-    let spec = grid.spec;
+    let (grid, roots_of) = grid_with_points(boundary, spacing, points)?;
     let kx = boundary.local_x_scale();
-    let mut cell_at = vec![NONE; spec.nx * spec.ny];
-    for (k, c) in grid.cells.iter().enumerate() {
-        cell_at[c.col * spec.ny + c.row] = k as u32;
-    }
-    let roots_of: Vec<(usize, bool)> = points
-        .par_iter()
-        .map(|p| locate_or_nearest(&spec, kx, &cell_at, p))
-        .collect();
     let mut members: Vec<Vec<(u32, bool)>> = vec![Vec::new(); grid.cells.len()];
     for (i, &(k, moved)) in roots_of.iter().enumerate() {
         members[k].push((i as u32, moved));
@@ -165,12 +150,18 @@ impl Splitter<'_> {
             out.push(node);
             return;
         }
-        let children = children(&node);
+        let mut children = children(&node);
         if children.is_empty() {
             out.push(node);
             return;
         }
-        let mut children = children;
+        let squares: Vec<Convex> = children
+            .iter()
+            .map(|c| {
+                let b = c.bounds;
+                Convex::rect([b.min_lon, b.min_lat, b.max_lon, b.max_lat])
+            })
+            .collect();
         let mid = (node.bounds.min_lon + half, node.bounds.min_lat + half);
         for (i, moved) in node.points {
             let p = &self.points[i as usize];
@@ -181,13 +172,9 @@ impl Splitter<'_> {
             let (k, now_moved) = match own {
                 Some(k) => (k, moved),
                 None => {
-                    let d = |c: &Node| {
-                        let b = c.bounds;
-                        Convex::rect([b.min_lon, b.min_lat, b.max_lon, b.max_lat])
-                            .dist2((p.lon, p.lat), self.kx)
-                    };
+                    let d = |k: usize| squares[k].dist2((p.lon, p.lat), self.kx);
                     let k = (0..children.len())
-                        .min_by(|&a, &b| d(&children[a]).total_cmp(&d(&children[b])))
+                        .min_by(|&a, &b| d(a).total_cmp(&d(b)))
                         .unwrap_or(0);
                     (k, true)
                 }

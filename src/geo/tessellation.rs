@@ -17,9 +17,9 @@ use geo::{MultiPolygon, Polygon};
 use super::boundary::{BBox, Boundary, LatLon};
 use super::centroids::clipped_centroids;
 use super::classes::ClassPoint;
-use super::convex::{BoxIndex, Convex};
+use super::convex::{BoxIndex, Convex, nearest_in_rings};
 use super::error::GeoError;
-use super::grid::{GridSpec, land_grid};
+use super::grid::{Grid, GridSpec, land_grid};
 use super::projection::Projection;
 use super::ring::{Pt, closed_line_string};
 
@@ -201,11 +201,13 @@ pub(crate) fn tile(
     }
 }
 
-fn grid_tiling(
+/// The kept squares of the `spacing`° grid, and each point's square: the one it falls in (by
+/// [`GridSpec::locate`]), else the nearest one (moved).
+pub(crate) fn grid_with_points(
     boundary: &Boundary,
     spacing: f64,
     points: &[ClassPoint],
-) -> Result<Tiling, GeoError> {
+) -> Result<(Grid, Vec<(usize, bool)>), GeoError> {
     use rayon::prelude::*;
     let grid = land_grid(boundary, spacing)?;
     if grid.cells.is_empty() {
@@ -222,8 +224,28 @@ fn grid_tiling(
     }
     let assigned = points
         .par_iter()
-        .map(|p| locate_or_nearest(&spec, kx, &cell_at, p))
+        .map(|p| {
+            if let Some((i, j)) = spec.locate(p.lat, p.lon) {
+                let k = cell_at[i * spec.ny + j];
+                if k != NONE {
+                    return (k as usize, false);
+                }
+            }
+            // A kept cell exists, so the search finds one.
+            let k = nearest(&spec, kx, &cell_at, p.lat, p.lon).unwrap_or(0);
+            (k as usize, true)
+        })
         .collect();
+    Ok((grid, assigned))
+}
+
+fn grid_tiling(
+    boundary: &Boundary,
+    spacing: f64,
+    points: &[ClassPoint],
+) -> Result<Tiling, GeoError> {
+    let (grid, assigned) = grid_with_points(boundary, spacing, points)?;
+    let spec = grid.spec;
     let clipped = clipped_centroids(boundary, &spec, &grid.cells);
     let cells = grid
         .cells
@@ -246,25 +268,6 @@ fn grid_tiling(
         assigned,
         locator: Locator::Grid(spec),
     })
-}
-
-/// The kept grid square a point falls in (by [`GridSpec::locate`]), else the nearest one
-/// (moved).
-pub(crate) fn locate_or_nearest(
-    spec: &GridSpec,
-    kx: f64,
-    cell_at: &[u32],
-    p: &ClassPoint,
-) -> (usize, bool) {
-    if let Some((i, j)) = spec.locate(p.lat, p.lon) {
-        let k = cell_at[i * spec.ny + j];
-        if k != NONE {
-            return (k as usize, false);
-        }
-    }
-    // A kept cell exists (callers check), so the search finds one.
-    let k = nearest(spec, kx, cell_at, p.lat, p.lon).unwrap_or(0);
-    (k as usize, true)
 }
 
 /// A square's outline, counter-clockwise from the south-west corner.
@@ -296,64 +299,31 @@ pub(crate) fn land_from_pieces(mut pieces: Vec<LandPiece>) -> MultiPolygon<f64> 
     MultiPolygon(land.into_iter().map(|(_, p)| p).collect())
 }
 
-pub(crate) const NONE: u32 = u32::MAX;
+const NONE: u32 = u32::MAX;
 
 /// Nearest entry of `table` (grid slot → id, `NONE` for empty slots) to the point, by distance
 /// from the point to the cell rectangle in the local plane (x scaled by `kx`); ties go to the
-/// lower id. Searches square rings of slots outwards and stops once no farther ring can win.
+/// lower id.
 pub(crate) fn nearest(spec: &GridSpec, kx: f64, table: &[u32], lat: f64, lon: f64) -> Option<u32> {
-    let s = spec.spacing;
     let clamp = |v: f64, n: usize| (v.floor().max(0.0) as usize).min(n - 1);
-    let ci = clamp((lon - spec.min_lon) / s, spec.nx);
-    let cj = clamp((lat - spec.min_lat) / s, spec.ny);
-    let dist2 = |i: usize, j: usize| {
-        let dx = (spec.col_edge(i) - lon)
-            .max(lon - spec.col_edge(i + 1))
-            .max(0.0)
-            * kx;
-        let dy = (spec.row_edge(j) - lat)
-            .max(lat - spec.row_edge(j + 1))
-            .max(0.0);
-        dx * dx + dy * dy
-    };
-    let consider = |best: &mut Option<(f64, u32)>, i: usize, j: usize| {
+    let centre = (
+        clamp((lon - spec.min_lon) / spec.spacing, spec.nx),
+        clamp((lat - spec.min_lat) / spec.spacing, spec.ny),
+    );
+    let slot = |i: usize, j: usize| {
         let id = table[i * spec.ny + j];
-        if id != NONE {
-            let d = dist2(i, j);
-            if best.is_none_or(|(bd, bid)| d < bd || (d == bd && id < bid)) {
-                *best = Some((d, id));
-            }
-        }
+        (id != NONE).then(|| {
+            let dx = (spec.col_edge(i) - lon)
+                .max(lon - spec.col_edge(i + 1))
+                .max(0.0)
+                * kx;
+            let dy = (spec.row_edge(j) - lat)
+                .max(lat - spec.row_edge(j + 1))
+                .max(0.0);
+            (dx * dx + dy * dy, id)
+        })
     };
-    // Cells on ring r are at least (r - 1) cells away along x or y; the factor below 1 keeps
-    // the bound safe against rounding in the edge positions.
-    let step = s * kx.min(1.0) * (1.0 - 1e-9);
-    let mut best: Option<(f64, u32)> = None;
-    for r in 0..=spec.nx.max(spec.ny) {
-        if let Some((bd, _)) = best {
-            let lb = r.saturating_sub(1) as f64 * step;
-            if lb * lb > bd {
-                break;
-            }
-        }
-        let (i0, i1) = (ci.saturating_sub(r), (ci + r).min(spec.nx - 1));
-        let (j0, j1) = (cj.saturating_sub(r), (cj + r).min(spec.ny - 1));
-        for i in i0..=i1 {
-            if i + r == ci || i == ci + r {
-                for j in j0..=j1 {
-                    consider(&mut best, i, j);
-                }
-            } else {
-                if cj >= r {
-                    consider(&mut best, i, cj - r);
-                }
-                if cj + r < spec.ny {
-                    consider(&mut best, i, cj + r);
-                }
-            }
-        }
-    }
-    best.map(|(_, id)| id)
+    nearest_in_rings(centre, (spec.nx, spec.ny), spec.spacing * kx.min(1.0), slot)
 }
 
 #[cfg(test)]

@@ -1,51 +1,12 @@
 //! The quadtree and cluster kinds through `create_classes`: split and merge rules on
 //! hand-made point sets, determinism, assignment of every point, centroids and errors.
 
-use geo::{LineString, Polygon};
-
+use super::classes::tests::{ell, pt, square};
 use super::classes::{ClassPoint, ClassTable, create_classes};
 use super::convex::Convex;
 use super::projection::projection;
 use super::ring::Pt;
 use super::{Boundary, CellScheme, CellSpec, CentroidMode, GeoError};
-
-fn poly(coords: &[(f64, f64)]) -> Polygon<f64> {
-    Polygon::new(LineString::from(coords.to_vec()), vec![])
-}
-
-/// 2°×2° square at (15–17 E, 44–46 N).
-fn square() -> Boundary {
-    Boundary::from_polygons(
-        "square",
-        [poly(&[
-            (15.0, 44.0),
-            (17.0, 44.0),
-            (17.0, 46.0),
-            (15.0, 46.0),
-        ])],
-    )
-    .unwrap()
-}
-
-/// The square without its north-east quarter (16–17 E, 45–46 N).
-fn ell() -> Boundary {
-    Boundary::from_polygons(
-        "ell",
-        [poly(&[
-            (15.0, 44.0),
-            (17.0, 44.0),
-            (17.0, 45.0),
-            (16.0, 45.0),
-            (16.0, 46.0),
-            (15.0, 46.0),
-        ])],
-    )
-    .unwrap()
-}
-
-fn pt(lat: f64, lon: f64, is_train: bool) -> ClassPoint {
-    ClassPoint { lat, lon, is_train }
-}
 
 /// `n` train points on a small circle around (lat, lon).
 fn clump(lat: f64, lon: f64, n: usize) -> Vec<ClassPoint> {
