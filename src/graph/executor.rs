@@ -135,7 +135,8 @@ fn run_locked(
         let _ = std::fs::remove_dir_all(&work_dir);
     }
     let ctx = StageContext::new(name, pending.dir().to_path_buf(), upstream, reporter)
-        .with_work_dir(work_dir.clone());
+        .with_work_dir(work_dir.clone())
+        .with_key(&r.key);
     let clock = Instant::now();
     let outcome = catch_unwind(AssertUnwindSafe(|| r.stage.run(&ctx)));
     let duration = clock.elapsed();

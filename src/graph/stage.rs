@@ -208,6 +208,7 @@ pub struct StageContext<'a> {
     pub(crate) progress: &'a dyn Progress,
     pub(crate) stage: &'static str,
     pub(crate) work_dir: Option<PathBuf>,
+    pub(crate) key: Option<super::key::StageKey>,
 }
 
 impl<'a> StageContext<'a> {
@@ -224,6 +225,23 @@ impl<'a> StageContext<'a> {
             progress,
             stage,
             work_dir: None,
+            key: None,
+        }
+    }
+
+    /// Tells the stage the key it runs under, for text people read in its outputs (a
+    /// map's title). The key follows from the inputs, so such outputs stay deterministic.
+    pub fn with_key(mut self, key: &super::key::StageKey) -> Self {
+        self.key = Some(key.clone());
+        self
+    }
+
+    /// `"<stage> <first 12 hex digits of the key>"`, or the stage name alone when the
+    /// context was built without a key: how a map's title names what drew it.
+    pub fn label(&self) -> String {
+        match &self.key {
+            Some(key) => format!("{} {}", self.stage, key.short()),
+            None => self.stage.to_owned(),
         }
     }
 

@@ -185,7 +185,8 @@ pub fn recompute(
     let out = again.dir();
     fs::create_dir_all(&out).map_err(GraphError::io("creating", &out))?;
     let ctx = StageContext::new(name, out.clone(), upstream, progress)
-        .with_work_dir(again.scratch.join("work"));
+        .with_work_dir(again.scratch.join("work"))
+        .with_key(&r.key);
     let outcome = match catch_unwind(AssertUnwindSafe(|| r.stage.run(&ctx))) {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(source)) => {

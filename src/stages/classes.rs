@@ -21,7 +21,7 @@ use crate::geo::{
     projection,
 };
 use crate::graph::{Input, Outcome, Params, Stage, StageContext, StageError, params_of};
-use crate::track::map::{MapCell, MapPoint, draw_classes};
+use crate::track::map::{MapCell, MapPoint, MapText, draw_classes};
 
 use super::{BOUNDARY_INPUT, split_index};
 
@@ -159,7 +159,8 @@ impl Stage for ClassesStage {
 
     fn version(&self) -> u32 {
         // 2: cells.geojson, and the quadtree and cluster kinds.
-        2
+        // 3: class_map.png has a title, headline, legend and scale bar.
+        3
     }
 
     fn upstream(&self) -> Vec<&'static str> {
@@ -229,7 +230,11 @@ impl Stage for ClassesStage {
             y_max: table.scaling.y_max,
         })?;
         std::fs::write(out.join(SCALING_FILE), scaling)?;
-        draw_map(&out.join(MAP_FILE), &self.boundary, &table, &locations)?;
+        let text = MapText {
+            title: format!("Classes · {}", ctx.label()),
+            headline: headline(&self.spec, &table),
+        };
+        draw_map(&out.join(MAP_FILE), &self.boundary, &table, &locations, &text)?;
         if table.moved > 0 {
             tracing::info!(
                 "{} location(s) lie outside every cell and were assigned to the nearest one",
@@ -551,11 +556,31 @@ fn write_rich_static(
     Ok(())
 }
 
+/// The class map's numbers: cells, classes, how they were cut, locations moved.
+fn headline(spec: &CellSpec, table: &ClassTable) -> String {
+    let how = match spec.scheme {
+        CellScheme::Grid { spacing } => format!("grid spacing {spacing}°"),
+        CellScheme::Quadtree {
+            spacing,
+            max_locations,
+            min_spacing,
+        } => format!("quadtree {spacing}° to {min_spacing}°, max {max_locations} per cell"),
+        CellScheme::Clusters { cells, .. } => format!("{cells} k-means clusters"),
+    };
+    format!(
+        "{} cells, {} classes, {how}, {} moved to the nearest cell",
+        table.cells.len(),
+        table.num_classes(),
+        table.moved
+    )
+}
+
 fn draw_map(
     path: &Path,
     boundary: &Boundary,
     table: &ClassTable,
     locations: &[Location],
+    text: &MapText,
 ) -> Result<(), StageError> {
     let cells: Vec<MapCell> = table
         .cells
@@ -576,6 +601,6 @@ fn draw_map(
             split: split_index(l.split),
         })
         .collect();
-    draw_classes(path, boundary.shape(), &cells, &points)?;
+    draw_classes(path, boundary.shape(), &cells, &points, text)?;
     Ok(())
 }

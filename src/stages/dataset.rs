@@ -16,7 +16,7 @@ use crate::dataset::{DirLayout, Fractions, LOCATIONS_FILE, Source, index, write_
 use crate::experiment::{Loaded, SplitConfig, SyntheticConfig};
 use crate::geo::Boundary;
 use crate::graph::{Input, Outcome, Params, Stage, StageContext, StageError, params_of};
-use crate::track::map::{MapPoint, draw_locations};
+use crate::track::map::{MapPoint, MapText, draw_locations};
 
 use super::{BOUNDARY_INPUT, split_index};
 
@@ -97,7 +97,8 @@ impl Stage for DatasetStage {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: locations.png has a title, headline, legend and scale bar.
+        2
     }
 
     fn upstream(&self) -> Vec<&'static str> {
@@ -187,10 +188,21 @@ impl Stage for DatasetStage {
                 split: split_index(l.split),
             })
             .collect();
+        let text = MapText {
+            title: format!("Locations · {}", ctx.label()),
+            headline: format!(
+                "{} locations: {} train, {} val, {} test",
+                indexed.locations.len(),
+                count(Split::Train),
+                count(Split::Val),
+                count(Split::Test)
+            ),
+        };
         draw_locations(
             &ctx.out_dir().join(MAP_FILE),
             self.boundary.shape(),
             &points,
+            &text,
         )?;
         if indexed.unreferenced_folders > 0 {
             tracing::warn!(

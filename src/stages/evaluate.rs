@@ -27,7 +27,7 @@ use crate::graph::{
 use crate::infer::Model;
 use crate::infer::gallery::{GalleryData, write as write_gallery};
 use crate::infer::refine::{Gallery, RefineSettings, refine_batch};
-use crate::track::map::{ErrorLine, draw_errors};
+use crate::track::map::{ErrorLine, MapText, draw_errors};
 use crate::track::tensorboard::EventWriter;
 use crate::train::checkpoint;
 use crate::train::data::Sample;
@@ -127,7 +127,8 @@ impl Stage for EvaluateStage {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: error_map.png has a title, headline, legend, colour ramp and scale bar.
+        2
     }
 
     fn volatile_outputs(&self) -> &'static [&'static str] {
@@ -214,7 +215,18 @@ impl Stage for EvaluateStage {
             })
             .collect();
         let map = out.join(ERROR_MAP_FILE);
-        draw_errors(&map, self.boundary.shape(), &lines)?;
+        let km = |name: &str| metrics.get(name).copied().unwrap_or(f64::NAN);
+        let text = MapText {
+            title: format!("Test errors · {}", ctx.label()),
+            headline: format!(
+                "{} test locations, mean {:.1} km, median {:.1} km (best epoch {})",
+                lines.len(),
+                km("haversine_km_mean"),
+                km("haversine_km_median"),
+                best.epoch()
+            ),
+        };
+        draw_errors(&map, self.boundary.shape(), &lines, &text)?;
         write_atomic(
             &out.join(METRICS_FILE),
             toml::to_string(&metrics)?.as_bytes(),

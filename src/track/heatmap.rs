@@ -1,18 +1,17 @@
 //! A sweep's heatmap (PNG): one cell per pair of values of a two-axis grid, coloured by
 //! the monitored metric, with its value written in the cell.
 //!
-//! Text uses the public-domain 8×8 bitmap font of `font8x8`, drawn pixel by pixel, so
-//! labels render without a system font. Colours run from dark purple (worst) to yellow
+//! Text is drawn with [`super::text`]'s bitmap font. Colours run from dark purple (worst) to yellow
 //! (best) whichever way the metric improves; cells without a value are grey.
 
 use std::path::Path;
 
-use font8x8::UnicodeFonts;
 use plotters::prelude::*;
+
+use super::text::{GLYPH, draw_text, text_width};
 
 const CELL_W: i32 = 110;
 const CELL_H: i32 = 48;
-const GLYPH: i32 = 8;
 const MARGIN: i32 = 16;
 const EMPTY: RGBColor = RGBColor(200, 200, 200);
 const INK: RGBColor = RGBColor(20, 20, 20);
@@ -64,15 +63,15 @@ pub fn draw_heatmap(path: &Path, map: &Heatmap<'_>) -> Result<(), HeatmapError> 
     let label_w = map
         .y_labels
         .iter()
-        .map(|l| text_width(l))
+        .map(|l| text_width(l, 1))
         .max()
         .unwrap_or(0)
-        .max(text_width(map.y_key));
+        .max(text_width(map.y_key, 1));
     let left = MARGIN + label_w + MARGIN;
     let top = MARGIN + 2 * GLYPH * 2 + MARGIN + GLYPH + MARGIN / 2;
     let cols = i32::try_from(map.x_labels.len()).map_err(|e| fail(&e))?;
     let rows = i32::try_from(map.y_labels.len()).map_err(|e| fail(&e))?;
-    let width = (left + cols * CELL_W + MARGIN).max(MARGIN * 2 + text_width(map.title) * 2);
+    let width = (left + cols * CELL_W + MARGIN).max(MARGIN * 2 + text_width(map.title, 1) * 2);
     let height = top + rows * CELL_H + MARGIN;
     let size = (
         u32::try_from(width).map_err(|e| fail(&e))?,
@@ -81,7 +80,7 @@ pub fn draw_heatmap(path: &Path, map: &Heatmap<'_>) -> Result<(), HeatmapError> 
     let root = BitMapBackend::new(path, size).into_drawing_area();
     root.fill(&WHITE).map_err(|e| fail(&e))?;
     let text = |s: &str, x: i32, y: i32, scale: i32, colour: &RGBColor| {
-        draw_text(&root, s, x, y, scale, colour);
+        draw_text(&root, s, (x, y), scale, colour);
     };
     text(map.title, MARGIN, MARGIN, 2, &INK);
     let axis_y = MARGIN + 2 * GLYPH + MARGIN / 2;
@@ -97,12 +96,12 @@ pub fn draw_heatmap(path: &Path, map: &Heatmap<'_>) -> Result<(), HeatmapError> 
     let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     for (c, label) in (0..).zip(&map.x_labels) {
-        let x = left + c * CELL_W + (CELL_W - text_width(label)) / 2;
+        let x = left + c * CELL_W + (CELL_W - text_width(label, 1)) / 2;
         text(label, x, top - GLYPH - 6, 1, &INK);
     }
     for (r, label) in (0..).zip(&map.y_labels) {
         let y = top + r * CELL_H + (CELL_H - GLYPH) / 2;
-        text(label, left - MARGIN - text_width(label), y, 1, &INK);
+        text(label, left - MARGIN - text_width(label, 1), y, 1, &INK);
         for (c, value) in (0..).zip(map.cells.get(r as usize).into_iter().flatten()) {
             let (x0, y0) = (left + c * CELL_W, top + r * CELL_H);
             let fill = match value {
@@ -121,7 +120,7 @@ pub fn draw_heatmap(path: &Path, map: &Heatmap<'_>) -> Result<(), HeatmapError> 
             let ink = if luminance(fill) > 140.0 { INK } else { WHITE };
             text(
                 &shown,
-                x0 + (CELL_W - text_width(&shown)) / 2,
+                x0 + (CELL_W - text_width(&shown, 1)) / 2,
                 y0 + (CELL_H - GLYPH) / 2,
                 1,
                 &ink,
@@ -129,40 +128,6 @@ pub fn draw_heatmap(path: &Path, map: &Heatmap<'_>) -> Result<(), HeatmapError> 
         }
     }
     root.present().map_err(|e| fail(&e))
-}
-
-fn text_width(s: &str) -> i32 {
-    i32::try_from(s.chars().count()).unwrap_or(i32::MAX / GLYPH) * GLYPH
-}
-
-fn draw_text<DB: DrawingBackend>(
-    area: &DrawingArea<DB, plotters::coord::Shift>,
-    s: &str,
-    x: i32,
-    y: i32,
-    scale: i32,
-    colour: &RGBColor,
-) {
-    for (i, ch) in (0..).zip(s.chars()) {
-        let glyph = font8x8::BASIC_FONTS
-            .get(ch)
-            .or_else(|| font8x8::BASIC_FONTS.get('?'))
-            .unwrap_or([0; 8]);
-        for (row, bits) in (0..).zip(glyph) {
-            for col in 0..8 {
-                if bits & (1 << col) != 0 {
-                    for dy in 0..scale {
-                        for dx in 0..scale {
-                            let _ = area.draw_pixel(
-                                (x + (i * GLYPH + col) * scale + dx, y + row * scale + dy),
-                                colour,
-                            );
-                        }
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// Four significant digits, without an exponent for ordinary magnitudes.

@@ -1,18 +1,23 @@
-//! Map pictures (PNG): locations over the boundary, and the class cells with their centroids.
+//! Map pictures (PNG): locations over the boundary, the class cells with their centroids,
+//! and the test errors.
 //!
-//! Longitude is scaled by cos(mid latitude) so shapes are not stretched. No text is drawn
-//! (no font is bundled); the legend is fixed and documented in README.md:
-//! land is light grey, cells that are classes are outlined in dark blue and cells that
-//! are not are outlined in light grey; geometric centroids are grey crosses, clipped
-//! centroids red dots, weighted centroids blue dots; locations are small dots, green for
-//! train, orange for val, purple for test. On error maps each test location is a dot at
-//! its true position joined by a line to its prediction, both coloured from green (0 km)
-//! through yellow to red (at or beyond the map's 90th-percentile error).
+//! Longitude is scaled by cos(mid latitude) so shapes are not stretched. Each map explains
+//! itself: a title band (what drew it; [`retitle`] rewrites it with the experiment and run
+//! id where those are known), a headline line of numbers, a legend naming every symbol
+//! drawn, a scale bar in km, and on error maps the colour ramp with its km values. Land is
+//! light grey; cells that are classes are outlined in dark blue and cells that are not in
+//! light grey; geometric centroids are grey crosses, clipped centroids red dots, weighted
+//! centroids blue dots; locations are small dots, green for train, orange for val, purple
+//! for test. On error maps each test location is a dot at its true position joined by a
+//! line to its prediction, both coloured from green (0 km) through yellow to red (at or
+//! beyond the map's 90th-percentile error).
 
 use std::path::Path;
 
 use geo::{Coord, LineString, MultiPolygon};
 use plotters::prelude::*;
+
+use super::text::{GLYPH, draw_text, fit, for_each_pixel, text_width};
 
 /// Colour of a location dot, by split index (train, val, test).
 const SPLIT_COLOURS: [RGBColor; 3] = [
@@ -63,6 +68,15 @@ pub struct ErrorLine {
     pub error_km: f64,
 }
 
+/// The words on a map: what the caller knows and the map cannot work out itself.
+#[derive(Clone, Debug, Default)]
+pub struct MapText {
+    /// Drawn in the title band, e.g. `Test errors · evaluate 299fa35aefac`.
+    pub title: String,
+    /// The headline numbers, one line under the title.
+    pub headline: String,
+}
+
 /// Why a map could not be drawn.
 #[derive(Debug, thiserror::Error)]
 #[error("drawing {path}: {message}")]
@@ -70,6 +84,19 @@ pub struct MapError {
     path: String,
     message: String,
 }
+
+const MARGIN: i32 = 12;
+/// Text scale of the title, headline and legend.
+const SCALE: i32 = 2;
+const LINE_H: i32 = GLYPH * SCALE;
+/// Top of the title text; [`retitle`] repaints the band around it.
+const TITLE_Y: i32 = MARGIN;
+const HEADLINE_Y: i32 = TITLE_Y + LINE_H + 10;
+const HEADER_H: i32 = HEADLINE_Y + LINE_H + MARGIN;
+const LEGEND_ROW_H: i32 = LINE_H + 12;
+const SWATCH: i32 = 18;
+const INK: RGBColor = RGBColor(20, 20, 20);
+const RAMP_W: i32 = 480;
 
 /// Draws `points` over `land`.
 ///
@@ -79,8 +106,9 @@ pub fn draw_locations(
     path: &Path,
     land: &MultiPolygon<f64>,
     points: &[MapPoint],
+    text: &MapText,
 ) -> Result<(), MapError> {
-    draw(path, land, &[], points, &[])
+    draw(path, land, &[], points, &[], text)
 }
 
 /// Draws each prediction's error over `land`.
@@ -91,8 +119,62 @@ pub fn draw_errors(
     path: &Path,
     land: &MultiPolygon<f64>,
     errors: &[ErrorLine],
+    text: &MapText,
 ) -> Result<(), MapError> {
-    draw(path, land, &[], &[], errors)
+    draw(path, land, &[], &[], errors, text)
+}
+
+/// Draws the class cells, their centroids and `points` over `land`.
+///
+/// # Errors
+/// When the PNG cannot be written.
+pub fn draw_classes(
+    path: &Path,
+    land: &MultiPolygon<f64>,
+    cells: &[MapCell],
+    points: &[MapPoint],
+    text: &MapText,
+) -> Result<(), MapError> {
+    draw(path, land, cells, points, &[], text)
+}
+
+/// A map PNG (as [`draw_locations`] and the others write it) with its title band
+/// repainted to say `title`: how a run folder and a report name the experiment and run
+/// that a shared cache entry's map cannot know.
+///
+/// # Errors
+/// When `png` is not a PNG or cannot be re-encoded.
+pub fn retitle(png: &[u8], title: &str) -> Result<Vec<u8>, MapError> {
+    let fail = |e: &dyn std::fmt::Display| MapError {
+        path: "(map in memory)".into(),
+        message: e.to_string(),
+    };
+    let mut img = image::load_from_memory_with_format(png, image::ImageFormat::Png)
+        .map_err(|e| fail(&e))?
+        .to_rgb8();
+    let (w, h) = img.dimensions();
+    let band = (TITLE_Y - 4).max(0)..(TITLE_Y + LINE_H + 4);
+    for y in band {
+        let Ok(y) = u32::try_from(y) else { continue };
+        for x in 0..w {
+            if y < h {
+                img.put_pixel(x, y, image::Rgb([255, 255, 255]));
+            }
+        }
+    }
+    let room = i32::try_from(w).unwrap_or(i32::MAX) - 2 * MARGIN;
+    for_each_pixel(&fit(title, SCALE, room), MARGIN, TITLE_Y, SCALE, |x, y| {
+        if let (Ok(x), Ok(y)) = (u32::try_from(x), u32::try_from(y))
+            && x < w
+            && y < h
+        {
+            img.put_pixel(x, y, image::Rgb([INK.0, INK.1, INK.2]));
+        }
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png)
+        .map_err(|e| fail(&e))?;
+    Ok(out.into_inner())
 }
 
 /// Green → yellow → red as `t` goes 0 → 1.
@@ -106,17 +188,95 @@ fn heat(t: f64) -> RGBColor {
     RGBColor((r * 220.0) as u8, (g * 180.0) as u8, 40)
 }
 
-/// Draws the class grid, its centroids and `points` over `land`.
-///
-/// # Errors
-/// When the PNG cannot be written.
-pub fn draw_classes(
-    path: &Path,
+/// What a legend entry's swatch looks like.
+#[derive(Clone, Copy, Debug)]
+enum Swatch {
+    Area(RGBColor, RGBColor),
+    Outline(RGBColor),
+    Dot(RGBColor, i32),
+    Cross(RGBColor),
+    Error(RGBColor),
+}
+
+/// The legend of what this map draws, in drawing order.
+fn legend(
     land: &MultiPolygon<f64>,
     cells: &[MapCell],
     points: &[MapPoint],
-) -> Result<(), MapError> {
-    draw(path, land, cells, points, &[])
+    errors: &[ErrorLine],
+) -> Vec<(Swatch, String)> {
+    let mut out = Vec::new();
+    if !land.0.is_empty() {
+        out.push((Swatch::Area(LAND, COAST), "land".to_owned()));
+    }
+    let classes = cells.iter().filter(|c| c.is_class).count();
+    if classes > 0 {
+        out.push((Swatch::Outline(CLASS_CELL), format!("class cell ({classes})")));
+    }
+    if classes < cells.len() {
+        let n = cells.len() - classes;
+        out.push((Swatch::Outline(OTHER_CELL), format!("cell, no class ({n})")));
+    }
+    if !cells.is_empty() {
+        out.push((Swatch::Cross(CENTROID), "geometric centroid".to_owned()));
+        out.push((Swatch::Dot(RED, 4), "clipped centroid".to_owned()));
+    }
+    if cells.iter().any(|c| c.weighted.is_some()) {
+        out.push((Swatch::Dot(BLUE, 4), "weighted centroid".to_owned()));
+    }
+    for (i, (colour, name)) in SPLIT_COLOURS.iter().zip(SPLITS).enumerate() {
+        let n = points.iter().filter(|p| p.split == i).count();
+        if n > 0 {
+            out.push((Swatch::Dot(*colour, 3), format!("{name} ({n})")));
+        }
+    }
+    if !errors.is_empty() {
+        out.push((
+            Swatch::Error(heat(0.25)),
+            format!("true position -> prediction ({})", errors.len()),
+        ));
+    }
+    out
+}
+
+const SPLITS: [&str; 3] = ["train", "val", "test"];
+const CENTROID: RGBColor = RGBColor(90, 90, 90);
+
+/// Places legend entries in rows across `width`: (row, x) of each.
+fn legend_layout(entries: &[(Swatch, String)], width: i32) -> Vec<(i32, i32)> {
+    let (mut row, mut x) = (0, MARGIN);
+    entries
+        .iter()
+        .map(|(_, label)| {
+            let w = SWATCH + 8 + text_width(label, SCALE) + 28;
+            if x > MARGIN && x + w > width - MARGIN {
+                row += 1;
+                x = MARGIN;
+            }
+            let at = (row, x);
+            x += w;
+            at
+        })
+        .collect()
+}
+
+/// A round length for a scale bar about `target_km` long: 1, 2 or 5 × 10^k km.
+fn nice_km(target_km: f64) -> f64 {
+    if !(target_km.is_finite() && target_km > 0.0) {
+        return 1.0;
+    }
+    let magnitude = 10f64.powf(target_km.log10().floor());
+    [5.0, 2.0, 1.0]
+        .into_iter()
+        .map(|m| m * magnitude)
+        .find(|&v| v <= target_km)
+        .unwrap_or(magnitude)
+}
+
+/// `0.5` → `"0.5"`, `20.0` → `"20"`: km labels without trailing zeros.
+fn km_label(km: f64) -> String {
+    let s = format!("{km:.1}");
+    s.strip_suffix(".0").map(str::to_owned).unwrap_or(s)
 }
 
 fn draw(
@@ -125,6 +285,7 @@ fn draw(
     cells: &[MapCell],
     points: &[MapPoint],
     errors: &[ErrorLine],
+    text: &MapText,
 ) -> Result<(), MapError> {
     let fail = |e: &dyn std::fmt::Display| MapError {
         path: path.display().to_string(),
@@ -160,13 +321,42 @@ fn draw(
     }
     let pad = 0.02 * (x1 - x0).max(y1 - y0).max(1e-6);
     let (x0, x1, y0, y1) = (x0 - pad, x1 + pad, y0 - pad, y1 + pad);
-    let aspect = ((y0 + y1) / 2.0).to_radians().cos().max(0.05);
-    let height =
-        ((f64::from(WIDTH) * (y1 - y0) / ((x1 - x0) * aspect)).round() as u32).clamp(200, 4000);
+    let mid_lat = (y0 + y1) / 2.0;
+    let aspect = mid_lat.to_radians().cos().max(0.05);
+    let width = i32::try_from(WIDTH).map_err(|e| fail(&e))?;
+    let map_h =
+        ((f64::from(WIDTH) * (y1 - y0) / ((x1 - x0) * aspect)).round() as i32).clamp(200, 4000);
+    let entries = legend(land, cells, points, errors);
+    let layout = legend_layout(&entries, width);
+    let legend_rows = layout.last().map_or(0, |&(row, _)| row + 1);
+    // Below the entries: the scale bar, and on error maps the colour ramp, with labels.
+    let footer_h = MARGIN + legend_rows * LEGEND_ROW_H + 12 + LINE_H + 8 + LINE_H + MARGIN;
+    let height = HEADER_H + map_h + footer_h;
+    let size = (
+        u32::try_from(width).map_err(|e| fail(&e))?,
+        u32::try_from(height).map_err(|e| fail(&e))?,
+    );
 
-    let root = BitMapBackend::new(path, (WIDTH, height)).into_drawing_area();
+    let root = BitMapBackend::new(path, size).into_drawing_area();
     root.fill(&WHITE).map_err(|e| fail(&e))?;
-    let mut chart = ChartBuilder::on(&root)
+    let room = width - 2 * MARGIN;
+    draw_text(
+        &root,
+        &fit(&text.title, SCALE, room),
+        (MARGIN, TITLE_Y),
+        SCALE,
+        &INK,
+    );
+    draw_text(
+        &root,
+        &fit(&text.headline, SCALE, room),
+        (MARGIN, HEADLINE_Y),
+        SCALE,
+        &INK,
+    );
+    let (_, rest) = root.split_vertically(HEADER_H);
+    let (map_area, footer) = rest.split_vertically(map_h);
+    let mut chart = ChartBuilder::on(&map_area)
         .margin(10)
         .build_cartesian_2d(x0..x1, y0..y1)
         .map_err(|e| fail(&e))?;
@@ -222,7 +412,7 @@ fn draw(
         .draw_series(
             cells
                 .iter()
-                .map(|c| Cross::new((c.geometric.1, c.geometric.0), 4, RGBColor(90, 90, 90))),
+                .map(|c| Cross::new((c.geometric.1, c.geometric.0), 4, CENTROID)),
         )
         .map_err(|e| fail(&e))?;
     chart
@@ -240,13 +430,7 @@ fn draw(
                 .map(|(lat, lon)| Circle::new((lon, lat), 4, BLUE.filled())),
         )
         .map_err(|e| fail(&e))?;
-    let mut sorted: Vec<f64> = errors.iter().map(|e| e.error_km).collect();
-    sorted.sort_by(f64::total_cmp);
-    let scale = sorted
-        .get(sorted.len() * 9 / 10)
-        .copied()
-        .unwrap_or(1.0)
-        .max(1e-9);
+    let scale = error_scale(errors);
     for e in errors {
         let colour = heat(e.error_km / scale);
         let (t, p) = ((e.truth.1, e.truth.0), (e.predicted.1, e.predicted.0));
@@ -257,7 +441,112 @@ fn draw(
             .draw_series(std::iter::once(Circle::new(t, 2, colour.filled())))
             .map_err(|e| fail(&e))?;
     }
+    // Pixels per km along the middle parallel, from the chart's own mapping.
+    let (left, _) = chart.backend_coord(&(x0, mid_lat));
+    let (right, _) = chart.backend_coord(&(x1, mid_lat));
+    let span_km = (x1 - x0) * aspect * KM_PER_DEGREE;
+    let px_per_km = f64::from(right - left) / span_km.max(1e-9);
+
+    for ((swatch, label), &(row, x)) in entries.iter().zip(&layout) {
+        let y = MARGIN + row * LEGEND_ROW_H;
+        draw_swatch(&footer, *swatch, (x, y)).map_err(|e| fail(&e))?;
+        draw_text(&footer, label, (x + SWATCH + 8, y + 1), SCALE, &INK);
+    }
+    let bar_y = MARGIN + legend_rows * LEGEND_ROW_H + 12;
+    let bar_km = nice_km(220.0 / px_per_km.max(1e-9));
+    let bar_px = (bar_km * px_per_km).round() as i32;
+    let (bx, by) = (MARGIN, bar_y + 4);
+    footer
+        .draw(&Rectangle::new(
+            [(bx, by), (bx + bar_px, by + 6)],
+            INK.filled(),
+        ))
+        .map_err(|e| fail(&e))?;
+    footer
+        .draw(&Rectangle::new(
+            [(bx + bar_px / 2, by + 1), (bx + bar_px - 1, by + 5)],
+            WHITE.filled(),
+        ))
+        .map_err(|e| fail(&e))?;
+    let under = by + 6 + 6;
+    draw_text(&footer, "0", (bx, under), SCALE, &INK);
+    let end = format!("{} km", km_label(bar_km));
+    draw_text(
+        &footer,
+        &end,
+        (bx + bar_px - text_width(&end, SCALE) / 2, under),
+        SCALE,
+        &INK,
+    );
+    if !errors.is_empty() {
+        let caption_x = bx + bar_px + 100;
+        draw_text(&footer, "error", (caption_x, by - 4), SCALE, &INK);
+        let rx = caption_x + text_width("error", SCALE) + 16;
+        for i in 0..RAMP_W {
+            let colour = heat(f64::from(i) / f64::from(RAMP_W - 1));
+            footer
+                .draw(&Rectangle::new(
+                    [(rx + i, by - 2), (rx + i + 1, by + 8)],
+                    colour.filled(),
+                ))
+                .map_err(|e| fail(&e))?;
+        }
+        draw_text(&footer, "(90th pct)", (rx + RAMP_W + 10, by - 4), SCALE, &INK);
+        let middle = format!("{} km", km_label(scale / 2.0));
+        let end = format!(">= {} km", km_label(scale));
+        draw_text(&footer, "0 km", (rx, under), SCALE, &INK);
+        draw_text(
+            &footer,
+            &middle,
+            (rx + (RAMP_W - text_width(&middle, SCALE)) / 2, under),
+            SCALE,
+            &INK,
+        );
+        draw_text(
+            &footer,
+            &end,
+            (rx + RAMP_W - text_width(&end, SCALE), under),
+            SCALE,
+            &INK,
+        );
+    }
     root.present().map_err(|e| fail(&e))
+}
+
+/// Kilometres per degree of latitude (mean Earth radius 6371 km).
+const KM_PER_DEGREE: f64 = 6371.0 * std::f64::consts::PI / 180.0;
+
+/// The error at which the colour ramp reaches red: the 90th percentile.
+fn error_scale(errors: &[ErrorLine]) -> f64 {
+    let mut sorted: Vec<f64> = errors.iter().map(|e| e.error_km).collect();
+    sorted.sort_by(f64::total_cmp);
+    sorted
+        .get(sorted.len() * 9 / 10)
+        .copied()
+        .unwrap_or(1.0)
+        .max(1e-9)
+}
+
+fn draw_swatch<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    swatch: Swatch,
+    (x, y): (i32, i32),
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let (cx, cy) = (x + SWATCH / 2, y + LINE_H / 2);
+    let corners = [(x, y), (x + SWATCH, y + LINE_H)];
+    match swatch {
+        Swatch::Area(fill, edge) => {
+            area.draw(&Rectangle::new(corners, fill.filled()))?;
+            area.draw(&Rectangle::new(corners, edge))
+        }
+        Swatch::Outline(edge) => area.draw(&Rectangle::new(corners, edge.stroke_width(2))),
+        Swatch::Dot(colour, r) => area.draw(&Circle::new((cx, cy), r, colour.filled())),
+        Swatch::Cross(colour) => area.draw(&Cross::new((cx, cy), 4, colour)),
+        Swatch::Error(colour) => {
+            area.draw(&PathElement::new(vec![(x, cy + 4), (x + SWATCH, cy - 4)], colour))?;
+            area.draw(&Circle::new((x, cy + 4), 2, colour.filled()))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -265,20 +554,101 @@ mod tests {
     use super::*;
     use geo::polygon;
 
-    #[test]
-    fn a_map_is_a_png_with_the_land_aspect() {
-        let dir = tempfile::tempdir().unwrap();
-        let land = MultiPolygon(vec![
+    fn land() -> MultiPolygon<f64> {
+        MultiPolygon(vec![
             polygon![(x: 13.0, y: 42.0), (x: 19.0, y: 42.0), (x: 19.0, y: 46.0), (x: 13.0, y: 46.0)],
-        ]);
+        ])
+    }
+
+    fn text() -> MapText {
+        MapText {
+            title: "Test errors · evaluate 0123456789ab".into(),
+            headline: "2 test locations, mean 55.0 km".into(),
+        }
+    }
+
+    fn has_colour(img: &image::RgbImage, rows: std::ops::Range<u32>, c: RGBColor) -> bool {
+        rows.flat_map(|y| (0..img.width()).map(move |x| (x, y)))
+            .any(|(x, y)| img.get_pixel(x, y).0 == [c.0, c.1, c.2])
+    }
+
+    fn ink_rows(img: &image::RgbImage, rows: std::ops::Range<u32>) -> usize {
+        rows.filter(|&y| (0..img.width()).any(|x| img.get_pixel(x, y).0 != [255, 255, 255]))
+            .count()
+    }
+
+    #[test]
+    fn a_locations_map_has_the_land_aspect_and_a_legend_of_its_splits() {
+        let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.png");
-        let points = [MapPoint {
-            lat: 45.0,
-            lon: 15.0,
-            split: 0,
-        }];
-        draw_locations(&path, &land, &points).unwrap();
+        let points = [
+            MapPoint {
+                lat: 45.0,
+                lon: 15.0,
+                split: 0,
+            },
+            MapPoint {
+                lat: 43.0,
+                lon: 17.0,
+                split: 2,
+            },
+        ];
+        draw_locations(&path, &land(), &points, &text()).unwrap();
+        let img = image::open(&path).unwrap().to_rgb8();
+        assert_eq!(img.width(), WIDTH);
+        // 6° of longitude at 44° N span 4.3° of latitude's length; 4° tall: the map part is
+        // 1200 × 4 / 4.3 ≈ 1100 px, plus the header and a one-row legend.
+        let map_h = img.height() - HEADER_H as u32;
+        assert!((1150..1300).contains(&map_h), "{}", img.height());
+        let footer = img.height() - 110..img.height();
+        assert!(has_colour(&img, footer.clone(), SPLIT_COLOURS[0]), "train swatch");
+        assert!(has_colour(&img, footer.clone(), SPLIT_COLOURS[2]), "test swatch");
+        assert!(!has_colour(&img, footer.clone(), SPLIT_COLOURS[1]), "no val, no val swatch");
+        assert!(has_colour(&img, footer, LAND), "land swatch");
+        let (title, headline) = (TITLE_Y as u32, HEADLINE_Y as u32);
+        assert!(ink_rows(&img, title..title + LINE_H as u32) > LINE_H as usize / 2, "title");
+        assert!(ink_rows(&img, headline..headline + LINE_H as u32) > LINE_H as usize / 2);
+    }
+
+    #[test]
+    fn an_error_map_draws_its_ramp_and_retitling_changes_only_the_title_band() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.png");
+        let errors = [
+            ErrorLine {
+                truth: (45.0, 15.0),
+                predicted: (45.5, 15.5),
+                error_km: 10.0,
+            },
+            ErrorLine {
+                truth: (43.0, 17.0),
+                predicted: (44.0, 17.0),
+                error_km: 100.0,
+            },
+        ];
+        draw_errors(&path, &land(), &errors, &text()).unwrap();
         let bytes = std::fs::read(&path).unwrap();
-        assert_eq!(&bytes[1..4], b"PNG");
+        let img = image::load_from_memory(&bytes).unwrap().to_rgb8();
+        let footer = img.height() - 80..img.height();
+        assert!(has_colour(&img, footer.clone(), heat(0.0)), "ramp start");
+        assert!(has_colour(&img, footer, heat(1.0)), "ramp end");
+
+        let again = retitle(&bytes, "golf · run f69ca77dd78d · evaluate 0123456789ab").unwrap();
+        let new = image::load_from_memory(&again).unwrap().to_rgb8();
+        assert_eq!(new.dimensions(), img.dimensions());
+        let band = (TITLE_Y - 4) as u32..(TITLE_Y + LINE_H + 4) as u32;
+        let differs = |y: u32| (0..img.width()).any(|x| img.get_pixel(x, y) != new.get_pixel(x, y));
+        assert!(band.clone().any(differs), "the title changed");
+        assert!(!(0..img.height()).filter(|y| !band.contains(y)).any(differs));
+    }
+
+    #[test]
+    fn scale_bars_are_round_lengths() {
+        assert_eq!(nice_km(73.0), 50.0);
+        assert_eq!(nice_km(230.0), 200.0);
+        assert_eq!(nice_km(0.7), 0.5);
+        assert_eq!(nice_km(10.0), 10.0);
+        assert_eq!(km_label(0.5), "0.5");
+        assert_eq!(km_label(20.0), "20");
     }
 }
