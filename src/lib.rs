@@ -7,6 +7,7 @@
 //! | module         | owns                                                                 |
 //! |----------------|----------------------------------------------------------------------|
 //! | [`cli`]        | argument parsing, printing, exit codes (the only `anyhow` user)       |
+//! | [`report`]     | self-contained HTML reports of a run or a sweep (charts, maps, tables) |
 //! | [`ops`]        | what each command does, as plain functions over options structs       |
 //! | [`experiment`] | schema, layered loading (figment), validation, provenance             |
 //! | [`stages`]     | dataset, classes, images, features, train, evaluate, and their graph  |
@@ -26,6 +27,7 @@
 //!
 //! ```text
 //! cli
+//! report
 //! ops serve
 //! stages
 //! infer
@@ -59,6 +61,7 @@
 //! | `<name>/<run-id>/<stage>`              | symlink to that stage's cache entry                |
 //! | `<name>/<run-id>/events.out.tfevents.*`| hard links to the train/evaluate event files       |
 //! | `<name>/<run-id>/checkpoints/`         | hard links to the `best` and `last` checkpoints    |
+//! | `<name>/<run-id>/report.html`          | `geoexp report`'s page of the run                  |
 //! | `.cache/train/.work/<key>/`            | a training in progress; resumed after a crash      |
 
 #![warn(missing_docs)]
@@ -72,6 +75,7 @@ pub mod images;
 pub mod infer;
 pub mod model;
 pub mod ops;
+pub mod report;
 pub mod serve;
 pub mod stages;
 pub mod track;

@@ -6,6 +6,7 @@
 
 mod args;
 mod cache;
+mod console;
 mod diff;
 mod fit_report;
 mod gc;
@@ -61,6 +62,8 @@ enum Command {
     Cache(cache::Args),
     /// Remove cache entries no run references (and, when asked, the oldest runs).
     Gc(gc::Args),
+    /// Write a self-contained HTML report of a run or a sweep.
+    Report(report::Args),
     /// Check a run's cache entries against its manifest (re-hash every output), or
     /// recompute one of its stages and compare.
     Verify(verify::Args),
@@ -92,7 +95,7 @@ impl From<ExitStatus> for ExitCode {
 /// What every command gets besides its own flags.
 pub struct Ctx {
     global: GlobalArgs,
-    reporter: report::Console,
+    reporter: console::Console,
 }
 
 /// Parses the command line, runs the command, prints any error, and returns the exit code.
@@ -100,7 +103,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.global);
     let ctx = Ctx {
-        reporter: report::Console::new(cli.global.quiet),
+        reporter: console::Console::new(cli.global.quiet),
         global: cli.global,
     };
     let result = match cli.command {
@@ -112,6 +115,7 @@ pub fn main() -> ExitCode {
         Command::Diff(args) => diff::run(args, &ctx),
         Command::Predict(args) => predict::run(args, &ctx),
         Command::Serve(args) => serve::run(args, &ctx),
+        Command::Report(args) => report::run(args, &ctx),
         Command::Verify(args) => verify::run(args, &ctx),
         Command::Cache(args) => cache::run(args, &ctx),
         Command::Gc(args) => gc::run(args, &ctx),

@@ -1,178 +1,74 @@
-//! The console reporter: one line per stage on stdout, progress bars on stderr.
+//! `geoexp report`.
 
-use std::any::Any;
-use std::io::Write;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use anyhow::{Context, Result};
 
-use crate::graph::{Progress, Reporter, RerunReason, RunEvent, Tick};
-use crate::train::progress::FitEvent;
+use crate::ops::diff::resolve;
+use crate::ops::sweep::find_sweep;
+use crate::report::{run_report, sweep_report, write_report};
 
-use super::fit_report::fit_line;
+use super::{Ctx, ExitStatus};
 
-/// Prints stage events and draws progress bars (hidden when stderr is not a terminal).
-pub struct Console {
-    quiet: bool,
-    bars: MultiProgress,
-    reasons: Mutex<Vec<(String, Vec<RerunReason>)>>,
+/// Write a self-contained HTML report of a run (metrics, stages, training curves, maps,
+/// errors per class, the worst predictions with their views, the resolved config) or of a
+/// sweep (ranking, heatmap, parameters against the metric, rungs).
+#[derive(Debug, clap::Args)]
+#[command(group = clap::ArgGroup::new("what").required(true).args(["run", "sweep"]))]
+#[command(after_help = "\
+A run is a manifest file, a run folder, or a run id: whole, a unique prefix, or name/id as \
+`geoexp ls` prints it. A sweep is its id, a unique prefix, or its folder.
+
+The report is written atomically to report.html in the run or sweep folder; it embeds its \
+images and charts, so it opens anywhere without a network. `geoexp run --report` and \
+`geoexp sweep --report` write it when they finish.
+
+Exit status: 0 written, 2 the run or sweep cannot be found or read.")]
+pub struct Args {
+    /// The run: a run folder, its manifest, or a run id (prefix).
+    #[arg(value_name = "RUN", conflicts_with = "sweep")]
+    run: Option<PathBuf>,
+    /// Report on this sweep instead.
+    #[arg(long, value_name = "SWEEP_ID")]
+    sweep: Option<String>,
 }
 
-impl Console {
-    /// A reporter; `quiet` prints nothing but errors.
-    pub fn new(quiet: bool) -> Console {
-        let target = if quiet {
-            ProgressDrawTarget::hidden()
-        } else {
-            ProgressDrawTarget::stderr()
-        };
-        Console {
-            quiet,
-            bars: MultiProgress::with_draw_target(target),
-            reasons: Mutex::new(Vec::new()),
+pub fn run(args: Args, ctx: &Ctx) -> Result<ExitStatus> {
+    let path = match (&args.run, &args.sweep) {
+        (_, Some(sweep)) => {
+            let dir = find_sweep(&ctx.global.runs_dir, sweep)?;
+            write_sweep_report(&dir, &ctx.global.runs_dir)?
         }
-    }
-
-    /// Removes any bar still drawn (before printing an error).
-    pub fn clear(&self) {
-        let _ = self.bars.clear();
-    }
-
-    /// Prints a line to stdout above the bars, unless quiet.
-    pub fn line(&self, text: &str) {
-        if self.quiet {
-            return;
+        (Some(run), None) => {
+            let manifest = resolve(run, &ctx.global.runs_dir)?;
+            write_run_report(manifest.parent().unwrap_or(Path::new(".")))?
         }
-        self.bars.suspend(|| {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{text}");
-        });
-    }
-
-    /// Prints a line to stderr above the bars, even when quiet: failures and warnings.
-    pub fn warn(&self, text: &str) {
-        self.bars.suspend(|| {
-            let mut out = std::io::stderr().lock();
-            let _ = writeln!(out, "{text}");
-        });
-    }
-
-    fn stage_line(&self, stage: &str, status: &str, key: &str, duration: Duration, note: &str) {
-        self.line(&format!(
-            "{stage:<10} {status:<5} {key}  {:>8}  {note}",
-            format_duration(duration)
-        ));
-    }
+        (None, None) => unreachable!("clap requires RUN or --sweep"),
+    };
+    print_written(ctx, &path);
+    Ok(ExitStatus::Success)
 }
 
-/// `0.42s`, `12.3s`, `4m05s`.
-pub fn format_duration(d: Duration) -> String {
-    let s = d.as_secs_f64();
-    if s < 10.0 {
-        format!("{s:.2}s")
-    } else if s < 60.0 {
-        format!("{s:.1}s")
-    } else {
-        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
-    }
+/// Writes `run_dir/report.html`.
+pub(super) fn write_run_report(run_dir: &Path) -> Result<PathBuf> {
+    let html = run_report(run_dir)
+        .with_context(|| format!("writing the report of {}", run_dir.display()))?;
+    Ok(write_report(run_dir, &html)?)
 }
 
-impl Progress for Console {
-    fn start(&self, label: &str, total: u64) -> Box<dyn Tick> {
-        let bar = self.bars.add(ProgressBar::new(total));
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{prefix:>30} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        bar.set_prefix(label.to_owned());
-        Box::new(Bar(bar))
-    }
-
-    fn say(&self, text: &str) {
-        self.line(text);
-    }
-
-    fn stage_event(&self, stage: &str, event: &dyn Any) {
-        if let Some(text) = event.downcast_ref::<FitEvent>().and_then(fit_line) {
-            self.line(&format!("{stage:<10} {text}"));
-        }
-    }
+/// Writes `sweep_dir/report.html`.
+pub(super) fn write_sweep_report(sweep_dir: &Path, runs_dir: &Path) -> Result<PathBuf> {
+    let html = sweep_report(sweep_dir, runs_dir)
+        .with_context(|| format!("writing the report of sweep {}", sweep_dir.display()))?;
+    Ok(write_report(sweep_dir, &html)?)
 }
 
-struct Bar(ProgressBar);
-
-impl Tick for Bar {
-    fn inc(&self, n: u64) {
-        self.0.inc(n);
-    }
-    fn message(&self, text: &str) {
-        self.0.set_message(text.to_owned());
-    }
-    fn finish(&self) {
-        self.0.finish_and_clear();
-    }
-}
-
-impl Reporter for Console {
-    fn event(&self, event: RunEvent) {
-        match event {
-            RunEvent::Hit {
-                stage,
-                key,
-                duration,
-            } => {
-                self.stage_line(&stage, "hit", key.short(), duration, "");
-            }
-            RunEvent::Started { stage, reasons, .. } => {
-                tracing::info!("running {stage}");
-                if let Ok(mut r) = self.reasons.lock() {
-                    r.push((stage, reasons));
-                }
-            }
-            RunEvent::Finished {
-                stage,
-                key,
-                duration,
-            } => {
-                let why = self
-                    .reasons
-                    .lock()
-                    .ok()
-                    .and_then(|r| {
-                        r.iter()
-                            .find(|(s, _)| *s == stage)
-                            .map(|(_, why)| why.clone())
-                    })
-                    .unwrap_or_default();
-                let why: Vec<String> = why.iter().map(ToString::to_string).collect();
-                self.stage_line(&stage, "miss", key.short(), duration, &why.join("; "));
-            }
-            RunEvent::Waiting { stage, holder } => {
-                self.line(&format!(
-                    "{stage:<10} waiting for {holder}, which is computing it"
-                ));
-            }
-            RunEvent::WaitingForGc { holder } => {
-                self.line(&format!(
-                    "{:<10} waiting for `geoexp gc` ({holder}) to finish",
-                    "cache"
-                ));
-            }
-            RunEvent::Paused { stage, what } => {
-                self.line(&format!("{stage:<10} paused: {what}"));
-            }
-            RunEvent::Failed { stage, .. } => {
-                self.line(&format!("{stage:<10} FAILED"));
-            }
-            RunEvent::CorruptEntry { stage, problem } => {
-                tracing::warn!(
-                    "{stage}: ignoring a damaged cache entry (it is recomputed): {problem}"
-                );
-            }
-        }
-    }
+/// `report → <path> (<size>)`.
+pub(super) fn print_written(ctx: &Ctx, path: &Path) {
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    ctx.reporter.line(&format!(
+        "report → {} ({})",
+        path.display(),
+        bytesize::ByteSize::b(size).display().si()
+    ));
 }

@@ -31,6 +31,9 @@ pub struct Args {
     /// completes.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     stop_after_epoch: Option<u32>,
+    /// Also write the run's HTML report (report.html in the run folder; see `geoexp report`).
+    #[arg(long)]
+    report: bool,
 }
 
 /// The headline of an evaluated run: test error against the train-mean baseline.
@@ -76,5 +79,9 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<ExitStatus> {
         report.run_id,
         report.run_dir.join("manifest.toml").display()
     ));
+    if args.report {
+        let path = super::report::write_run_report(&report.run_dir)?;
+        super::report::print_written(ctx, &path);
+    }
     Ok(ExitStatus::Success)
 }

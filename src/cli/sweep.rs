@@ -14,7 +14,7 @@ use crate::ops::sweep::{
     run_trial,
 };
 
-use super::report::{Console, format_duration};
+use super::console::{Console, format_duration};
 use super::values::{self, number, plain as show_value};
 use super::{Ctx, ExitStatus};
 
@@ -76,6 +76,11 @@ pub struct Args {
     /// reported, not retried).
     #[arg(long)]
     rerun_failed: bool,
+    /// When the trials are done, write the sweep's HTML report and each finished trial's
+    /// (report.html in the sweep and run folders; see `geoexp report`). With --executor
+    /// slurm, run `geoexp report --sweep ID` once the jobs finish.
+    #[arg(long, conflicts_with = "dry_run")]
+    report: bool,
     /// Where trials run.
     #[arg(long, value_enum, default_value = "local")]
     executor: Executor,
@@ -198,6 +203,12 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<ExitStatus> {
                 None if report.submitted == 0 => c.line("nothing to submit"),
                 None => c.line("not submitted (--no-submit)"),
             }
+            if args.report {
+                c.line(&format!(
+                    "the report is written once the trials finish: geoexp report --sweep {}",
+                    plan.id
+                ));
+            }
             Ok(ExitStatus::Success)
         }
         Executor::Local => {
@@ -232,6 +243,9 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<ExitStatus> {
                 ));
             }
             print_summary(&plan, &report.rows, ctx);
+            if args.report {
+                write_reports(&plan, &report.rows, ctx)?;
+            }
             if !report.skipped_failed.is_empty() {
                 ctx.reporter.warn(&format!(
                     "{} failed in an earlier invocation and not retried (use --rerun-failed)",
@@ -254,6 +268,27 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<ExitStatus> {
             })
         }
     }
+}
+
+/// `--report`: each finished trial's run report, then the sweep's (which links to them).
+fn write_reports(plan: &SweepPlan, rows: &[TrialRow], ctx: &Ctx) -> Result<()> {
+    let runs = rows
+        .iter()
+        .filter(|r| r.state == TrialState::Ok)
+        .filter_map(|r| r.record.as_ref()?.run.clone());
+    let mut written = 0;
+    for run in runs {
+        super::report::write_run_report(&plan.runs_dir.join(run))?;
+        written += 1;
+    }
+    if written > 0 {
+        let plural = if written == 1 { "" } else { "s" };
+        ctx.reporter
+            .line(&format!("{written} run report{plural} written"));
+    }
+    let path = super::report::write_sweep_report(&plan.dir, &plan.runs_dir)?;
+    super::report::print_written(ctx, &path);
+    Ok(())
 }
 
 /// What one Slurm task or `--jobs` child does.

@@ -54,7 +54,7 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<ExitStatus> {
         summary.locations,
         summary.images,
         args.out.display(),
-        super::report::format_duration(started.elapsed())
+        super::console::format_duration(started.elapsed())
     ));
     Ok(ExitStatus::Success)
 }

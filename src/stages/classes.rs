@@ -234,7 +234,13 @@ impl Stage for ClassesStage {
             title: format!("Classes · {}", ctx.label()),
             headline: headline(&self.spec, &table),
         };
-        draw_map(&out.join(MAP_FILE), &self.boundary, &table, &locations, &text)?;
+        draw_map(
+            &out.join(MAP_FILE),
+            &self.boundary,
+            &table,
+            &locations,
+            &text,
+        )?;
         if table.moved > 0 {
             tracing::info!(
                 "{} location(s) lie outside every cell and were assigned to the nearest one",

@@ -131,7 +131,7 @@ pub fn draw_heatmap(path: &Path, map: &Heatmap<'_>) -> Result<(), HeatmapError> 
 }
 
 /// Four significant digits, without an exponent for ordinary magnitudes.
-fn format_value(v: f64) -> String {
+pub fn format_value(v: f64) -> String {
     let magnitude = v.abs();
     if magnitude >= 1000.0 {
         format!("{v:.0}")
@@ -147,7 +147,7 @@ fn format_value(v: f64) -> String {
 }
 
 /// Viridis, `t` in 0..=1.
-fn colour(t: f64) -> RGBColor {
+pub fn colour(t: f64) -> RGBColor {
     let t = t.clamp(0.0, 1.0) * (STOPS.len() - 1) as f64;
     let i = (t.floor() as usize).min(STOPS.len() - 2);
     let f = t - i as f64;

@@ -211,7 +211,10 @@ fn legend(
     }
     let classes = cells.iter().filter(|c| c.is_class).count();
     if classes > 0 {
-        out.push((Swatch::Outline(CLASS_CELL), format!("class cell ({classes})")));
+        out.push((
+            Swatch::Outline(CLASS_CELL),
+            format!("class cell ({classes})"),
+        ));
     }
     if classes < cells.len() {
         let n = cells.len() - classes;
@@ -491,7 +494,13 @@ fn draw(
                 ))
                 .map_err(|e| fail(&e))?;
         }
-        draw_text(&footer, "(90th pct)", (rx + RAMP_W + 10, by - 4), SCALE, &INK);
+        draw_text(
+            &footer,
+            "(90th pct)",
+            (rx + RAMP_W + 10, by - 4),
+            SCALE,
+            &INK,
+        );
         let middle = format!("{} km", km_label(scale / 2.0));
         let end = format!(">= {} km", km_label(scale));
         draw_text(&footer, "0 km", (rx, under), SCALE, &INK);
@@ -543,7 +552,10 @@ fn draw_swatch<DB: DrawingBackend>(
         Swatch::Dot(colour, r) => area.draw(&Circle::new((cx, cy), r, colour.filled())),
         Swatch::Cross(colour) => area.draw(&Cross::new((cx, cy), 4, colour)),
         Swatch::Error(colour) => {
-            area.draw(&PathElement::new(vec![(x, cy + 4), (x + SWATCH, cy - 4)], colour))?;
+            area.draw(&PathElement::new(
+                vec![(x, cy + 4), (x + SWATCH, cy - 4)],
+                colour,
+            ))?;
             area.draw(&Circle::new((x, cy + 4), 2, colour.filled()))
         }
     }
@@ -601,12 +613,24 @@ mod tests {
         let map_h = img.height() - HEADER_H as u32;
         assert!((1150..1300).contains(&map_h), "{}", img.height());
         let footer = img.height() - 110..img.height();
-        assert!(has_colour(&img, footer.clone(), SPLIT_COLOURS[0]), "train swatch");
-        assert!(has_colour(&img, footer.clone(), SPLIT_COLOURS[2]), "test swatch");
-        assert!(!has_colour(&img, footer.clone(), SPLIT_COLOURS[1]), "no val, no val swatch");
+        assert!(
+            has_colour(&img, footer.clone(), SPLIT_COLOURS[0]),
+            "train swatch"
+        );
+        assert!(
+            has_colour(&img, footer.clone(), SPLIT_COLOURS[2]),
+            "test swatch"
+        );
+        assert!(
+            !has_colour(&img, footer.clone(), SPLIT_COLOURS[1]),
+            "no val, no val swatch"
+        );
         assert!(has_colour(&img, footer, LAND), "land swatch");
         let (title, headline) = (TITLE_Y as u32, HEADLINE_Y as u32);
-        assert!(ink_rows(&img, title..title + LINE_H as u32) > LINE_H as usize / 2, "title");
+        assert!(
+            ink_rows(&img, title..title + LINE_H as u32) > LINE_H as usize / 2,
+            "title"
+        );
         assert!(ink_rows(&img, headline..headline + LINE_H as u32) > LINE_H as usize / 2);
     }
 

@@ -9,9 +9,7 @@ pub const GLYPH: i32 = 8;
 
 /// Width of `s` in pixels at `scale`.
 pub fn text_width(s: &str, scale: i32) -> i32 {
-    i32::try_from(s.chars().count()).unwrap_or(i32::MAX / (GLYPH * scale.max(1)))
-        * GLYPH
-        * scale
+    i32::try_from(s.chars().count()).unwrap_or(i32::MAX / (GLYPH * scale.max(1))) * GLYPH * scale
 }
 
 /// Calls `plot(x, y)` for every pixel of `s` drawn with its top left corner at (x, y).
@@ -30,10 +28,7 @@ pub fn for_each_pixel(s: &str, x: i32, y: i32, scale: i32, mut plot: impl FnMut(
                 }
                 for dy in 0..scale {
                     for dx in 0..scale {
-                        plot(
-                            x + (i * GLYPH + col) * scale + dx,
-                            y + row * scale + dy,
-                        );
+                        plot(x + (i * GLYPH + col) * scale + dx, y + row * scale + dy);
                     }
                 }
             }

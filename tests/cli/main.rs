@@ -1,5 +1,6 @@
 //! End-to-end tests: they drive the real `geoexp` binary on tiny synthetic data.
 
+mod browser;
 mod common;
 mod config;
 mod dataset;
@@ -11,6 +12,7 @@ mod ls;
 mod plan;
 mod predict;
 mod refine;
+mod report;
 mod run;
 mod serve;
 mod slurm;

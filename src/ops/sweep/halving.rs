@@ -148,6 +148,15 @@ pub fn promote(
 /// `train.monitor` after epoch `epochs` of `trial`'s training: from its cache entry when it
 /// finished, else from the `last` checkpoint its paused training keeps.
 pub fn value_at(plan: &SweepPlan, trial: &TrialSpec, epochs: u32) -> Option<f64> {
+    monitor_history(plan, trial)?
+        .into_iter()
+        .find(|&(e, _)| e == epochs)
+        .map(|(_, v)| v)
+}
+
+/// `train.monitor` after each epoch `trial` has trained so far, as (epochs trained, value),
+/// read as [`value_at`] reads it.
+pub fn monitor_history(plan: &SweepPlan, trial: &TrialSpec) -> Option<Vec<(u32, f64)>> {
     let prepared = Prepared::new(&trial.load_options(), &plan.runs_dir).ok()?;
     let resolved = prepared.resolve(&CollectingReporter::default()).ok()?;
     let key = &resolved.iter().find(|r| r.stage.name() == TRAIN)?.key;
@@ -156,12 +165,12 @@ pub fn value_at(plan: &SweepPlan, trial: &TrialSpec, epochs: u32) -> Option<f64>
         _ => prepared.store.work_dir(TRAIN, key),
     };
     let meta = read_sidecar(&dir, Slot::Last.name()).ok()?;
-    meta.history
-        .iter()
-        .find(|r| r.epoch + 1 == epochs)?
-        .metrics
-        .get(&plan.monitor_key)
-        .copied()
+    Some(
+        meta.history
+            .iter()
+            .filter_map(|r| Some((r.epoch + 1, *r.metrics.get(&plan.monitor_key)?)))
+            .collect(),
+    )
 }
 
 /// Records where `trial` stands after a rung: paused there (it goes on) or stopped. A

@@ -16,6 +16,7 @@
 //! same sweep twice lands in the same folder and re-running it only runs what is missing.
 
 mod halving;
+pub use halving::monitor_history;
 pub mod local;
 pub mod record;
 pub mod slurm;

@@ -22,6 +22,7 @@ use crate::graph::{GraphError, Manifest, write_atomic};
 
 use super::{SweepPlan, TrialSpec, run_metrics};
 use crate::ops::plain_value as show_value;
+use crate::track::heatmap::Heatmap;
 
 /// The expanded trials.
 pub const TRIALS_FILE: &str = "trials.jsonl";
@@ -570,12 +571,12 @@ fn write_csv(plan: &SweepPlan, rows: &[TrialRow]) -> Result<(), GraphError> {
 }
 
 /// For a grid of exactly two crossed axes, the monitored metric per cell (averaged over
-/// seeds); any other shape, a random search included, gets no heatmap.
-fn write_heatmap(plan: &SweepPlan, rows: &[TrialRow]) -> Result<(), GraphError> {
+/// seeds); any other shape, a random search included, has none.
+pub fn heatmap<'a>(plan: &'a SweepPlan, rows: &[TrialRow]) -> Option<Heatmap<'a>> {
     let d = &plan.definition;
     let grid = d.method == crate::experiment::sweep::Method::Grid;
     if !grid || d.axes.len() != 2 || !d.zip.is_empty() {
-        return Ok(());
+        return None;
     }
     let (y_axis, x_axis) = (&d.axes[0], &d.axes[1]);
     let mut sums = vec![vec![(0.0, 0usize); x_axis.values.len()]; y_axis.values.len()];
@@ -599,23 +600,27 @@ fn write_heatmap(plan: &SweepPlan, rows: &[TrialRow]) -> Result<(), GraphError> 
                 .collect()
         })
         .collect();
-    let path = plan.dir.join(HEATMAP_FILE);
     let labels = |a: &crate::experiment::sweep::Axis| -> Vec<String> {
         a.values.iter().map(show_value).collect()
     };
-    crate::track::heatmap::draw_heatmap(
-        &path,
-        &crate::track::heatmap::Heatmap {
-            title: &plan.monitor,
-            x_key: &x_axis.key,
-            x_labels: labels(x_axis),
-            y_key: &y_axis.key,
-            y_labels: labels(y_axis),
-            cells,
-            higher_is_better: plan.monitor_max,
-        },
-    )
-    .map_err(|e| GraphError::Encode {
+    Some(Heatmap {
+        title: &plan.monitor,
+        x_key: &x_axis.key,
+        x_labels: labels(x_axis),
+        y_key: &y_axis.key,
+        y_labels: labels(y_axis),
+        cells,
+        higher_is_better: plan.monitor_max,
+    })
+}
+
+/// Draws [`heatmap`] to `heatmap.png`, when the sweep has one.
+fn write_heatmap(plan: &SweepPlan, rows: &[TrialRow]) -> Result<(), GraphError> {
+    let Some(map) = heatmap(plan, rows) else {
+        return Ok(());
+    };
+    let path = plan.dir.join(HEATMAP_FILE);
+    crate::track::heatmap::draw_heatmap(&path, &map).map_err(|e| GraphError::Encode {
         path,
         message: e.to_string(),
     })
