@@ -6,11 +6,13 @@
 
 mod args;
 mod cache;
+mod completions;
 mod console;
 mod diff;
 mod fit_report;
 mod gc;
 mod ls;
+mod man;
 mod plan;
 mod predict;
 mod report;
@@ -64,6 +66,10 @@ enum Command {
     Gc(gc::Args),
     /// Write a self-contained HTML report of a run or a sweep.
     Report(report::Args),
+    /// Print a shell completion script (bash, zsh, fish).
+    Completions(completions::Args),
+    /// Print the manual page, or write one per command into a folder.
+    Man(man::Args),
     /// Check a run's cache entries against its manifest (re-hash every output), or
     /// recompute one of its stages and compare.
     Verify(verify::Args),
@@ -116,6 +122,8 @@ pub fn main() -> ExitCode {
         Command::Predict(args) => predict::run(args, &ctx),
         Command::Serve(args) => serve::run(args, &ctx),
         Command::Report(args) => report::run(args, &ctx),
+        Command::Completions(args) => completions::run(args, &ctx),
+        Command::Man(args) => man::run(args, &ctx),
         Command::Verify(args) => verify::run(args, &ctx),
         Command::Cache(args) => cache::run(args, &ctx),
         Command::Gc(args) => gc::run(args, &ctx),

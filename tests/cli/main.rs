@@ -2,6 +2,7 @@
 
 mod browser;
 mod common;
+mod completions;
 mod config;
 mod dataset;
 mod diff;
