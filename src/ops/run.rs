@@ -2,7 +2,9 @@
 //!
 //! The run folder `runs/<name>/<run-id>/` gets `manifest.toml` (deterministic),
 //! `execution.toml` (volatile) and one relative symlink per executed stage into the cache,
-//! so `runs/golf/<id>/classes/classes.csv` is where a user expects it.
+//! so `runs/golf/<id>/classes/classes.csv` is where a user expects it; hard links to the
+//! files people open first (checkpoints, metrics, event files); and copies of the maps whose
+//! titles name the experiment and run.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -139,6 +141,15 @@ pub fn run_prepared(
         for (file, name) in crate::stages::run_links(&s.stage) {
             link_file(&s.entry.dir.join(file), &run_dir.join(name));
         }
+        for (file, name) in crate::stages::run_maps(&s.stage) {
+            let title = format!(
+                "{} · run {run_id} · {} {}",
+                manifest.run.name,
+                s.stage,
+                s.key.short()
+            );
+            titled_map(&s.entry.dir.join(file), &run_dir.join(name), &title);
+        }
     }
     Ok(RunReport {
         run_id,
@@ -222,6 +233,18 @@ fn link_file(entry_file: &Path, link: &Path) {
     // Renaming one hard link of a file onto another of the same file succeeds and does
     // nothing (POSIX), which would leave `tmp` behind.
     let _ = std::fs::remove_file(&tmp);
+}
+
+/// Writes a copy of the map PNG `entry_file` at `path` whose title names the experiment
+/// and run, which the cache entry (shared by every run that hits it) cannot. Best effort,
+/// like the links: a map that cannot be read or written is left out.
+fn titled_map(entry_file: &Path, path: &Path, title: &str) {
+    let Ok(bytes) = std::fs::read(entry_file) else {
+        return;
+    };
+    if let Ok(png) = crate::track::map::retitle(&bytes, title) {
+        let _ = crate::graph::write_atomic(path, &png);
+    }
 }
 
 /// Whether `a` and `b` are the same file (hard links of one inode).

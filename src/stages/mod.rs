@@ -261,13 +261,24 @@ pub fn run_links(stage: &str) -> &'static [(&'static str, &'static str)] {
             (evaluate::EVENTS_FILE, "events.out.tfevents.evaluate"),
             (evaluate::PREDICTIONS_FILE, "predictions.csv"),
             (evaluate::CELLS_FILE, "cells.csv"),
-            (evaluate::ERROR_MAP_FILE, "error_map.png"),
             (evaluate::METRICS_FILE, "test_metrics.toml"),
             (
                 evaluate::GALLERY_FILE,
                 "checkpoints/best.gallery.safetensors",
             ),
         ],
+        _ => &[],
+    }
+}
+
+/// Maps of a stage's cache entry that a run folder gets a copy of, retitled with the
+/// experiment and run id (see [`crate::track::map::retitle`]), as (file in the entry, name
+/// in the run folder).
+pub fn run_maps(stage: &str) -> &'static [(&'static str, &'static str)] {
+    match stage {
+        dataset::NAME => &[(dataset::MAP_FILE, "locations.png")],
+        classes::NAME => &[(classes::MAP_FILE, "class_map.png")],
+        evaluate::NAME => &[(evaluate::ERROR_MAP_FILE, "error_map.png")],
         _ => &[],
     }
 }

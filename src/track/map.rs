@@ -333,7 +333,7 @@ fn draw(
     let layout = legend_layout(&entries, width);
     let legend_rows = layout.last().map_or(0, |&(row, _)| row + 1);
     // Below the entries: the scale bar, and on error maps the colour ramp, with labels.
-    let footer_h = MARGIN + legend_rows * LEGEND_ROW_H + 12 + LINE_H + 8 + LINE_H + MARGIN;
+    let footer_h = MARGIN + legend_rows * LEGEND_ROW_H + LINE_H + 8 + LINE_H + MARGIN;
     let height = HEADER_H + map_h + footer_h;
     let size = (
         u32::try_from(width).map_err(|e| fail(&e))?,
@@ -455,7 +455,7 @@ fn draw(
         draw_swatch(&footer, *swatch, (x, y)).map_err(|e| fail(&e))?;
         draw_text(&footer, label, (x + SWATCH + 8, y + 1), SCALE, &INK);
     }
-    let bar_y = MARGIN + legend_rows * LEGEND_ROW_H + 12;
+    let bar_y = MARGIN + legend_rows * LEGEND_ROW_H;
     let bar_km = nice_km(220.0 / px_per_km.max(1e-9));
     let bar_px = (bar_km * px_per_km).round() as i32;
     let (bx, by) = (MARGIN, bar_y + 4);

@@ -332,3 +332,82 @@ fn a_halving_sweep_report_shows_its_rungs() {
         "{ranking:?}"
     );
 }
+
+/// Whether any pixel in `rows` has colour `c`.
+fn has_colour(img: &image::RgbImage, rows: std::ops::Range<u32>, c: [u8; 3]) -> bool {
+    rows.flat_map(|y| (0..img.width()).map(move |x| (x, y)))
+        .any(|(x, y)| img.get_pixel(x, y).0 == c)
+}
+
+/// The first row of the legend: below the lowest run of 20 blank rows above the last drawn
+/// row (the margin between the map and its legend; rows of the legend are closer).
+fn legend_top(img: &image::RgbImage) -> u32 {
+    let blank = |y: u32| (0..img.width()).all(|x| img.get_pixel(x, y).0 == [255, 255, 255]);
+    let bottom = (0..img.height())
+        .rev()
+        .find(|&y| !blank(y))
+        .expect("an empty map");
+    let mut run = 0;
+    for y in (0..bottom).rev() {
+        if blank(y) {
+            run += 1;
+            if run == 20 {
+                return y + 20;
+            }
+        } else {
+            run = 0;
+        }
+    }
+    panic!("no margin between the map and its legend");
+}
+
+#[test]
+fn the_run_folders_maps_carry_the_run_in_their_title_and_a_legend() {
+    let env = TestEnv::new();
+    env.write("exp.toml", &synthetic_experiment(60, ""));
+    env.run(&["run", "exp.toml"]).expect(0);
+    let run_dir = env.run_dir("t");
+    let land = [225, 225, 225];
+    let (train, val, test) = ([46, 139, 87], [255, 140, 0], [128, 0, 128]);
+    let maps = [
+        (
+            "locations.png",
+            "dataset/locations.png",
+            vec![land, train, val, test],
+        ),
+        (
+            "class_map.png",
+            "classes/class_map.png",
+            vec![land, train, [25, 25, 112], [255, 0, 0]],
+        ),
+        ("error_map.png", "evaluate/error_map.png", vec![land]),
+    ];
+    for (copy, entry, swatches) in maps {
+        let titled = image::open(run_dir.join(copy)).unwrap().to_rgb8();
+        let cached = image::open(run_dir.join(entry)).unwrap().to_rgb8();
+        assert_eq!(titled.dimensions(), cached.dimensions(), "{copy}");
+        let (w, h) = titled.dimensions();
+        assert_eq!(w, 1200, "{copy}");
+        assert!(h > 600, "{copy}: {h} px high");
+        // The title band (the top 40 rows) differs; below it the pictures are the same.
+        let differs = |y: u32| (0..w).any(|x| titled.get_pixel(x, y) != cached.get_pixel(x, y));
+        assert!((0..40).any(differs), "{copy}: the title was not rewritten");
+        assert!(!(40..h).any(differs), "{copy}: more than the title changed");
+        // The legend under the map shows a swatch of every colour the map uses.
+        let legend = legend_top(&titled)..h;
+        assert!(h - legend.start > 60, "{copy}: no legend");
+        for c in swatches {
+            assert!(
+                has_colour(&titled, legend.clone(), c),
+                "{copy}: no {c:?} in the legend"
+            );
+        }
+    }
+    // The error map's ramp runs green to red.
+    let errors = image::open(run_dir.join("error_map.png"))
+        .unwrap()
+        .to_rgb8();
+    let h = errors.height();
+    assert!(has_colour(&errors, h - 80..h, [0, 180, 40]), "ramp start");
+    assert!(has_colour(&errors, h - 80..h, [220, 0, 40]), "ramp end");
+}
