@@ -209,9 +209,7 @@ fn short_value(v: &Value) -> String {
 
 /// Loss, accuracy, validation km and learning rate per epoch, from `metrics.csv`.
 fn curves_section(run_dir: &Path, manifest: &Manifest) -> Result<String, ReportError> {
-    let path = run_dir
-        .join(train::NAME)
-        .join(crate::train::history::METRICS_FILE);
+    let path = run_file(run_dir, train::NAME, crate::train::history::METRICS_FILE);
     if !path.is_file() {
         return Ok(String::new());
     }
@@ -297,20 +295,33 @@ fn maps_section(run_dir: &Path, manifest: &Manifest) -> Result<String, ReportErr
         let Some(entry) = manifest.stages.get(stage) else {
             continue;
         };
-        let path = run_dir.join(stage).join(file);
-        let Ok(bytes) = std::fs::read(&path) else {
-            continue;
+        // The run folder's copy already names the run; a run made before copies were
+        // written has only the entry's map, retitled here.
+        let copy = crate::stages::run_maps(stage)
+            .iter()
+            .map(|(_, name)| run_dir.join(name))
+            .find(|p| p.is_file());
+        let png = match copy {
+            Some(path) => {
+                std::fs::read(&path).map_err(|source| ReportError::Read { path, source })?
+            }
+            None => {
+                let path = run_dir.join(stage).join(file);
+                let Ok(bytes) = std::fs::read(&path) else {
+                    continue;
+                };
+                let title = format!(
+                    "{} · run {} · {stage} {}",
+                    manifest.run.name,
+                    manifest.run.id,
+                    entry.key.short()
+                );
+                retitle(&bytes, &title).map_err(|e| ReportError::Parse {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?
+            }
         };
-        let title = format!(
-            "{} · run {} · {stage} {}",
-            manifest.run.name,
-            manifest.run.id,
-            entry.key.short()
-        );
-        let png = retitle(&bytes, &title).map_err(|e| ReportError::Parse {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
         body.push_str(&format!(
             r#"<figure id="map-{stage}">{}<figcaption>{} (<code>{}/{file}</code>)</figcaption></figure>"#,
             img("image/png", &png, caption, "map"),
@@ -330,7 +341,7 @@ fn maps_section(run_dir: &Path, manifest: &Manifest) -> Result<String, ReportErr
 
 /// Test errors per true class, from the evaluate stage's `cells.csv`.
 fn classes_section(run_dir: &Path) -> Result<String, ReportError> {
-    let path = run_dir.join(evaluate::NAME).join(evaluate::CELLS_FILE);
+    let path = run_file(run_dir, evaluate::NAME, evaluate::CELLS_FILE);
     let mut rows: Vec<ClassErrors> = read_csv(&path)?;
     rows.sort_by(|a, b| b.mean_km.total_cmp(&a.mean_km));
     let cells: Vec<Vec<Cell>> = rows
@@ -365,9 +376,7 @@ fn classes_section(run_dir: &Path) -> Result<String, ReportError> {
 
 /// The worst test predictions, each with its four views as thumbnails.
 fn worst_section(run_dir: &Path, manifest: &Manifest) -> Result<String, ReportError> {
-    let path = run_dir
-        .join(evaluate::NAME)
-        .join(evaluate::PREDICTIONS_FILE);
+    let path = run_file(run_dir, evaluate::NAME, evaluate::PREDICTIONS_FILE);
     let mut predictions: Vec<Prediction> = read_csv(&path)?;
     predictions.sort_by(|a, b| b.error_km.total_cmp(&a.error_km));
     predictions.truncate(WORST);
@@ -416,6 +425,17 @@ fn worst_section(run_dir: &Path, manifest: &Manifest) -> Result<String, ReportEr
         &rows,
     );
     Ok(section("worst", "Worst predictions", &body))
+}
+
+/// A stage's file as the run folder has it: its hard link or copy there (which outlives a
+/// `gc` of the entry), else the file in the entry.
+fn run_file(run_dir: &Path, stage: &str, file: &str) -> PathBuf {
+    crate::stages::run_links(stage)
+        .iter()
+        .find(|(f, _)| *f == file)
+        .map(|(_, name)| run_dir.join(name))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| run_dir.join(stage).join(file))
 }
 
 /// Each location's four view files, as the images stage finds them.

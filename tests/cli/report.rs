@@ -411,3 +411,28 @@ fn the_run_folders_maps_carry_the_run_in_their_title_and_a_legend() {
     assert!(has_colour(&errors, h - 80..h, [0, 180, 40]), "ramp start");
     assert!(has_colour(&errors, h - 80..h, [220, 0, 40]), "ramp end");
 }
+
+#[test]
+fn a_run_whose_entries_were_removed_still_gets_its_manifest_report() {
+    let env = TestEnv::new();
+    env.write("exp.toml", &synthetic_experiment(60, ""));
+    env.run(&["run", "exp.toml"]).expect(0);
+    let run_dir = env.run_dir("t");
+    fs::remove_dir_all(env.path().join("runs/.cache")).unwrap();
+    env.run(&["report", run_dir.to_str().unwrap()]).expect(0);
+    let doc = Html::parse_document(&fs::read_to_string(run_dir.join("report.html")).unwrap());
+    let sections: Vec<String> = select(&doc, "section")
+        .iter()
+        .map(|s| s.value().attr("id").unwrap().to_owned())
+        .collect();
+    // Everything the run folder keeps itself: curves, maps, errors; the views are gone.
+    assert_eq!(
+        sections,
+        [
+            "metrics", "stages", "curves", "maps", "classes", "worst", "config"
+        ]
+    );
+    assert_eq!(select(&doc, "#maps img").len(), 3);
+    assert_eq!(rows(&doc, "stages-table").len(), 5);
+    assert!(select(&doc, "#worst img").is_empty());
+}
