@@ -169,7 +169,7 @@ tr.default td{color:#888}code{font-size:12px}\
 .maps{display:flex;flex-wrap:wrap;gap:14px;align-items:flex-start}.map{width:100%;height:auto;border:1px solid #eee}figure{margin:0;flex:1 1 380px;max-width:600px}figcaption{color:#555;font-size:12px}\
 .thumb{width:64px;height:64px;object-fit:cover;margin-right:2px;image-rendering:auto}\
 .hit{color:#2e7d32}.ran{color:#b26a00}.failed{color:#c62828}\
-td.heat{text-align:center;min-width:80px}\
+td.heat{text-align:center;min-width:80px}tr.best td{font-weight:600}\
 footer{color:#777;font-size:12px;padding:10px 20px 30px}";
 
 /// Sorts a table by the clicked column: numbers by `data-value`, text alphabetically.

@@ -48,9 +48,41 @@ pub fn sweep_report(sweep_dir: &Path, runs_dir: &Path) -> Result<String, ReportE
     if let Some(map) = heatmap(&plan, &rows) {
         body.push_str(&heatmap_section(&map));
     }
-    body.push_str(&parameters_section(&plan, &rows, &keys));
-    if plan.definition.early_stop.is_some() {
-        body.push_str(&rungs_section(&plan, &rows));
+    let rungs = plan
+        .definition
+        .early_stop
+        .as_ref()
+        .map(|h| h.rungs(plan.epochs))
+        .unwrap_or_default();
+    if let Some(&first) = rungs.first() {
+        // Trials stopped at a rung never get the final metric: compare every trial at the
+        // first rung, which all of them reach, as successive halving itself does.
+        let histories: BTreeMap<&str, Vec<(u32, f64)>> = rows
+            .iter()
+            .filter_map(|r| Some((r.spec.id.as_str(), monitor_history(&plan, &r.spec)?)))
+            .collect();
+        let scores = rows
+            .iter()
+            .filter_map(|r| {
+                let h = histories.get(r.spec.id.as_str())?;
+                Some((r, h.iter().find(|(e, _)| *e == first)?.1))
+            })
+            .collect();
+        let y_label = format!("{} at epoch {first}", plan.monitor_key);
+        body.push_str(&parameters_section(&plan, &rows, &keys, scores, &y_label));
+        body.push_str(&rungs_section(&plan, &rows, &rungs, &histories));
+    } else {
+        let scores = rows
+            .iter()
+            .filter_map(|r| Some((r, r.metric(&plan.monitor)?)))
+            .collect();
+        body.push_str(&parameters_section(
+            &plan,
+            &rows,
+            &keys,
+            scores,
+            &plan.monitor,
+        ));
     }
     let title = format!("{} · sweep {}", plan.name, plan.id);
     Ok(page(&title, &lead, &body))
@@ -217,13 +249,15 @@ fn heatmap_section(map: &Heatmap<'_>) -> String {
     )
 }
 
-/// One scatter plot per swept key: its values against the monitored metric, finished
-/// trials only (trials stopped at a rung are not comparable with them).
-fn parameters_section(plan: &SweepPlan, rows: &[TrialRow], keys: &[String]) -> String {
-    let done: Vec<&TrialRow> = rows
-        .iter()
-        .filter(|r| r.metric(&plan.monitor).is_some())
-        .collect();
+/// One scatter plot per swept key: its values against each trial's score (`y_label`).
+fn parameters_section(
+    plan: &SweepPlan,
+    rows: &[TrialRow],
+    keys: &[String],
+    scores: Vec<(&TrialRow, f64)>,
+    y_label: &str,
+) -> String {
+    let (done, ys): (Vec<&TrialRow>, Vec<f64>) = scores.into_iter().unzip();
     if done.is_empty() {
         return section(
             "parameters",
@@ -267,8 +301,8 @@ fn parameters_section(plan: &SweepPlan, rows: &[TrialRow], keys: &[String]) -> S
         let points = done
             .iter()
             .zip(xs)
-            .map(|(r, x)| {
-                let y = r.metric(&plan.monitor).unwrap_or(f64::NAN);
+            .zip(&ys)
+            .map(|((r, x), &y)| {
                 let label = format!(
                     "{} · {key} = {} · {}",
                     r.spec.id,
@@ -282,7 +316,7 @@ fn parameters_section(plan: &SweepPlan, rows: &[TrialRow], keys: &[String]) -> S
             &Scatter {
                 title: key.clone(),
                 x_label: key.clone(),
-                y_label: plan.monitor.clone(),
+                y_label: y_label.to_owned(),
                 points,
                 log_x,
                 categories,
@@ -297,17 +331,12 @@ fn parameters_section(plan: &SweepPlan, rows: &[TrialRow], keys: &[String]) -> S
 
 /// Successive halving: the monitored value of every trial at each rung it reached; the
 /// trials stopped at a rung are drawn faint.
-fn rungs_section(plan: &SweepPlan, rows: &[TrialRow]) -> String {
-    let rungs = plan
-        .definition
-        .early_stop
-        .as_ref()
-        .map(|h| h.rungs(plan.epochs))
-        .unwrap_or_default();
-    let histories: BTreeMap<&str, Vec<(u32, f64)>> = rows
-        .iter()
-        .filter_map(|r| Some((r.spec.id.as_str(), monitor_history(plan, &r.spec)?)))
-        .collect();
+fn rungs_section(
+    plan: &SweepPlan,
+    rows: &[TrialRow],
+    rungs: &[u32],
+    histories: &BTreeMap<&str, Vec<(u32, f64)>>,
+) -> String {
     let mut series = Vec::new();
     let mut reached = vec![0usize; rungs.len()];
     for (i, r) in rows.iter().enumerate() {

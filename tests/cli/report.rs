@@ -315,7 +315,8 @@ fn a_halving_sweep_report_shows_its_rungs() {
         .unwrap()
         .unwrap()
         .path();
-    let doc = Html::parse_document(&fs::read_to_string(dir.join("report.html")).unwrap());
+    let html = fs::read_to_string(dir.join("report.html")).unwrap();
+    let doc = Html::parse_document(&html);
     let sections: Vec<String> = select(&doc, "section")
         .iter()
         .map(|s| s.value().attr("id").unwrap().to_owned())
@@ -325,6 +326,14 @@ fn a_halving_sweep_report_shows_its_rungs() {
     assert_eq!(rows(&doc, "rungs-table"), [["1", "3"], ["2", "1"]]);
     let lines = select(&doc, "#rungs polyline.series");
     assert_eq!(lines.len(), 3);
+    // Parameters against the value at the first rung: every trial has one.
+    let plot = &select(&doc, "#parameters svg")[0];
+    assert_eq!(
+        plot.select(&Selector::parse("circle.point").unwrap())
+            .count(),
+        3
+    );
+    assert!(html.contains("val/haversine_km_mean at epoch 1"));
     let ranking = rows(&doc, "ranking-table");
     assert_eq!(ranking[0][2], "ok");
     assert!(
@@ -435,4 +444,24 @@ fn a_run_whose_entries_were_removed_still_gets_its_manifest_report() {
     assert_eq!(select(&doc, "#maps img").len(), 3);
     assert_eq!(rows(&doc, "stages-table").len(), 5);
     assert!(select(&doc, "#worst img").is_empty());
+}
+
+#[test]
+fn views_of_a_dataset_directory_are_found_from_the_experiment_file() {
+    let env = TestEnv::new();
+    env.synth("a", 60, 5);
+    // The experiment lives in a subfolder, so `dirs` is relative to it, not to the cwd.
+    env.write(
+        "exps/exp.toml",
+        &crate::common::dirs_experiment(&["../data/a"], ""),
+    );
+    env.run(&["run", "exps/exp.toml", "--report"]).expect(0);
+    let run_dir = env.run_dir("t");
+    let doc = Html::parse_document(&fs::read_to_string(run_dir.join("report.html")).unwrap());
+    let worst = select(&doc, "table#worst-table tbody tr");
+    assert!(!worst.is_empty());
+    for tr in worst {
+        let thumbs = tr.select(&Selector::parse("img.thumb").unwrap()).count();
+        assert_eq!(thumbs, 4, "{}", tr.html());
+    }
 }
