@@ -252,8 +252,8 @@ impl LineChart {
                 let (a, b) = pts[0].split_once(',').unwrap_or(("0", "0"));
                 let _ = write!(
                     out,
-                    r#"<circle cx="{a}" cy="{b}" r="3" fill="{}"/>"#,
-                    s.colour
+                    r#"<circle cx="{a}" cy="{b}" r="3" fill="{}" fill-opacity="{opacity}"/>"#,
+                    escape(&s.colour)
                 );
             }
             if !s.faint && self.series.len() <= PALETTE.len() {
