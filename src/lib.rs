@@ -61,6 +61,7 @@
 //! | `<name>/<run-id>/<stage>`              | symlink to that stage's cache entry                |
 //! | `<name>/<run-id>/events.out.tfevents.*`| hard links to the train/evaluate event files       |
 //! | `<name>/<run-id>/checkpoints/`         | hard links to the `best` and `last` checkpoints    |
+//! | `<name>/<run-id>/*.png`                | the stages' maps, retitled with experiment and run |
 //! | `<name>/<run-id>/report.html`          | `geoexp report`'s page of the run                  |
 //! | `.cache/train/.work/<key>/`            | a training in progress; resumed after a crash      |
 

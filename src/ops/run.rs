@@ -142,12 +142,8 @@ pub fn run_prepared(
             link_file(&s.entry.dir.join(file), &run_dir.join(name));
         }
         for (file, name) in crate::stages::run_maps(&s.stage) {
-            let title = format!(
-                "{} · run {run_id} · {} {}",
-                manifest.run.name,
-                s.stage,
-                s.key.short()
-            );
+            let title =
+                crate::track::map::run_title(&manifest.run.name, &run_id, &s.stage, s.key.short());
             titled_map(&s.entry.dir.join(file), &run_dir.join(name), &title);
         }
     }

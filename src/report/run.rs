@@ -3,14 +3,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::graph::manifest::{EXECUTION_FILE, MANIFEST_FILE};
 use crate::graph::{Execution, Manifest, key_paths};
 use crate::ops::plain_value;
+use crate::stages::evaluate::{CellRow, PredictionRow};
 use crate::stages::{classes, dataset, evaluate, train};
-use crate::track::map::retitle;
+use crate::track::map::{retitle, run_title};
 
 use super::html::{Cell, escape, img, page, section, table, table_with_classes};
 use super::svg::{LineChart, PALETTE, Series};
@@ -20,30 +20,6 @@ use super::{ReportError, read, read_csv};
 const WORST: usize = 12;
 /// Thumbnails' longest side in pixels.
 const THUMB: u32 = 96;
-
-/// A row of the evaluate stage's `predictions.csv`.
-#[derive(Clone, Debug, Deserialize)]
-struct Prediction {
-    uuid: String,
-    true_lat: f64,
-    true_lon: f64,
-    pred_lat: f64,
-    pred_lon: f64,
-    error_km: f64,
-    true_class: usize,
-    pred_class: usize,
-}
-
-/// A row of the evaluate stage's `cells.csv`: one class's test errors.
-#[derive(Clone, Debug, Deserialize)]
-struct ClassErrors {
-    class: usize,
-    centroid_lat: f64,
-    centroid_lon: f64,
-    locations: usize,
-    mean_km: f64,
-    median_km: f64,
-}
 
 /// The report of the run in `run_dir` (which holds `manifest.toml`), as one HTML page.
 ///
@@ -310,11 +286,11 @@ fn maps_section(run_dir: &Path, manifest: &Manifest) -> Result<String, ReportErr
                 let Ok(bytes) = std::fs::read(&path) else {
                     continue;
                 };
-                let title = format!(
-                    "{} · run {} · {stage} {}",
-                    manifest.run.name,
-                    manifest.run.id,
-                    entry.key.short()
+                let title = run_title(
+                    &manifest.run.name,
+                    &manifest.run.id,
+                    stage,
+                    entry.key.short(),
                 );
                 retitle(&bytes, &title).map_err(|e| ReportError::Parse {
                     path: path.clone(),
@@ -342,7 +318,7 @@ fn maps_section(run_dir: &Path, manifest: &Manifest) -> Result<String, ReportErr
 /// Test errors per true class, from the evaluate stage's `cells.csv`.
 fn classes_section(run_dir: &Path) -> Result<String, ReportError> {
     let path = run_file(run_dir, evaluate::NAME, evaluate::CELLS_FILE);
-    let mut rows: Vec<ClassErrors> = read_csv(&path)?;
+    let mut rows: Vec<CellRow> = read_csv(&path)?;
     rows.sort_by(|a, b| b.mean_km.total_cmp(&a.mean_km));
     let cells: Vec<Vec<Cell>> = rows
         .iter()
@@ -377,7 +353,7 @@ fn classes_section(run_dir: &Path) -> Result<String, ReportError> {
 /// The worst test predictions, each with its four views as thumbnails.
 fn worst_section(run_dir: &Path, manifest: &Manifest) -> Result<String, ReportError> {
     let path = run_file(run_dir, evaluate::NAME, evaluate::PREDICTIONS_FILE);
-    let mut predictions: Vec<Prediction> = read_csv(&path)?;
+    let mut predictions: Vec<PredictionRow> = read_csv(&path)?;
     predictions.sort_by(|a, b| b.error_km.total_cmp(&a.error_km));
     predictions.truncate(WORST);
     let views = view_paths(run_dir, manifest)?;
@@ -406,7 +382,8 @@ fn worst_section(run_dir: &Path, manifest: &Manifest) -> Result<String, ReportEr
                 Cell::text(format!("{:.4}, {:.4}", p.true_lat, p.true_lon)),
                 Cell::text(format!("{:.4}, {:.4}", p.pred_lat, p.pred_lon)),
                 Cell::Number(p.true_class as f64, p.true_class.to_string()),
-                Cell::Number(p.pred_class as f64, p.pred_class.to_string()),
+                p.pred_class
+                    .map_or(Cell::text(""), |c| Cell::Number(c as f64, c.to_string())),
                 Cell::Raw(thumbs),
             ]
         })

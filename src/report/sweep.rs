@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::ops::plain_value;
 use crate::ops::sweep::record::{TrialRow, TrialState, gather, heatmap, ranked, read_plan};
 use crate::ops::sweep::{SweepPlan, monitor_history};
-use crate::track::heatmap::{Heatmap, colour, format_value};
+use crate::track::heatmap::{Heatmap, format_value, luminance};
 
 use super::ReportError;
 use super::html::{Cell, escape, page, section, table, table_with_classes};
@@ -198,9 +198,6 @@ fn run_link(row: &TrialRow, runs_dir: &Path, sweep_dir: &Path) -> Cell {
 }
 
 fn heatmap_section(map: &Heatmap<'_>) -> String {
-    let values: Vec<f64> = map.cells.iter().flatten().flatten().copied().collect();
-    let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let mut html = format!(
         r#"<table id="heatmap-table"><thead><tr><th>{} \ {}</th>"#,
         escape(map.y_key),
@@ -215,16 +212,8 @@ fn heatmap_section(map: &Heatmap<'_>) -> String {
         for v in row {
             match v {
                 Some(v) => {
-                    let t = if hi > lo { (v - lo) / (hi - lo) } else { 1.0 };
-                    let c = colour(if map.higher_is_better { t } else { 1.0 - t });
-                    let ink =
-                        if 0.299 * f64::from(c.0) + 0.587 * f64::from(c.1) + 0.114 * f64::from(c.2)
-                            > 140.0
-                        {
-                            "#111"
-                        } else {
-                            "#fff"
-                        };
+                    let c = map.colour_of(*v);
+                    let ink = if luminance(c) > 140.0 { "#111" } else { "#fff" };
                     html.push_str(&format!(
                         r#"<td class="heat" data-value="{v}" style="background:rgb({},{},{});color:{ink}">{}</td>"#,
                         c.0,

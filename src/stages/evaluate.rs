@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::dataset::Split;
 use crate::experiment::{Centroid, Loaded};
@@ -99,26 +99,42 @@ impl EvaluateStage {
     }
 }
 
-#[derive(Serialize)]
-struct PredictionRow<'a> {
-    uuid: &'a str,
-    true_lat: f64,
-    true_lon: f64,
-    pred_lat: f64,
-    pred_lon: f64,
-    error_km: f64,
-    true_class: usize,
-    pred_class: Option<usize>,
+/// A row of `predictions.csv`: one test location.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PredictionRow {
+    /// Location id.
+    pub uuid: String,
+    /// True latitude.
+    pub true_lat: f64,
+    /// True longitude.
+    pub true_lon: f64,
+    /// Predicted latitude.
+    pub pred_lat: f64,
+    /// Predicted longitude.
+    pub pred_lon: f64,
+    /// Haversine error in km.
+    pub error_km: f64,
+    /// The class of the true position.
+    pub true_class: usize,
+    /// The predicted class (none for regression).
+    pub pred_class: Option<usize>,
 }
 
-#[derive(Serialize)]
-struct CellRow {
-    class: usize,
-    centroid_lat: f64,
-    centroid_lon: f64,
-    locations: usize,
-    mean_km: f64,
-    median_km: f64,
+/// A row of `cells.csv`: one true class's test errors.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CellRow {
+    /// The class.
+    pub class: usize,
+    /// Its centroid's latitude.
+    pub centroid_lat: f64,
+    /// Its centroid's longitude.
+    pub centroid_lon: f64,
+    /// Test locations in it.
+    pub locations: usize,
+    /// Their mean error in km.
+    pub mean_km: f64,
+    /// Their median error in km.
+    pub median_km: f64,
 }
 
 impl Stage for EvaluateStage {
@@ -338,7 +354,7 @@ fn write_predictions(
     let mut w = csv::Writer::from_path(path)?;
     for (s, p) in samples.iter().zip(predictions) {
         w.serialize(PredictionRow {
-            uuid: &s.uuid,
+            uuid: s.uuid.clone(),
             true_lat: s.lat,
             true_lon: s.lon,
             pred_lat: p.lat,

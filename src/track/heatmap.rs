@@ -43,6 +43,19 @@ pub struct Heatmap<'a> {
     pub higher_is_better: bool,
 }
 
+impl Heatmap<'_> {
+    /// The colour of a cell holding `v`: viridis over the grid's range, brightest for the
+    /// best value.
+    pub fn colour_of(&self, v: f64) -> RGBColor {
+        let values = self.cells.iter().flatten().flatten().copied();
+        let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+            (a.min(x), b.max(x))
+        });
+        let t = if hi > lo { (v - lo) / (hi - lo) } else { 1.0 };
+        colour(if self.higher_is_better { t } else { 1.0 - t })
+    }
+}
+
 /// Why the heatmap could not be drawn.
 #[derive(Debug, thiserror::Error)]
 #[error("drawing {path}: {message}")]
@@ -92,9 +105,6 @@ pub fn draw_heatmap(path: &Path, map: &Heatmap<'_>) -> Result<(), HeatmapError> 
         1,
         &INK,
     );
-    let values: Vec<f64> = map.cells.iter().flatten().flatten().copied().collect();
-    let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     for (c, label) in (0..).zip(&map.x_labels) {
         let x = left + c * CELL_W + (CELL_W - text_width(label, 1)) / 2;
         text(label, x, top - GLYPH - 6, 1, &INK);
@@ -104,13 +114,7 @@ pub fn draw_heatmap(path: &Path, map: &Heatmap<'_>) -> Result<(), HeatmapError> 
         text(label, left - MARGIN - text_width(label, 1), y, 1, &INK);
         for (c, value) in (0..).zip(map.cells.get(r as usize).into_iter().flatten()) {
             let (x0, y0) = (left + c * CELL_W, top + r * CELL_H);
-            let fill = match value {
-                Some(v) => {
-                    let t = if hi > lo { (v - lo) / (hi - lo) } else { 1.0 };
-                    colour(if map.higher_is_better { t } else { 1.0 - t })
-                }
-                None => EMPTY,
-            };
+            let fill = value.map_or(EMPTY, |v| map.colour_of(v));
             root.draw(&Rectangle::new(
                 [(x0 + 1, y0 + 1), (x0 + CELL_W - 1, y0 + CELL_H - 1)],
                 fill.filled(),
@@ -147,7 +151,7 @@ pub fn format_value(v: f64) -> String {
 }
 
 /// Viridis, `t` in 0..=1.
-pub fn colour(t: f64) -> RGBColor {
+fn colour(t: f64) -> RGBColor {
     let t = t.clamp(0.0, 1.0) * (STOPS.len() - 1) as f64;
     let i = (t.floor() as usize).min(STOPS.len() - 2);
     let f = t - i as f64;
@@ -156,7 +160,8 @@ pub fn colour(t: f64) -> RGBColor {
     RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
 }
 
-fn luminance(c: RGBColor) -> f64 {
+/// Perceived brightness (ITU-R BT.601 weights), 0–255: whether text on `c` is dark or light.
+pub fn luminance(c: RGBColor) -> f64 {
     0.299 * f64::from(c.0) + 0.587 * f64::from(c.1) + 0.114 * f64::from(c.2)
 }
 

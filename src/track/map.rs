@@ -138,6 +138,11 @@ pub fn draw_classes(
     draw(path, land, cells, points, &[], text)
 }
 
+/// The title of a run's copy of a map: `golf · run f69ca77dd78d · evaluate 24835fc06250`.
+pub fn run_title(experiment: &str, run_id: &str, stage: &str, key: &str) -> String {
+    format!("{experiment} · run {run_id} · {stage} {key}")
+}
+
 /// A map PNG (as [`draw_locations`] and the others write it) with its title band
 /// repainted to say `title`: how a run folder and a report name the experiment and run
 /// that a shared cache entry's map cannot know.

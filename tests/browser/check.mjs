@@ -122,6 +122,14 @@ async function step(what, fn) {
   }
 }
 
+// A full-page screenshot named `name` in the output folder, when a name is given; its path.
+async function screenshot(page, name) {
+  if (!name) return null;
+  const path = join(spec.out_dir, name);
+  await step("taking the screenshot", () => page.screenshot({ path, fullPage: true, timeout }));
+  return path;
+}
+
 async function checkUpload(context, upload) {
   const origin = new URL(upload.url).origin;
   const page = await context.newPage();
@@ -196,12 +204,7 @@ async function checkUpload(context, upload) {
         ...dom,
       });
     }
-    if (upload.screenshot) {
-      out.screenshot = join(spec.out_dir, upload.screenshot);
-      await step("taking the screenshot", () =>
-        page.screenshot({ path: out.screenshot, fullPage: true, timeout }),
-      );
-    }
+    out.screenshot = await screenshot(page, upload.screenshot);
   } catch (e) {
     out.error = message(e);
   } finally {
@@ -265,12 +268,7 @@ async function checkPage(context, spec_) {
         out.dead_links.push(`${href}: ${fileURLToPath(at.href.split("#")[0])} does not exist`);
       }
     }
-    if (spec_.screenshot) {
-      out.screenshot = join(spec.out_dir, spec_.screenshot);
-      await step("taking the screenshot", () =>
-        page.screenshot({ path: out.screenshot, fullPage: true, timeout }),
-      );
-    }
+    out.screenshot = await screenshot(page, spec_.screenshot);
   } catch (e) {
     out.error = message(e);
   } finally {

@@ -22,6 +22,20 @@ fn has(shell: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Runs `cmd`, which must succeed, and returns its stdout's lines.
+fn stdout_lines(cmd: &mut Command) -> Vec<String> {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
 /// What bash's completion offers for `line` (the cursor at its end), with the script
 /// sourced as a user would.
 fn bash_complete(script: &std::path::Path, line: &str) -> Vec<String> {
@@ -35,21 +49,12 @@ f=$(complete -p geoexp | sed -E 's/.*-F ([^ ]+).*/\1/')
 "$f" geoexp "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
 if [ ${#COMPREPLY[@]} -gt 0 ]; then printf '%s\n' "${COMPREPLY[@]}"; fi
 "#;
-    let out = Command::new("bash")
-        .args(["-c", harness, "harness"])
-        .arg(script)
-        .arg(line)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    stdout_lines(
+        Command::new("bash")
+            .args(["-c", harness, "harness"])
+            .arg(script)
+            .arg(line),
+    )
 }
 
 #[test]
@@ -57,12 +62,7 @@ fn bash_completes_subcommands_schema_keys_and_backbones() {
     let env = TestEnv::new();
     let script = env.run(&["completions", "bash"]).expect(0).stdout;
     let path = env.write("geoexp.bash", &script);
-    let check = Command::new("bash").arg("-n").arg(&path).output().unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    stdout_lines(Command::new("bash").arg("-n").arg(&path));
 
     assert!(bash_complete(&path, "geoexp rep").contains(&"report".to_owned()));
     let mut train_l = bash_complete(&path, "geoexp run exp.toml --set train.l");
@@ -100,31 +100,22 @@ fn zsh_and_fish_scripts_parse_and_complete_keys() {
 
     if has("zsh") {
         let path = env.write("_geoexp", &zsh);
-        let out = Command::new("zsh").arg("-n").arg(&path).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        stdout_lines(Command::new("zsh").arg("-n").arg(&path));
     } else {
         eprintln!("SKIPPED zsh completion check: zsh is not installed");
     }
     if has("fish") {
         let path = env.write("geoexp.fish", &fish);
         let complete = |line: &str| -> Vec<String> {
-            let out = Command::new("fish")
-                .arg("--no-config")
-                .arg("-c")
-                .arg(format!("source {}; complete -C '{line}'", path.display()))
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
+            let lines = stdout_lines(
+                Command::new("fish")
+                    .arg("--no-config")
+                    .arg("-c")
+                    .arg(format!("source {}; complete -C '{line}'", path.display())),
             );
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
+            // Each line is `candidate<TAB>description`.
+            lines
+                .iter()
                 .map(|l| l.split('\t').next().unwrap().to_owned())
                 .collect()
         };

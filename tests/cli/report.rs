@@ -16,6 +16,20 @@ fn text(e: &ElementRef<'_>) -> String {
     e.text().collect::<String>().trim().to_owned()
 }
 
+/// The exact value (`data-value`) of cell `i` of a table row.
+fn cell_value(tr: &ElementRef<'_>, i: usize) -> f64 {
+    let td = tr.child_elements().nth(i).unwrap();
+    td.value().attr("data-value").unwrap().parse().unwrap()
+}
+
+/// The ids of the page's sections, in order.
+fn section_ids(doc: &Html) -> Vec<String> {
+    select(doc, "section")
+        .iter()
+        .map(|s| s.value().attr("id").unwrap().to_owned())
+        .collect()
+}
+
 /// The rows of table `id` as cell texts.
 fn rows(doc: &Html, id: &str) -> Vec<Vec<String>> {
     select(doc, &format!("table#{id} tbody tr"))
@@ -71,10 +85,7 @@ fn a_run_report_shows_every_section_with_the_manifests_values() {
     let m = manifest(&run_dir);
     let id = m["run"]["id"].as_str().unwrap();
     assert_eq!(text(&select(&doc, "h1")[0]), format!("t · run {id}"));
-    let sections: Vec<String> = select(&doc, "section")
-        .iter()
-        .map(|s| s.value().attr("id").unwrap().to_owned())
-        .collect();
+    let sections = section_ids(&doc);
     assert_eq!(
         sections,
         [
@@ -144,13 +155,7 @@ fn a_run_report_shows_every_section_with_the_manifests_values() {
     let worst = select(&doc, "table#worst-table tbody tr");
     let predictions = fs::read_to_string(run_dir.join("predictions.csv")).unwrap();
     assert_eq!(worst.len(), (predictions.lines().count() - 1).min(12));
-    let errors: Vec<f64> = worst
-        .iter()
-        .map(|tr| {
-            let td = tr.child_elements().nth(1).unwrap();
-            td.value().attr("data-value").unwrap().parse().unwrap()
-        })
-        .collect();
+    let errors: Vec<f64> = worst.iter().map(|tr| cell_value(tr, 1)).collect();
     assert!(errors.windows(2).all(|w| w[0] >= w[1]), "{errors:?}");
     let largest = predictions
         .lines()
@@ -200,10 +205,7 @@ fn a_run_stopped_early_gets_the_sections_it_has() {
     let run_dir = env.run_dir("t");
     env.run(&["report", run_dir.to_str().unwrap()]).expect(0);
     let doc = Html::parse_document(&fs::read_to_string(run_dir.join("report.html")).unwrap());
-    let sections: Vec<String> = select(&doc, "section")
-        .iter()
-        .map(|s| s.value().attr("id").unwrap().to_owned())
-        .collect();
+    let sections = section_ids(&doc);
     assert_eq!(sections, ["metrics", "stages", "maps", "config"]);
     assert_eq!(select(&doc, "#maps img").len(), 2);
 }
@@ -249,10 +251,7 @@ fn a_sweep_report_ranks_trials_draws_the_heatmap_and_links_each_run_report() {
     let html = fs::read_to_string(dir.join("report.html")).unwrap();
     assert_self_contained(&html);
     let doc = Html::parse_document(&html);
-    let sections: Vec<String> = select(&doc, "section")
-        .iter()
-        .map(|s| s.value().attr("id").unwrap().to_owned())
-        .collect();
+    let sections = section_ids(&doc);
     assert_eq!(sections, ["ranking", "heatmap", "parameters"]);
 
     let record: toml::Table =
@@ -264,10 +263,7 @@ fn a_sweep_report_ranks_trials_draws_the_heatmap_and_links_each_run_report() {
     assert!(ranking.iter().all(|r| r[2] == "ok"));
     let monitor: Vec<f64> = select(&doc, "table#ranking-table tbody tr")
         .iter()
-        .map(|tr| {
-            let td = tr.child_elements().nth(5).unwrap();
-            td.value().attr("data-value").unwrap().parse().unwrap()
-        })
+        .map(|tr| cell_value(tr, 5))
         .collect();
     assert!(monitor.windows(2).all(|w| w[0] <= w[1]), "{monitor:?}");
     for link in select(&doc, "table#ranking-table a") {
@@ -317,10 +313,7 @@ fn a_halving_sweep_report_shows_its_rungs() {
         .path();
     let html = fs::read_to_string(dir.join("report.html")).unwrap();
     let doc = Html::parse_document(&html);
-    let sections: Vec<String> = select(&doc, "section")
-        .iter()
-        .map(|s| s.value().attr("id").unwrap().to_owned())
-        .collect();
+    let sections = section_ids(&doc);
     assert_eq!(sections, ["ranking", "parameters", "rungs"]);
     // Rungs at 1 and 2 epochs: all three trials reach the first, one the second.
     assert_eq!(rows(&doc, "rungs-table"), [["1", "3"], ["2", "1"]]);
@@ -430,10 +423,7 @@ fn a_run_whose_entries_were_removed_still_gets_its_manifest_report() {
     fs::remove_dir_all(env.path().join("runs/.cache")).unwrap();
     env.run(&["report", run_dir.to_str().unwrap()]).expect(0);
     let doc = Html::parse_document(&fs::read_to_string(run_dir.join("report.html")).unwrap());
-    let sections: Vec<String> = select(&doc, "section")
-        .iter()
-        .map(|s| s.value().attr("id").unwrap().to_owned())
-        .collect();
+    let sections = section_ids(&doc);
     // Everything the run folder keeps itself: curves, maps, errors; the views are gone.
     assert_eq!(
         sections,
