@@ -455,3 +455,22 @@ fn views_of_a_dataset_directory_are_found_from_the_experiment_file() {
         assert_eq!(thumbs, 4, "{}", tr.html());
     }
 }
+
+#[test]
+fn a_regression_run_has_no_predicted_class_and_still_gets_its_report() {
+    let env = TestEnv::new();
+    env.write("exp.toml", &synthetic_experiment(60, ""));
+    env.run(&[
+        "run",
+        "exp.toml",
+        "--set",
+        "model.task=regression",
+        "--report",
+    ])
+    .expect(0);
+    let run_dir = env.run_dir("t");
+    let doc = Html::parse_document(&fs::read_to_string(run_dir.join("report.html")).unwrap());
+    let worst = rows(&doc, "worst-table");
+    assert!(!worst.is_empty());
+    assert!(worst.iter().all(|r| r[5].is_empty()), "{worst:?}");
+}
